@@ -1,0 +1,21 @@
+"""cifarkit: train image classifiers from TOML recipes with pluggy plugins.
+
+Importing this package is cheap: it never imports TensorFlow or Keras.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .errors import (CifarkitError, DataError, OutputError, PluginError,
+                     RecipeError, StrategyError)
+from .hookspecs import hookimpl
+from .params import Range
+
+try:
+    __version__ = _version("cifarkit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
+    "StrategyError", "Range", "hookimpl", "__version__",
+]

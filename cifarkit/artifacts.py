@@ -1,0 +1,156 @@
+"""The run directory: naming, atomic writes, metrics.csv, summary.json, plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import OutputError
+
+
+def check_output(output: Path) -> None:
+    """Fail early (before any training) if ``output`` cannot hold a run directory."""
+    probe = output
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{output}: output path is not a directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{output}: output directory is not writable ({probe})")
+
+
+def run_dir_name(name: str, when: float | None = None) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
+
+
+def create_run_dir(output: Path, name: str) -> Path:
+    """Create a new, unique run directory (never reuses an existing one)."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot create the output directory ({exc.strerror or exc})") from None
+    base = run_dir_name(name)
+    for i in range(1, 1000):
+        candidate = output / (base if i == 1 else f"{base}-{i}")
+        try:
+            candidate.mkdir()  # atomic: two runs started at once get different directories
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"{candidate}: cannot create the run directory "
+                              f"({exc.strerror or exc})") from None
+    raise OutputError(f"{output}: too many runs named {base!r}")
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see either the old or the complete new content."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.csv: one row per epoch, columns in a stable order."""
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    atomic_write(path, buf.getvalue())
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a Keras model atomically (temporary .keras file, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_curves(rows: list[dict[str, Any]], run_dir: Path,
+                metrics: Iterable[str] = ("accuracy", "loss")) -> list[Path]:
+    """``<metric>.png``: training and validation curves per epoch, like the seed's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    written = []
+    epochs = [r["epoch"] for r in rows]
+    for metric in metrics:
+        if not any(r.get(metric) is not None for r in rows):
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = [r.get(key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per epoch")
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = run_dir / f"{metric}.png"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        atomic_write(out, buf.getvalue())
+        written.append(out)
+    return written

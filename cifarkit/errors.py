@@ -1,0 +1,50 @@
+"""The user-error family.
+
+Everything a user can fix by changing their input (a recipe, a ``--set``
+value, a data path, a plugin choice) is raised as a :class:`CifarkitError`.
+The CLI prints such errors as one line and exits with status 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CifarkitError(Exception):
+    """Base class of every error the user can fix by changing their input."""
+
+    exit_code = 2
+
+
+class RecipeError(CifarkitError):
+    """A recipe (or a ``--set`` override) is malformed or invalid."""
+
+
+class PluginError(CifarkitError):
+    """A plugin is unknown, broken, declared twice, or used with bad parameters."""
+
+
+class DataError(CifarkitError):
+    """A dataset is missing, unreadable, corrupted or malformed."""
+
+
+class StrategyError(CifarkitError):
+    """A distribution strategy cannot be created on this machine."""
+
+
+class OutputError(CifarkitError):
+    """The run directory cannot be created or written."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def allowed(choices: Iterable[str]) -> str:
+    """Format a sorted list of allowed names for an error message."""
+    names = sorted(choices)
+    return "allowed: " + (", ".join(names) if names else "(none)")

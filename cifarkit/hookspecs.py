@@ -1,0 +1,144 @@
+"""Hook specifications: the contract between cifarkit and its plugins.
+
+A plugin is a Python module (or any object) with hook implementations. Each
+hook receives a ``register`` callback; the plugin calls it once per factory::
+
+    import cifarkit
+
+    @cifarkit.hookimpl
+    def register_models(register):
+        register(tiny_cnn)            # name defaults to the function's name
+
+    def tiny_cnn(input_shape, num_classes, width: int = 32):
+        \"\"\"A two-layer CNN for smoke tests.\"\"\"
+        import keras                  # import Keras inside the factory
+        ...
+
+``register(factory, name=None)``: ``name`` (default: the factory's
+``__name__``) is what recipes write after ``plugin =``. The factory's
+docstring gives the one-line summary (first line) and parameter
+descriptions (a Google-style ``Args:`` section).
+
+Parameters. Every parameter of the factory is a recipe parameter, except the
+*injected* names listed per hook below, which cifarkit supplies. Recipe
+parameters are keyword parameters with a type annotation (``int``, ``float``,
+``bool``, ``str``, ``pathlib.Path``, ``Literal[...]``, ``list[T]``,
+``T | None``, ``Annotated[T, cifarkit.Range(min, max)]``) and, unless
+required, a default. cifarkit checks a recipe's table against this
+declaration before anything heavy starts: unknown keys, wrong types, values
+out of range and missing required parameters are user errors (exit status
+2). Defaults are filled in and written to the run directory's resolved
+``recipe.toml``. A factory may also raise :class:`cifarkit.PluginError` for a
+combination of values it cannot accept.
+
+Import-light. ``cifarkit list-plugins`` imports plugin modules to read their
+metadata, so a plugin module must not import TensorFlow or Keras at its top
+level: import them inside the factory.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("cifarkit")
+hookimpl = pluggy.HookimplMarker("cifarkit")
+
+
+@hookspec
+def register_augmentations(register):
+    """Register augmentation factories.
+
+    A factory returns one Keras 3 layer (``keras.layers.*``, or a
+    ``keras.layers.Pipeline`` of them) that takes a batch of images, float32,
+    shape ``(batch, height, width, channels)``, pixel values 0-255, and
+    returns a batch of the same shape and range. cifarkit applies the
+    recipe's ``[[augmentation]]`` entries in order, batch-wise on the
+    training split of the tf.data pipeline only (never on validation or
+    test data), calling each layer with ``training=True``.
+
+    Injected: ``seed`` (int: the recipe's seed plus the entry's position, for
+    reproducible randomness).
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register model factories.
+
+    A factory returns an unbuilt-or-built ``keras.Model`` whose input is a
+    batch of raw images, float32, shape ``(batch, *input_shape)``, pixel
+    values 0-255 (any scaling happens inside the model), and whose output is
+    ``num_classes`` probabilities (softmax). It must use only layers that
+    ship with Keras, so that the saved ``model.keras`` loads with plain
+    ``keras.models.load_model``. cifarkit calls it inside the strategy's
+    scope.
+
+    Injected: ``input_shape`` (tuple ``(height, width, channels)``),
+    ``num_classes`` (int).
+    """
+
+
+@hookspec
+def register_strategies(register):
+    """Register distribution-strategy factories.
+
+    A factory returns a ``tf.distribute.Strategy`` (this is one of the two
+    places where TensorFlow code belongs). If the hardware it asks for is
+    not present it raises :class:`cifarkit.StrategyError` naming what it
+    tried and what is available.
+
+    Injected: none.
+    """
+
+
+@hookspec
+def register_callbacks(register):
+    """Register training-callback factories.
+
+    A factory returns a ``keras.callbacks.Callback``; cifarkit passes the
+    recipe's ``[[callbacks]]`` to ``Model.fit`` in order, after its own
+    metrics logger and before its reporter.
+
+    Injected: ``run_dir`` (``pathlib.Path`` of this run's directory; write
+    files only inside it).
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset factories.
+
+    A factory returns a :class:`cifarkit.data.Splits`: ``x_train`` and
+    ``x_test`` as uint8 NumPy arrays of shape ``(n, height, width,
+    channels)``, ``y_train`` and ``y_test`` as integer arrays of shape
+    ``(n,)`` with values in ``[0, len(class_names))``, and ``class_names``.
+    It must not import TensorFlow. Missing, unreadable or malformed data is
+    a :class:`cifarkit.DataError` naming the file. The recipe's ``[data]``
+    table holds the factory's parameters beside cifarkit's own keys
+    (``dataset``, ``validation_split``, ``batch_size``, ``limit``).
+
+    Injected: none.
+    """
+
+
+@hookspec
+def register_optimizers(register):
+    """Register optimizer factories.
+
+    A factory returns a ``keras.optimizers.Optimizer``. The recipe names it
+    with ``train.optimizer = "name"`` or ``train.optimizer = {plugin =
+    "name", ...parameters}``.
+
+    Injected: ``learning_rate`` (float, from ``train.learning_rate``).
+    """
+
+
+#: Plugin kinds, their hook names and the parameter names cifarkit injects.
+KINDS: dict[str, tuple[str, frozenset[str]]] = {
+    "augmentation": ("register_augmentations", frozenset({"seed"})),
+    "model": ("register_models", frozenset({"input_shape", "num_classes"})),
+    "strategy": ("register_strategies", frozenset()),
+    "callback": ("register_callbacks", frozenset({"run_dir"})),
+    "dataset": ("register_datasets", frozenset()),
+    "optimizer": ("register_optimizers", frozenset({"learning_rate"})),
+}

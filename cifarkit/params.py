@@ -1,0 +1,324 @@
+"""Plugin parameters: declared by a factory's signature, checked against recipes.
+
+A plugin factory declares its recipe parameters as keyword parameters with
+type annotations and (optionally) defaults::
+
+    def random_rotation(degrees: Annotated[float, Range(0, 180)] = 15.0,
+                        fill_mode: Literal["nearest", "reflect"] = "nearest",
+                        seed: int | None = None): ...
+
+Supported annotations: ``int``, ``float`` (an integer is accepted and
+converted), ``bool``, ``str``, ``pathlib.Path`` (a string, resolved relative to
+the recipe file that sets it), ``Literal[...]`` (one of the listed values),
+``list[T]`` (a TOML array), ``T | None`` (the parameter may be left unset),
+and ``Annotated[T, Range(min, max)]`` for a bounded number. A parameter
+without a default is required. This module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, Literal
+
+REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds for a numeric parameter: ``Annotated[float, Range(0, 1)]``.
+
+    Args:
+        min: smallest allowed value (``None``: unbounded).
+        max: largest allowed value (``None``: unbounded).
+        min_inclusive: whether ``min`` itself is allowed.
+        max_inclusive: whether ``max`` itself is allowed.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_inclusive: bool = True
+    max_inclusive: bool = True
+
+    def check(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.min is not None:
+            if value < self.min or (value == self.min and not self.min_inclusive):
+                return False
+        if self.max is not None:
+            if value > self.max or (value == self.max and not self.max_inclusive):
+                return False
+        return True
+
+    def describe(self) -> str:
+        lo = "(" if not self.min_inclusive else "["
+        hi = ")" if not self.max_inclusive else "]"
+        a = "-inf" if self.min is None else _fmt(self.min)
+        b = "inf" if self.max is None else _fmt(self.max)
+        return f"{lo}{a}, {b}{hi}"
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+class ParamTypeError(ValueError):
+    """A value does not match a parameter's declared type (message says why)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter of a plugin."""
+
+    name: str
+    annotation: Any
+    default: Any = REQUIRED
+    description: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.annotation)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "type": self.type_name,
+            "required": self.required,
+            "default": None if self.required else _jsonable(self.default),
+            "description": self.description,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _split_annotated(ann: Any) -> tuple[Any, list[Range]]:
+    if typing.get_origin(ann) is typing.Annotated:
+        base, *extra = typing.get_args(ann)
+        return base, [e for e in extra if isinstance(e, Range)]
+    return ann, []
+
+
+def _union_args(ann: Any) -> tuple | None:
+    if typing.get_origin(ann) in (typing.Union, UnionType):
+        return typing.get_args(ann)
+    return None
+
+
+def type_name(ann: Any) -> str:
+    """A short human-readable name for an annotation (used in errors and docs)."""
+    base, ranges = _split_annotated(ann)
+    if ranges:
+        return f"{type_name(base)} in {ranges[0].describe()}"
+    args = _union_args(base)
+    if args is not None:
+        return " | ".join("none" if a is NoneType else type_name(a) for a in args)
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(base))
+    if origin in (list, tuple):
+        inner = typing.get_args(base)
+        return f"list[{type_name(inner[0])}]" if inner else "list"
+    if base is Path:
+        return "path"
+    if base is Any or base is REQUIRED:
+        return "any"
+    return getattr(base, "__name__", str(base))
+
+
+def _describe_value(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string",
+            list: "array", dict: "table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
+def coerce(ann: Any, value: Any, base_dir: Path | None = None) -> Any:
+    """Check ``value`` (a TOML value) against annotation ``ann``.
+
+    Returns the value in its declared type (an int given for a float becomes a
+    float; a path string becomes an absolute ``Path``). Raises
+    :class:`ParamTypeError` with a message naming what is allowed.
+    """
+    base, ranges = _split_annotated(ann)
+    out = _coerce_base(base, value, base_dir)
+    for r in ranges:
+        if out is not None and not r.check(out):
+            raise ParamTypeError(
+                f"{_describe_value(value)} is out of range; allowed: "
+                f"{type_name(base)} in {r.describe()}")
+    return out
+
+
+def _coerce_base(base: Any, value: Any, base_dir: Path | None) -> Any:
+    if base is Any or base is REQUIRED:
+        return value
+    args = _union_args(base)
+    if args is not None:
+        for option in args:
+            if option is NoneType:
+                continue
+            try:
+                return coerce(option, value, base_dir)
+            except ParamTypeError:
+                continue
+        raise ParamTypeError(
+            f"expected {type_name(base)}, got {_describe_value(value)}")
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        options = typing.get_args(base)
+        for option in options:
+            if type(option) is type(value) and option == value:
+                return value
+        raise ParamTypeError(
+            f"{_describe_value(value)} is not allowed; allowed: "
+            + ", ".join(repr(o) for o in options))
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ParamTypeError(
+                f"expected {type_name(base)}, got {_describe_value(value)}")
+        inner = typing.get_args(base)
+        if not inner:
+            return list(value)
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(coerce(inner[0], item, base_dir))
+            except ParamTypeError as exc:
+                raise ParamTypeError(f"item {i}: {exc}") from None
+        return out
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ParamTypeError(
+                    f"expected a finite float, got {_describe_value(value)}")
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    elif base is Path:
+        if isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            if not p.is_absolute() and base_dir is not None:
+                p = base_dir / p
+            return p.absolute() if not p.is_absolute() else p
+    elif base is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"unsupported parameter annotation {base!r}")
+    raise ParamTypeError(f"expected {type_name(base)}, got {_describe_value(value)}")
+
+
+def supported(ann: Any) -> bool:
+    """Whether ``coerce`` understands annotation ``ann``."""
+    base, _ = _split_annotated(ann)
+    args = _union_args(base)
+    if args is not None:
+        return all(a is NoneType or supported(a) for a in args)
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        return True
+    if origin in (list, tuple):
+        inner = typing.get_args(base)
+        return not inner or supported(inner[0])
+    return base in (bool, int, float, str, Path, dict, Any)
+
+
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_ARG_LINE = re.compile(r"^(\s*)(\*{0,2}\w+)(\s*\([^)]*\))?\s*:\s*(.*)$")
+
+
+def docstring_args(doc: str) -> dict[str, str]:
+    """Parse a Google-style ``Args:`` section into {name: description}."""
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    in_args, indent, current = False, None, None
+    for line in lines:
+        if _ARGS_HEADER.match(line):
+            in_args, indent, current = True, None, None
+            continue
+        if not in_args:
+            continue
+        if not line.strip():
+            current = None
+            continue
+        m = _ARG_LINE.match(line)
+        lead = len(line) - len(line.lstrip())
+        if lead == 0:
+            break  # next section
+        if m and (indent is None or lead == indent):
+            indent = lead
+            current = m.group(2).lstrip("*")
+            out[current] = m.group(4).strip()
+        elif current and indent is not None and lead > indent:
+            out[current] = (out[current] + " " + line.strip()).strip()
+        else:
+            break
+    return out
+
+
+def summary_line(doc: str | None) -> str:
+    """First line of a docstring (the one-line summary)."""
+    doc = inspect.cleandoc(doc or "")
+    return doc.splitlines()[0].strip() if doc else ""
+
+
+def params_from_signature(func, injected: frozenset[str]) -> list[ParamSpec]:
+    """Read a factory's recipe parameters from its signature.
+
+    Parameters whose names are in ``injected`` are supplied by cifarkit and
+    are not recipe parameters. Raises ``TypeError`` for a signature that
+    cannot be declared (``*args``, missing or unsupported annotations).
+    """
+    sig = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:  # unresolvable string annotations
+        raise TypeError(f"cannot read the annotations of {func.__qualname__}: {exc}") from exc
+    docs = docstring_args(func.__doc__ or "")
+    specs = []
+    for p in sig.parameters.values():
+        if p.name in injected:
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(
+                f"{func.__qualname__}: *args/**kwargs cannot be declared as "
+                "recipe parameters; name each parameter")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise TypeError(f"{func.__qualname__}: parameter {p.name!r} is positional-only")
+        ann = hints.get(p.name, REQUIRED)
+        if ann is REQUIRED:
+            if p.default is REQUIRED or p.default is None:
+                raise TypeError(
+                    f"{func.__qualname__}: parameter {p.name!r} needs a type annotation")
+            ann = type(p.default)
+        if not supported(ann):
+            raise TypeError(
+                f"{func.__qualname__}: parameter {p.name!r} has unsupported "
+                f"annotation {ann!r}")
+        specs.append(ParamSpec(p.name, ann, p.default, docs.get(p.name, "")))
+    return specs

@@ -1,0 +1,268 @@
+"""The plugin registry: a pluggy PluginManager plus plugin metadata.
+
+Plugins are found three ways, all through the same hooks
+(:mod:`cifarkit.hookspecs`):
+
+1. installed distributions that declare the ``cifarkit`` entry-point group
+   (cifarkit's own built-ins register this way too);
+2. local Python files named by a recipe (``plugins = ["my_plugins.py"]``) or
+   by ``--plugin PATH`` on the command line;
+3. objects registered in code (``Registry.register``), as tests do.
+
+``CIFARKIT_LOAD_PLUGINS`` (comma-separated distribution names; empty means
+none) limits which installed distributions load; cifarkit's built-ins always
+load. A distribution that fails to import is recorded as *broken* and does
+not stop the others. Nothing here imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, allowed, did_you_mean
+from .params import ParamSpec, params_from_signature, summary_line
+
+ENTRY_POINT_GROUP = "cifarkit"
+ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
+BUILTIN_DIST = "cifarkit"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Metadata of one registered plugin (readable without TensorFlow)."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    source: str
+    params: tuple[ParamSpec, ...]
+
+    @property
+    def summary(self) -> str:
+        return summary_line(self.factory.__doc__)
+
+    @property
+    def doc(self) -> str:
+        import inspect
+
+        return inspect.cleandoc(self.factory.__doc__ or "")
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "source": self.source,
+            "summary": self.summary,
+            "module": getattr(self.factory, "__module__", None),
+            "parameters": [p.to_json() for p in self.params],
+        }
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin source that failed to import or to register."""
+
+    source: str
+    error: str
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "error": self.error}
+
+
+def _normalise(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def _short_error(exc: BaseException, path: Path | None = None) -> str:
+    """``Type: message`` plus the innermost frame in ``path`` if any."""
+    where = ""
+    if path is not None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if Path(f.filename) == path]
+        if frames:
+            where = f" (line {frames[-1].lineno})"
+        elif isinstance(exc, SyntaxError) and exc.lineno:
+            where = f" (line {exc.lineno})"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}{where}".rstrip(": ")
+
+
+@dataclass
+class Registry:
+    """All plugins known to one cifarkit invocation."""
+
+    pm: pluggy.PluginManager = field(init=False)
+    broken: list[BrokenPlugin] = field(default_factory=list)
+    _sources: dict[str, str] = field(default_factory=dict)
+    _plugins: dict[str, dict[str, PluginInfo]] | None = None
+    _conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pm = pluggy.PluginManager("cifarkit")
+        self.pm.add_hookspecs(hookspecs)
+
+    # -- loading -----------------------------------------------------------
+    def register(self, plugin: object, source: str, name: str | None = None) -> None:
+        """Register a plugin object (a module or any object with hookimpls)."""
+        name = name or f"{source}:{id(plugin)}"
+        if self.pm.has_plugin(name):
+            return
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.broken.append(BrokenPlugin(source, unknown))
+            return
+        self.pm.register(plugin, name=name)
+        self._sources[name] = source
+        self._plugins = None
+
+    def _unknown_hooks(self, plugin: object) -> str | None:
+        known = {hook for hook, _ in hookspecs.KINDS.values()}
+        for attr in dir(plugin):
+            if attr.startswith("__"):
+                continue
+            try:
+                value = getattr(plugin, attr)
+            except Exception:
+                continue
+            if callable(value) and hasattr(value, "cifarkit_impl") and attr not in known:
+                return (f"unknown hook {attr!r}{did_you_mean(attr, known)} "
+                        f"({allowed(known)})")
+        return None
+
+    def load_entrypoints(self, only: str | None = None) -> None:
+        """Load installed plugin distributions (the ``cifarkit`` entry points).
+
+        ``only``: comma-separated distribution names (the value of
+        ``CIFARKIT_LOAD_PLUGINS``); ``None`` loads all, ``""`` loads only
+        cifarkit's built-ins.
+        """
+        wanted = None
+        if only is not None:
+            wanted = {_normalise(n) for n in only.split(",") if n.strip()}
+        seen = set()
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            dist_name = dist.metadata["Name"] if dist is not None else "unknown"
+            key = (_normalise(dist_name), ep.name, ep.value)
+            if key in seen:
+                continue
+            seen.add(key)
+            builtin = _normalise(dist_name) == BUILTIN_DIST
+            if not builtin and wanted is not None and _normalise(dist_name) not in wanted:
+                continue
+            source = "built-in" if builtin else f"{dist_name} {dist.version if dist else ''}".strip()
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not stop the others
+                self.broken.append(BrokenPlugin(source, f"cannot import {ep.value}: {_short_error(exc)}"))
+                continue
+            self.register(plugin, source, name=f"{dist_name}:{ep.name}")
+
+    def load_file(self, path: str | os.PathLike) -> None:
+        """Import a local plugin file (trusted Python code) and register it."""
+        path = Path(path).expanduser().absolute()
+        if not path.is_file():
+            raise PluginError(f"{path}: plugin file not found")
+        modname = "cifarkit_local_" + re.sub(r"\W", "_", str(path))
+        if self.pm.has_plugin(f"file:{path}"):
+            return
+        spec = importlib.util.spec_from_file_location(modname, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"{path}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(modname, None)
+            raise PluginError(f"{path}: plugin file failed to import: {_short_error(exc, path)}") from None
+        before = len(self.broken)
+        self.register(module, str(path), name=f"file:{path}")
+        if len(self.broken) > before:
+            raise PluginError(f"{path}: {self.broken.pop().error}")
+
+    # -- metadata ----------------------------------------------------------
+    def _collect(self) -> dict[str, dict[str, PluginInfo]]:
+        if self._plugins is not None:
+            return self._plugins
+        plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in hookspecs.KINDS}
+        self._conflicts = {}
+        for kind, (hookname, injected) in hookspecs.KINDS.items():
+            caller = getattr(self.pm.hook, hookname)
+            for impl in reversed(caller.get_hookimpls()):  # registration order
+                source = self._sources.get(impl.plugin_name, impl.plugin_name)
+
+                def register(factory, name=None, *, _kind=kind, _source=source,
+                             _injected=injected):
+                    if not callable(factory):
+                        raise TypeError(f"register() needs a callable, got {factory!r}")
+                    name = name or factory.__name__
+                    params = tuple(params_from_signature(factory, _injected))
+                    info = PluginInfo(_kind, name, factory, _source, params)
+                    existing = plugins[_kind].get(name)
+                    if existing is not None and existing.factory is not factory:
+                        self._conflicts.setdefault((_kind, name), [existing]).append(info)
+                    plugins[_kind][name] = info
+
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except Exception as exc:
+                    self.broken.append(BrokenPlugin(
+                        source, f"{hookname}() failed: {_short_error(exc)}"))
+        self._plugins = plugins
+        return plugins
+
+    def all(self) -> list[PluginInfo]:
+        """Every registered plugin, grouped by kind in hook order, then by name."""
+        plugins = self._collect()
+        return [plugins[k][n] for k in hookspecs.KINDS for n in sorted(plugins[k])]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._collect()[kind])
+
+    def conflicts(self) -> dict[tuple[str, str], list[PluginInfo]]:
+        self._collect()
+        return dict(self._conflicts)
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        """The plugin of ``kind`` called ``name``, or a PluginError saying why not."""
+        plugins = self._collect()
+        if (kind, name) in self._conflicts:
+            sources = " and ".join(repr(i.source) for i in self._conflicts[(kind, name)])
+            raise PluginError(
+                f"two {kind} plugins are named {name!r}: from {sources}; "
+                "uninstall or rename one")
+        info = plugins[kind].get(name)
+        if info is None:
+            message = (f"unknown {kind} plugin {name!r}{did_you_mean(name, plugins[kind])} "
+                       f"({allowed(plugins[kind])})")
+            if self.broken:
+                message += "; plugins that failed to load: " + "; ".join(
+                    f"{b.source}: {b.error}" for b in self.broken)
+            raise PluginError(message)
+        return info
+
+
+def load_registry(plugin_files: tuple[str | os.PathLike, ...] = (),
+                  load_entrypoints: bool = True) -> Registry:
+    """A registry with installed plugins (per ``CIFARKIT_LOAD_PLUGINS``) and files."""
+    registry = Registry()
+    if load_entrypoints:
+        registry.load_entrypoints(os.environ.get(ENV_LOAD_PLUGINS))
+    for path in plugin_files:
+        registry.load_file(path)
+    return registry

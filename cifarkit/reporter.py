@@ -1,0 +1,164 @@
+"""The console reporter: live progress in a terminal, plain lines elsewhere.
+
+It knows nothing about Keras: the runner feeds it events. Every line it
+prints is also appended to the run directory's ``run.log``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+PLAIN_INTERVAL_S = 30.0
+
+
+def _fmt_metric(key: str, value: Any) -> str:
+    if value is None:
+        return f"{key} -"
+    if key in ("learning_rate", "lr"):
+        return f"lr {value:.3g}"
+    return f"{key} {value:.4f}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Reporter:
+    """Reports a run's progress and its final summary."""
+
+    def __init__(self, console: Console | None = None, plain_interval_s: float = PLAIN_INTERVAL_S):
+        self.console = console or Console()
+        self.live = self.console.is_terminal and not self.console.is_dumb_terminal
+        self.plain_interval_s = plain_interval_s
+        self.log: TextIO | None = None
+        self._progress: Progress | None = None
+        self._task = None
+        self._epoch = 0
+        self._epochs = 0
+        self._steps = 0
+        self._batch_size = 0
+        self._t0 = 0.0
+        self._last_plain = 0.0
+
+    # -- plumbing ------------------------------------------------------------
+    def attach_log(self, path: Path) -> None:
+        self.log = open(path, "a", encoding="utf-8", buffering=1)
+
+    def line(self, text: str, style: str | None = None) -> None:
+        """Print one line (above the live bar, if any) and log it."""
+        target = self._progress.console if self._progress is not None else self.console
+        target.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
+        self.write_log(text)
+
+    def write_log(self, text: str) -> None:
+        if self.log is not None:
+            self.log.write(time.strftime("%H:%M:%S ") + text + "\n")
+
+    def close(self) -> None:
+        self._stop_progress()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    # -- events --------------------------------------------------------------
+    def start(self, facts: dict[str, Any]) -> None:
+        """Describe the run before training starts: one line per fact."""
+        self.console.rule(f"cifarkit run: {facts.get('recipe', '')}", style="cyan")
+        for key, value in facts.items():
+            if key != "recipe":
+                self.line(f"{key:>14}: {value}")
+
+    def train_begin(self, epochs: int, steps: int, batch_size: int) -> None:
+        self._epochs, self._steps, self._batch_size = epochs, steps, batch_size
+
+    def epoch_begin(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._t0 = self._last_plain = time.perf_counter()
+        if self.live:
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("[bold]epoch {task.fields[epoch]}"),
+                    BarColumn(bar_width=30),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[metrics]}"),
+                    TextColumn("[cyan]{task.fields[speed]}"),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    console=self.console, transient=True, refresh_per_second=8)
+                self._progress.start()
+            self._task = self._progress.add_task(
+                "train", total=self._steps, epoch=f"{epoch}/{self._epochs}", metrics="", speed="")
+
+    def batch_end(self, step: int, logs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - self._t0, 1e-9)
+        speed = step * self._batch_size / elapsed
+        metrics = "  ".join(_fmt_metric(k, v) for k, v in logs.items())
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=step, metrics=metrics,
+                                  speed=f"{speed:,.0f} img/s")
+        elif not self.live and now - self._last_plain >= self.plain_interval_s:
+            self._last_plain = now
+            eta = (self._steps - step) * elapsed / step if step else 0.0
+            self.line(f"  epoch {self._epoch}/{self._epochs}  step {step}/{self._steps}  "
+                      f"{metrics}  {speed:,.0f} img/s  ETA {format_duration(eta)}")
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+        skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s"}
+        metrics = "  ".join(_fmt_metric(k, v) for k, v in row.items() if k not in skip)
+        self.line(f"epoch {row['epoch']}/{self._epochs}  {metrics}  "
+                  f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}")
+
+    def note(self, text: str) -> None:
+        self.line(text, style="yellow")
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Print the final summary table."""
+        self._stop_progress()
+        table = Table(title=f"{summary.get('recipe')}: {summary.get('status')}",
+                      box=box.SIMPLE_HEAD, show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value")
+
+        def pct(v):
+            return "-" if v is None else f"{100 * v:.2f} %"
+
+        def num(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        rows = [
+            ("test accuracy", pct(summary.get("test_accuracy"))),
+            ("test loss", num(summary.get("test_loss"), ".4f")),
+            ("best epoch", f"{summary.get('best_epoch')} ({summary.get('best_monitor')} "
+                           f"{num(summary.get('best_value'), '.4f')})"),
+            ("epochs run", f"{summary.get('epochs_run')} of {summary.get('epochs_planned')}"
+                           + (" (stopped early)" if summary.get("stopped_early") else "")),
+            ("wall time", format_duration(summary.get("wall_time_s") or 0.0)),
+            ("throughput", f"{num(summary.get('train_images_per_s'), ',.0f')} images/s (training)"),
+            ("run directory", str(summary.get("run_dir"))),
+        ]
+        for what, value in rows:
+            table.add_row(what, value)
+            self.write_log(f"{what}: {value}")
+        self.console.print(table)

@@ -1,0 +1,73 @@
+"""Built-in augmentations: Keras 3 preprocessing layers, applied batch-wise.
+
+Together, ``random_rotation`` (15 degrees), ``random_translation`` (0.1, 0.1)
+and ``random_flip`` ("horizontal") reproduce the seed script's
+``ImageDataGenerator(rotation_range=15, width_shift_range=0.1,
+height_shift_range=0.1, horizontal_flip=True)`` (whose ``fill_mode`` default
+is "nearest") without its per-image NumPy/SciPy loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import cifarkit
+from cifarkit import Range
+
+FillMode = Literal["nearest", "reflect", "wrap", "constant"]
+
+
+def random_rotation(degrees: Annotated[float, Range(0, 180)] = 15.0,
+                    fill_mode: FillMode = "nearest",
+                    interpolation: Literal["bilinear", "nearest"] = "bilinear",
+                    seed: int | None = None):
+    """Rotate each image by a random angle in [-degrees, +degrees].
+
+    Args:
+        degrees: largest rotation, in degrees (ImageDataGenerator's rotation_range).
+        fill_mode: how to fill pixels rotated in from outside the image.
+        interpolation: pixel interpolation.
+    """
+    import keras
+
+    return keras.layers.RandomRotation(factor=degrees / 360.0, fill_mode=fill_mode,
+                                       interpolation=interpolation, seed=seed)
+
+
+def random_translation(width: Annotated[float, Range(0, 1)] = 0.1,
+                       height: Annotated[float, Range(0, 1)] = 0.1,
+                       fill_mode: FillMode = "nearest",
+                       interpolation: Literal["bilinear", "nearest"] = "bilinear",
+                       seed: int | None = None):
+    """Shift each image by up to a fraction of its width and height.
+
+    Args:
+        width: largest horizontal shift as a fraction of the width (width_shift_range).
+        height: largest vertical shift as a fraction of the height (height_shift_range).
+        fill_mode: how to fill pixels shifted in from outside the image.
+        interpolation: pixel interpolation.
+    """
+    import keras
+
+    return keras.layers.RandomTranslation(height_factor=height, width_factor=width,
+                                          fill_mode=fill_mode, interpolation=interpolation,
+                                          seed=seed)
+
+
+def random_flip(mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal",
+                seed: int | None = None):
+    """Flip each image with probability 1/2.
+
+    Args:
+        mode: which flips to apply ("horizontal" is ImageDataGenerator's horizontal_flip).
+    """
+    import keras
+
+    return keras.layers.RandomFlip(mode=mode, seed=seed)
+
+
+@cifarkit.hookimpl
+def register_augmentations(register):
+    register(random_rotation)
+    register(random_translation)
+    register(random_flip)

@@ -1,0 +1,152 @@
+"""Built-in training callbacks: thin, validated wrappers around keras.callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+from typing import Annotated, Literal
+
+import cifarkit
+from cifarkit import PluginError, Range
+
+Mode = Literal["auto", "min", "max"]
+
+
+def _inside(run_dir: Path, name: str, what: str) -> Path:
+    """``run_dir / name``, refusing names that would escape the run directory."""
+    rel = PurePath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts:
+        raise PluginError(f"{what}: {name!r} must be a relative path inside the run directory")
+    return run_dir / rel
+
+
+def early_stopping(monitor: str = "val_loss",
+                   patience: Annotated[int, Range(0)] = 10,
+                   min_delta: Annotated[float, Range(0)] = 0.0,
+                   mode: Mode = "auto",
+                   restore_best_weights: bool = False,
+                   start_from_epoch: Annotated[int, Range(0)] = 0,
+                   baseline: float | None = None):
+    """Stop training when a monitored metric has stopped improving.
+
+    Args:
+        monitor: metric to watch, e.g. "val_loss" or "val_accuracy".
+        patience: epochs without improvement before stopping.
+        min_delta: smallest change that counts as an improvement.
+        mode: "min", "max", or "auto" (inferred from the metric's name).
+        restore_best_weights: at the end, put back the weights of the best epoch.
+        start_from_epoch: epochs to wait before watching at all.
+        baseline: a value the metric must beat.
+    """
+    import keras
+
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
+        restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch,
+        baseline=baseline)
+
+
+def model_checkpoint(run_dir: Path,
+                     filename: str = "checkpoints/best.keras",
+                     monitor: str = "val_loss",
+                     save_best_only: bool = True,
+                     save_weights_only: bool = False,
+                     mode: Mode = "auto"):
+    """Save the model (or its weights) during training, inside the run directory.
+
+    Args:
+        filename: path relative to the run directory; may use Keras's
+            placeholders such as "{epoch:03d}". Must end in ".keras", or in
+            ".weights.h5" with save_weights_only.
+        monitor: metric that decides which model is best.
+        save_best_only: keep only the best model so far.
+        save_weights_only: save weights only.
+        mode: "min", "max", or "auto".
+    """
+    import keras
+
+    suffix = ".weights.h5" if save_weights_only else ".keras"
+    if not filename.endswith(suffix):
+        raise PluginError(f"model_checkpoint: filename {filename!r} must end in {suffix!r}"
+                          + (" (save_weights_only = true)" if save_weights_only else ""))
+    path = _inside(run_dir, filename, "model_checkpoint: filename")
+
+    class _Checkpoint(keras.callbacks.ModelCheckpoint):
+        def on_train_begin(self, logs=None):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            super().on_train_begin(logs)
+
+    return _Checkpoint(str(path), monitor=monitor, save_best_only=save_best_only,
+                       save_weights_only=save_weights_only, mode=mode)
+
+
+def csv_logger(run_dir: Path, filename: str = "training_log.csv", separator: str = ",",
+               append: bool = False):
+    """Stream each epoch's logs to a CSV file in the run directory (Keras's CSVLogger).
+
+    cifarkit always writes ``metrics.csv``; use this for an extra file or
+    another separator.
+
+    Args:
+        filename: path relative to the run directory.
+        separator: field separator.
+        append: append to an existing file instead of overwriting it.
+    """
+    import keras
+
+    return keras.callbacks.CSVLogger(str(_inside(run_dir, filename, "csv_logger: filename")),
+                                     separator=separator, append=append)
+
+
+def reduce_lr_on_plateau(monitor: str = "val_loss",
+                         factor: Annotated[float, Range(0, 1, min_inclusive=False,
+                                                        max_inclusive=False)] = 0.1,
+                         patience: Annotated[int, Range(0)] = 10,
+                         min_delta: Annotated[float, Range(0)] = 1e-4,
+                         cooldown: Annotated[int, Range(0)] = 0,
+                         min_lr: Annotated[float, Range(0)] = 0.0,
+                         mode: Mode = "auto"):
+    """Multiply the learning rate by ``factor`` when a metric stops improving.
+
+    Args:
+        monitor: metric to watch.
+        factor: multiplier for the learning rate (between 0 and 1).
+        patience: epochs without improvement before reducing.
+        min_delta: smallest change that counts as an improvement.
+        cooldown: epochs to wait after a reduction before watching again.
+        min_lr: lower bound on the learning rate.
+        mode: "min", "max", or "auto".
+    """
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
+        cooldown=cooldown, min_lr=min_lr, mode=mode)
+
+
+def tensorboard(run_dir: Path, log_dir: str = "tensorboard",
+                histogram_freq: Annotated[int, Range(0)] = 0,
+                write_graph: bool = True,
+                update_freq: Literal["epoch", "batch"] = "epoch"):
+    """Write TensorBoard logs inside the run directory (view with ``tensorboard --logdir``).
+
+    Args:
+        log_dir: directory relative to the run directory.
+        histogram_freq: epochs between weight histograms (0: none).
+        write_graph: write the model graph.
+        update_freq: "epoch" or "batch".
+    """
+    import keras
+
+    return keras.callbacks.TensorBoard(
+        log_dir=str(_inside(run_dir, log_dir, "tensorboard: log_dir")),
+        histogram_freq=histogram_freq, write_graph=write_graph, update_freq=update_freq,
+        profile_batch=0)
+
+
+@cifarkit.hookimpl
+def register_callbacks(register):
+    register(early_stopping)
+    register(model_checkpoint)
+    register(csv_logger)
+    register(reduce_lr_on_plateau)
+    register(tensorboard)
