@@ -27,20 +27,24 @@ _ALLOWED_GLOBALS = frozenset({
 })
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the CIFAR allow-list."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays; refuses every other global."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        raise RefusedGlobal(f"refusing to load global {module}.{name}")
 
 
 def unpickle(raw: bytes, where: str) -> dict:
     """Safely read one CIFAR batch file's bytes into a dict with str keys."""
     try:
         obj = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except RefusedGlobal as exc:
         raise DataError(f"{where}: not a valid CIFAR batch file ({exc}); "
                         "the file may be corrupted or malicious") from None
     except Exception as exc:  # truncated streams raise EOFError, ValueError, ...

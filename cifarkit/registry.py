@@ -203,7 +203,7 @@ class Registry:
         self._conflicts = {}
         for kind, (hookname, injected) in hookspecs.KINDS.items():
             caller = getattr(self.pm.hook, hookname)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order
                 source = self._sources.get(impl.plugin_name, impl.plugin_name)
 
                 def register(factory, name=None, *, _kind=kind, _source=source,

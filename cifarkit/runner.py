@@ -31,11 +31,13 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def call_plugin(registry: Registry, call: PluginCall, **injected: Any) -> Any:
+def call_plugin(registry: Registry, call: PluginCall, recipe_path: Path | None = None,
+                **injected: Any) -> Any:
     """Build a plugin's object from its validated parameters plus injected values.
 
     A :class:`CifarkitError` raised by the factory is re-raised naming the
-    recipe key; any other exception is a bug in the plugin and propagates.
+    recipe file and key; any other exception is a bug in the plugin and
+    propagates with its traceback.
     """
     info = registry.get(call.kind, call.plugin)
     accepted = inspect.signature(info.factory).parameters
@@ -43,11 +45,12 @@ def call_plugin(registry: Registry, call: PluginCall, **injected: Any) -> Any:
     try:
         return info.factory(**call.params, **kwargs)
     except CifarkitError as exc:
-        raise type(exc)(f"{call.key}: {exc}") from None
+        where = f"{recipe_path}: " if recipe_path else ""
+        raise type(exc)(f"{where}{call.key}: {exc}") from None
 
 
 def load_data(recipe: Recipe, registry: Registry) -> Prepared:
-    splits = call_plugin(registry, recipe.data.dataset)
+    splits = call_plugin(registry, recipe.data.dataset, recipe.path)
     if not isinstance(splits, Splits):
         raise TypeError(f"dataset plugin {recipe.data.dataset.plugin!r} returned "
                         f"{type(splits).__name__}, not cifarkit.data.Splits")
@@ -55,7 +58,7 @@ def load_data(recipe: Recipe, registry: Registry) -> Prepared:
     try:
         return prepare(splits, recipe.data.validation_split, recipe.data.limit, recipe.seed)
     except DataError as exc:
-        raise DataError(f"{recipe.path}: data: {exc}") from None
+        raise DataError(f"{recipe.path}: data.validation_split: {exc}") from None
 
 
 def _versions() -> dict[str, str]:
@@ -151,18 +154,18 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     #    still fail on user input: all before the run directory exists.
     tf, keras = import_framework()
     keras.utils.set_random_seed(recipe.seed)
-    strategy = call_plugin(registry, recipe.strategy)
+    strategy = call_plugin(registry, recipe.strategy, recipe.path)
     if not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy plugin {recipe.strategy.plugin!r} returned "
                         f"{type(strategy).__name__}, not a tf.distribute.Strategy")
     one_hot = recipe.train.loss == "categorical_crossentropy"
     with strategy.scope():
-        model = call_plugin(registry, recipe.model, input_shape=data.input_shape,
+        model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
                             num_classes=num_classes)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model plugin {recipe.model.plugin!r} returned "
                             f"{type(model).__name__}, not a keras.Model")
-        optimizer = call_plugin(registry, recipe.train.optimizer,
+        optimizer = call_plugin(registry, recipe.train.optimizer, recipe.path,
                                 learning_rate=recipe.train.learning_rate)
         if one_hot:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.train.label_smoothing)
@@ -181,18 +184,18 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     if output_shape[-1] != num_classes:
         raise PluginError(f"{recipe.model.key}: model {recipe.model.plugin!r} outputs "
                           f"{output_shape[-1]} values, but the dataset has {num_classes} classes")
-    augment = [call_plugin(registry, a, seed=recipe.seed + i)
+    augment = [call_plugin(registry, a, recipe.path, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
     batch = recipe.data.batch_size
     steps = recipe.train.steps_per_epoch or math.ceil(len(data.x_train) / batch)
     train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment)
     planned = output / artifacts.run_dir_name(recipe.name)
-    plugin_callbacks = [call_plugin(registry, c, run_dir=planned) for c in recipe.callbacks]
+    plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=planned) for c in recipe.callbacks]
 
     # 3. The run directory.
     run_dir = artifacts.create_run_dir(output, recipe.name)
     if run_dir != planned:  # another run took the name first: rebuild with the real path
-        plugin_callbacks = [call_plugin(registry, c, run_dir=run_dir) for c in recipe.callbacks]
+        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir) for c in recipe.callbacks]
     artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
     reporter.attach_log(run_dir / "run.log")
     summary: dict[str, Any] = {

@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifarkit.registry import load_registry
+from cifarkit.testing import write_cifar10
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = ROOT / "recipes" / "default.toml"
+
+# A seed_cnn small enough to train in a second on CPU.
+TINY_MODEL = ["model.filters=[4, 8]", "model.dropout=[0.1, 0.1]", "model.dense_units=8"]
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    """A tiny cifar-10-batches-py folder (100 train, 40 test) in the real format."""
+    return write_cifar10(tmp_path_factory.mktemp("data"), n_train=100, n_test=40)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Write a text file under tmp_path and return its path."""
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+    return _write
+
+
+def tiny_overrides(data_dir: Path, epochs: int = 1) -> list[str]:
+    return [f"data.path={data_dir}", f"train.epochs={epochs}", "data.batch_size=16", *TINY_MODEL]
+
+
+def cifarkit(*args: str, cwd: Path | None = None, env: dict | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``cifarkit`` command (as a user would) and capture its output."""
+    full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
+    full_env.pop("FORCE_COLOR", None)
+    return subprocess.run([sys.executable, "-m", "cifarkit", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,168 @@
+"""The command line, end to end, as a user runs it."""
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import DEFAULT_RECIPE, ROOT, cifarkit, tiny_overrides
+
+ANSI = "\x1b["
+
+
+def test_help_version_and_list_plugins_do_not_import_tensorflow():
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from cifarkit.cli import main
+        for argv in (["--help"], ["run", "--help"], ["list-plugins", "--help"], ["--version"]):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+                main(argv)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["list-plugins"]) == 0
+            assert main(["list-plugins", "--json"]) == 0
+        print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_version_and_help():
+    assert cifarkit("--version").stdout.startswith("cifarkit ")
+    helped = cifarkit("run", "--help")
+    assert helped.returncode == 0 and "--set KEY=VALUE" in helped.stdout and "--output" in helped.stdout
+    assert "--json" in cifarkit("list-plugins", "--help").stdout
+
+
+def test_list_plugins_json_lists_every_kind_with_parameters():
+    result = cifarkit("list-plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    kinds = {p["kind"] for p in doc["plugins"]}
+    assert {"augmentation", "model", "strategy", "callback"} <= kinds
+    seed = next(p for p in doc["plugins"] if p["name"] == "seed_cnn")
+    assert seed["source"] == "built-in" and seed["summary"]
+    assert {"name": "dense_units", "type": "int in [1, 65536]", "default": 256} .items() <= \
+        next(p for p in seed["parameters"] if p["name"] == "dense_units").items()
+    assert doc["broken"] == []
+
+
+def test_list_plugins_table_and_single_plugin():
+    table = cifarkit("list-plugins")
+    assert table.returncode == 0
+    for word in ("augmentation plugins", "random_rotation", "seed_cnn", "mirrored", "early_stopping"):
+        assert word in table.stdout
+    one = cifarkit("list-plugins", "early_stopping")
+    assert "restore_best_weights" in one.stdout and "Stop training" in one.stdout
+    missing = cifarkit("list-plugins", "early_stoping")
+    assert missing.returncode == 2 and "did you mean 'early_stopping'" in missing.stderr
+
+
+BAD_RECIPES = {
+    "misspelt plugin": ('[model]\nplugin = "seed_cn"\n', "did you mean 'seed_cnn'"),
+    "string for int": ('[model]\nplugin = "seed_cnn"\n[train]\nepochs = "ten"\n',
+                       "train.epochs: expected int"),
+    "toml syntax": ('[model]\nplugin = "seed_cnn"\n[train\nepochs = 1\n', "TOML syntax error"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_bad_recipes_exit_2_with_one_line_and_write_nothing(tmp_path, case):
+    body, fragment = BAD_RECIPES[case]
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(body)
+    out = tmp_path / "runs"
+    result = cifarkit("run", str(recipe), "--output", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cifarkit: error: {recipe}")
+    assert fragment in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_missing_data_path_fails_before_anything_is_written(tmp_path):
+    out = tmp_path / "runs"
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={tmp_path / 'nowhere'}",
+                      "--output", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"cifarkit: error: {DEFAULT_RECIPE}: data: "
+                                     f"{tmp_path / 'nowhere'}: data path not found (data.path)")
+    assert not out.exists()
+
+
+def test_unwritable_output_is_a_user_error(tmp_path, cifar10_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = cifarkit("run", str(DEFAULT_RECIPE), *[a for o in tiny_overrides(cifar10_dir) for a in ("--set", o)],
+                      "--output", str(blocker / "runs"))
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
+    out = tmp_path / "runs"
+    sets = [a for o in tiny_overrides(cifar10_dir, epochs=2) for a in ("--set", o)]
+    result = cifarkit("run", str(DEFAULT_RECIPE), *sets, "--output", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The report: a line per epoch and the final summary, plain text when piped.
+    assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
+    for row in ("test accuracy", "best epoch", "epochs run", "wall time", "throughput", "run directory"):
+        assert row in result.stdout
+    assert ANSI not in result.stdout and ANSI not in result.stderr
+    assert "I0000" not in result.stderr  # TensorFlow's start-up chatter is hidden
+
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.startswith("default-")
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"recipe.toml", "metrics.csv", "summary.json", "model.keras", "accuracy.png",
+            "loss.png", "run.log"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    for key in ("test_accuracy", "test_loss", "epochs_run", "best_epoch", "wall_time_s",
+                "train_images_per_s"):
+        assert summary[key] is not None, key
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] in (1, 2)
+    assert set(summary["versions"]) >= {"cifarkit", "keras", "tensorflow"}
+    assert summary["train_examples"] == 90 and summary["validation_examples"] == 10
+    assert summary["test_examples"] == 40
+
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_s"} <= set(rows[0])
+    for png in ("accuracy.png", "loss.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # model.keras loads with plain Keras (no cifarkit import), takes raw 0-255
+    # images, and reproduces the reported test accuracy.
+    check = textwrap.dedent(f"""
+        import json, pickle, sys
+        import numpy as np, keras
+        model = keras.models.load_model({str(run_dir / 'model.keras')!r})
+        with open({str(cifar10_dir / 'test_batch')!r}, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.array(batch[b"labels"])
+        acc = float((model.predict(x, verbose=0).argmax(1) == y).mean())
+        assert "cifarkit" not in sys.modules
+        print(json.dumps(acc))
+    """)
+    reloaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert reloaded.returncode == 0, reloaded.stderr[-2000:]
+    assert float(reloaded.stdout.strip().splitlines()[-1]) == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+    # The resolved recipe reruns as is.
+    rerun = cifarkit("run", str(run_dir / "recipe.toml"), "--output", str(tmp_path / "again"),
+                     "--set", "train.epochs=1")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_builtin_recipe_by_name_resolves(tmp_path):
+    from cifarkit.cli import resolve_recipe_path
+
+    assert resolve_recipe_path("default").read_text() == (ROOT / "recipes" / "default.toml").read_text()
+    assert str(resolve_recipe_path("nonexistent")) == "nonexistent"
