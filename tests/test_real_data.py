@@ -1,0 +1,46 @@
+"""Real CIFAR-10 (the JPEG copy in ../shared/data), when present; skipped otherwise."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cifarkit.data import read_cifar10
+from conftest import DEFAULT_RECIPE, ROOT, cifarkit
+
+SHARED = ROOT.parent / "shared"
+ARCHIVE = SHARED / "data" / "cifar10-jpeg.tar.gz"
+TOOL = SHARED / "tools" / "cifar10_batches.py"
+
+pytestmark = [
+    pytest.mark.real_data,
+    pytest.mark.skipif(not (ARCHIVE.is_file() and TOOL.is_file()),
+                       reason="real CIFAR-10 (../shared/data) not present"),
+]
+
+
+@pytest.fixture(scope="module")
+def real_cifar10(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real")
+    subprocess.run([sys.executable, str(TOOL), str(out)], check=True, capture_output=True, timeout=600)
+    return out / "cifar-10-batches-py"
+
+
+def test_real_batches_read_with_the_restricted_unpickler(real_cifar10):
+    s = read_cifar10(real_cifar10)
+    assert s.x_train.shape == (50000, 32, 32, 3) and s.x_test.shape == (10000, 32, 32, 3)
+    assert s.class_names[:3] == ["airplane", "automobile", "bird"]
+    assert sorted(set(s.y_train.tolist())) == list(range(10))
+
+
+@pytest.mark.slow
+def test_default_recipe_on_real_data_smoke(tmp_path, real_cifar10):
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={real_cifar10}",
+                      "--set", "data.limit=512", "--set", "train.epochs=1",
+                      "--output", str(tmp_path / "runs"), timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["parameters"] == 2_201_418 and summary["test_examples"] == 512
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
