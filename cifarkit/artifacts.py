@@ -121,7 +121,7 @@ def save_model(model: Any, path: Path) -> None:
         raise
 
 
-def plot_curves(rows: list[dict[str, Any]], run_dir: Path,
+def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | None = None,
                 metrics: Iterable[str] = ("accuracy", "loss")) -> list[Path]:
     """``<metric>.png``: training and validation curves per epoch, like the seed's figures."""
     import matplotlib
@@ -139,6 +139,9 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path,
             values = [r.get(key) for r in rows]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} per epoch")

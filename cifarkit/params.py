@@ -61,6 +61,8 @@ class Range:
         hi = ")" if not self.max_inclusive else "]"
         a = "-inf" if self.min is None else _fmt(self.min)
         b = "inf" if self.max is None else _fmt(self.max)
+        if self.max is None and self.min is not None:
+            return f"{'>=' if self.min_inclusive else '>'} {a}"
         return f"{lo}{a}, {b}{hi}"
 
 
@@ -124,7 +126,8 @@ def type_name(ann: Any) -> str:
     """A short human-readable name for an annotation (used in errors and docs)."""
     base, ranges = _split_annotated(ann)
     if ranges:
-        return f"{type_name(base)} in {ranges[0].describe()}"
+        bounds = ranges[0].describe()
+        return f"{type_name(base)} {bounds}" if bounds[0] in "<>" else f"{type_name(base)} in {bounds}"
     args = _union_args(base)
     if args is not None:
         return " | ".join("none" if a is NoneType else type_name(a) for a in args)
@@ -158,12 +161,16 @@ def coerce(ann: Any, value: Any, base_dir: Path | None = None) -> Any:
     :class:`ParamTypeError` with a message naming what is allowed.
     """
     base, ranges = _split_annotated(ann)
-    out = _coerce_base(base, value, base_dir)
+    try:
+        out = _coerce_base(base, value, base_dir)
+    except ParamTypeError:
+        if not ranges:
+            raise
+        raise ParamTypeError(f"expected {type_name(ann)}, got {_describe_value(value)}") from None
     for r in ranges:
         if out is not None and not r.check(out):
             raise ParamTypeError(
-                f"{_describe_value(value)} is out of range; allowed: "
-                f"{type_name(base)} in {r.describe()}")
+                f"{_describe_value(value)} is out of range; allowed: {type_name(ann)}")
     return out
 
 

@@ -68,7 +68,7 @@ class Reporter:
             self.log.write(time.strftime("%H:%M:%S ") + text + "\n")
 
     def close(self) -> None:
-        self._stop_progress()
+        self.stop_live()
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -128,14 +128,14 @@ class Reporter:
     def note(self, text: str) -> None:
         self.line(text, style="yellow")
 
-    def _stop_progress(self) -> None:
+    def stop_live(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Print the final summary table."""
-        self._stop_progress()
+        self.stop_live()
         table = Table(title=f"{summary.get('recipe')}: {summary.get('status')}",
                       box=box.SIMPLE_HEAD, show_header=False, title_justify="left")
         table.add_column("what", style="bold")

@@ -242,11 +242,10 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.train.epochs,
                   steps_per_epoch=recipe.train.steps_per_epoch,
                   callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
-        reporter._stop_progress()
+        reporter.stop_live()
         # 4. The test split, touched once.
         test = model.evaluate(test_ds, return_dict=True, verbose=0)
         artifacts.save_model(model, run_dir / "model.keras")
-        artifacts.plot_curves(rows, run_dir)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         summary.update(status=status, finished_at=_now(), epochs_run=len(rows),
@@ -260,6 +259,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         raise
 
     monitor_name, best_epoch, best_value = _best(rows, plugin_callbacks)
+    artifacts.plot_curves(rows, run_dir, best_epoch)
     measured = rows[1:] if len(rows) > 1 else rows
     train_time = sum(r["train_time_s"] for r in measured)
     summary.update({
