@@ -13,6 +13,8 @@ from . import __version__
 from .errors import CifarkitError, allowed, did_you_mean
 from .hookspecs import KINDS
 
+from .scaffold import KIND_CHOICES
+
 
 def _builtin_recipes() -> dict[str, Path]:
     folder = resources.files("cifarkit.recipes")
@@ -66,7 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
     lp.add_argument("--plugin", dest="plugin_files", action="append", default=[], metavar="PATH",
                     help="also load plugins from this Python file (trusted code; repeatable)")
+    new = sub.add_parser("new-plugin", help="write a ready-to-install plugin package",
+                         description="Write DIR/cifarkit-NAME/: a package with one working plugin "
+                                     "of KIND, its entry point, a test using cifarkit's pytest "
+                                     "fixtures, and a README.")
+    new.add_argument("name", metavar="NAME", help="plugin name (lowercase, digits, '_')")
+    new.add_argument("--kind", default="model", choices=KIND_CHOICES,
+                     help="plugin kind (default: model)")
+    new.add_argument("--dir", default=".", metavar="DIR", help="where to create it (default: .)")
     return parser
+
+
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+
+    root = new_plugin(args.name, args.kind, Path(args.dir))
+    print(f"wrote {root}\nnext: cd {root} && pip install -e . && pytest")
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -160,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "list-plugins": cmd_list_plugins}[args.command]
+    handler = {"run": cmd_run, "list-plugins": cmd_list_plugins,
+               "new-plugin": cmd_new_plugin}[args.command]
     try:
         return handler(args)
     except CifarkitError as exc:

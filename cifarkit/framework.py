@@ -44,7 +44,7 @@ def import_framework():
         with _quiet_native_stderr():
             import tensorflow as tf
 
-            tf.config.list_logical_devices()  # the CUDA probe happens here
+            tf.config.list_physical_devices()  # the CUDA probe; leaves logical devices configurable
     import keras
     import tensorflow as tf
 

@@ -227,8 +227,13 @@ def _drop(origins: dict[Key, Origin], prefix: Key) -> None:
         del origins[key]
 
 
-def _merge(base: dict, over: dict, origins: dict[Key, Origin],
-           over_origins: dict[Key, Origin], prefix: Key = ()) -> dict:
+def merge_tables(base: dict, over: dict, origins: dict[Key, Origin] | None = None,
+                 over_origins: dict[Key, Origin] | None = None, prefix: Key = ()) -> dict:
+    """``over`` on top of ``base`` with the ``extends`` rules; records origins if given.
+
+    Tables merge key by key; arrays and other values are replaced; a plugin
+    table whose ``plugin`` changes is replaced whole.
+    """
     out = dict(base)
     for k, v in over.items():
         key = prefix + (k,)
@@ -236,12 +241,14 @@ def _merge(base: dict, over: dict, origins: dict[Key, Origin],
         same_plugin = not (isinstance(old, dict) and isinstance(v, dict)
                            and "plugin" in v and v.get("plugin") != old.get("plugin"))
         if isinstance(old, dict) and isinstance(v, dict) and same_plugin:
-            out[k] = _merge(old, v, origins, over_origins, key)
-            origins.setdefault(key, over_origins[key])
+            out[k] = merge_tables(old, v, origins, over_origins, key)
+            if origins is not None and over_origins is not None:
+                origins.setdefault(key, over_origins[key])
         else:
-            _drop(origins, key)
             out[k] = v
-            origins.update({kk: o for kk, o in over_origins.items() if kk[: len(key)] == key})
+            if origins is not None and over_origins is not None:
+                _drop(origins, key)
+                origins.update({kk: o for kk, o in over_origins.items() if kk[: len(key)] == key})
     return out
 
 
@@ -264,7 +271,7 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
     if not parent_path.exists():
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
     parent = _load_chain(parent_path, origins, seen + (path,))
-    return _merge(parent, doc, origins, own)
+    return merge_tables(parent, doc, origins, own)
 
 
 _SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*=(.*)$", re.S)

@@ -1,0 +1,134 @@
+"""Plugin authors' path: fixtures, scaffold, the tutorial package, the docs' code."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import tomllib
+
+import pytest
+
+from conftest import ROOT, cifarkit
+
+TUTORIAL = ROOT / "examples" / "cifarkit-tutorial"
+
+
+def blocks(doc, lang):
+    return re.findall(rf"```{lang}\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
+
+
+def run_pytest(folder, *args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-W", "ignore::DeprecationWarning", *args],
+                          cwd=folder, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_tutorial_code_blocks_are_the_example_files():
+    seen = set()
+    for lang in ("python", "toml"):
+        for block in blocks("writing-plugins.md", lang):
+            first, _, body = block.partition("\n")
+            assert first.startswith("# "), f"a {lang} block without a file name: {first!r}"
+            rel = first[2:].strip()
+            assert (TUTORIAL / rel).read_text() == body, rel
+            seen.add(rel)
+    assert {"cifarkit_tutorial/resnet.py", "cifarkit_tutorial/cutout.py",
+            "cifarkit_tutorial/lr_logger.py", "cifarkit_tutorial/split_cpu.py",
+            "recipe.toml", "pyproject.toml", "tests/test_tutorial.py"} <= seen
+
+
+def test_testing_docs_example_passes(tmp_path):
+    (code,) = blocks("testing-plugins.md", "python")
+    (tmp_path / "test_docs_example.py").write_text(code)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    result = run_pytest(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "3 passed" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed_tutorial(tmp_path_factory):
+    """The tutorial package built and installed (non-editable) into its own folder."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(TUTORIAL)], check=True, capture_output=True,
+                   timeout=300)
+    return target
+
+
+@pytest.mark.slow
+def test_installed_tutorial_is_found_through_entry_points(installed_tutorial):
+    result = cifarkit("list-plugins", "--json", env={"PYTHONPATH": str(installed_tutorial)})
+    plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
+    for name, kind in [("small_resnet", "model"), ("cutout", "augmentation"),
+                       ("lr_logger", "callback"), ("split_cpu", "strategy")]:
+        assert plugins[name]["kind"] == kind
+        assert plugins[name]["source"] == "cifarkit-tutorial 0.1.0"
+    only_builtins = cifarkit("list-plugins", "--json",
+                             env={"PYTHONPATH": str(installed_tutorial), "CIFARKIT_LOAD_PLUGINS": ""})
+    assert "small_resnet" not in only_builtins.stdout
+
+
+@pytest.mark.slow
+def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
+    result = run_pytest(TUTORIAL, "-o", f"cache_dir={tmp_path}",
+                        env={"PYTHONPATH": str(installed_tutorial)})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "5 passed" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["model", "augmentation", "callback", "strategy", "optimizer",
+                                  "dataset"])
+def test_scaffolded_package_tests_pass(tmp_path, kind):
+    made = cifarkit("new-plugin", f"my_{kind}", "--kind", kind, "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    root = tmp_path / f"cifarkit-my-{kind}"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "README.md", f"cifarkit_my_{kind}/__init__.py", "pyproject.toml", "tests/test_plugin.py"]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    assert meta["project"]["entry-points"]["cifarkit"] == {f"my_{kind}": f"cifarkit_my_{kind}"}
+    listed = cifarkit("list-plugins", "--json", "--plugin", str(root / f"cifarkit_my_{kind}/__init__.py"))
+    assert any(p["name"] == f"my_{kind}" and p["kind"] == kind
+               for p in json.loads(listed.stdout)["plugins"])
+    result = run_pytest(root, env={"PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
+
+
+def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path):
+    bad = cifarkit("new-plugin", "My-Plugin", "--dir", str(tmp_path))
+    assert bad.returncode == 2 and "not a usable plugin name" in bad.stderr
+    assert cifarkit("new-plugin", "ok", "--dir", str(tmp_path)).returncode == 0
+    again = cifarkit("new-plugin", "ok", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_fixture_registry_takes_plugins_under_test_from_ini_and_marker(tmp_path):
+    (tmp_path / "extra_plugin.py").write_text(textwrap.dedent('''
+        import cifarkit
+
+        def shout(input_shape, num_classes):
+            """A model that is never built."""
+
+        @cifarkit.hookimpl
+        def register_models(register):
+            register(shout)
+    '''))
+    (tmp_path / "pytest.ini").write_text("[pytest]\ncifarkit_plugins = extra_plugin.py\n")
+    (tmp_path / "test_it.py").write_text(textwrap.dedent('''
+        import pytest
+
+        def test_ini(cifarkit_registry):
+            assert cifarkit_registry.get("model", "shout").summary == "A model that is never built."
+
+        @pytest.mark.cifarkit_plugins("json")
+        def test_marker_module_without_hooks_is_fine(cifarkit_registry):
+            assert "seed_cnn" in cifarkit_registry.names("model")
+    '''))
+    result = run_pytest(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
