@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="KEY is a dotted recipe key: data.limit, train.epochs, model.dense_units, "
                "augmentation.0.degrees,\ncallbacks.early_stopping.patience. VALUE is read as "
                "a TOML value (1, 0.5, true, [64, 128]),\nelse as a plain string.")
-    run.add_argument("recipe", metavar="RECIPE",
+    run.add_argument("recipe", metavar="RECIPE", nargs="?",
                      help="recipe file, or the name of a recipe shipped with cifarkit (e.g. default)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run from its last completed epoch")
+    run.add_argument("--deterministic", action="store_true",
+                     help="TensorFlow op determinism (same as --set train.deterministic=true)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe key (repeatable)")
     run.add_argument("--output", "-o", default="runs", metavar="DIR",
@@ -76,7 +80,53 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--kind", default="model", choices=KIND_CHOICES,
                      help="plugin kind (default: model)")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create it (default: .)")
+    ev = sub.add_parser("evaluate", help="evaluate a run's model.keras on the test split",
+                        description="Reload RUN_DIR/model.keras and evaluate it on the run's test "
+                                    "split (or the test split of --data): accuracy, loss, "
+                                    "per-class accuracy, confusion matrix. Writes "
+                                    "confusion_matrix.png and evaluation.json to --output.")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--data", metavar="PATH", help="another copy of the data (sets data.path)")
+    ev.add_argument("--output", metavar="DIR", help="where to write (default: RUN_DIR/evaluation)")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    pr = sub.add_parser("predict", help="classify image files with a run's model",
+                        description="Class names and probabilities for PNG or JPEG files of any "
+                                    "size (resized to the model's input).")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    pr.add_argument("--top", type=int, default=3, metavar="K", help="classes per image (default 3)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def cmd_evaluate(args) -> int:
+    from rich.console import Console
+
+    from .inference import evaluate_run
+
+    result = evaluate_run(Path(args.run_dir), args.data,
+                          Path(args.output) if args.output else None,
+                          console=None if args.json else Console())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from rich.console import Console
+
+    from .inference import predict_images
+
+    results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    console = Console()
+    for item in results:
+        best = ", ".join(f"{p['class']} {100 * p['probability']:.1f} %" for p in item["predictions"])
+        console.print(f"{item['image']}: {best}", highlight=False, markup=False)
+    return 0
 
 
 def cmd_new_plugin(args) -> int:
@@ -94,12 +144,26 @@ def cmd_run(args) -> int:
     from .registry import load_registry
     from .reporter import Reporter
 
-    registry = load_registry(tuple(args.plugin_files))
-    recipe = load_recipe(resolve_recipe_path(args.recipe), args.overrides, registry)
-    from .runner import run
+    from .runner import read_summary, run
 
-    result = run(recipe, registry, Path(args.output), Reporter(Console()))
-    return 0 if result.summary.get("status") == "completed" else 1
+    overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
+    registry = load_registry(tuple(args.plugin_files))
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise CifarkitError("run --resume RUN_DIR takes no RECIPE and no --set: a resumed run "
+                                "uses the recipe.toml in its run directory")
+        run_dir = Path(args.resume).absolute()
+        status = read_summary(run_dir).get("status")
+        if status == "completed":
+            raise CifarkitError(f"{run_dir}: this run already completed; nothing to resume")
+        recipe = load_recipe(run_dir / "recipe.toml", overrides, registry)
+        result = run(recipe, registry, run_dir.parent, Reporter(Console()), resume=run_dir)
+    else:
+        if not args.recipe:
+            raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
+        recipe = load_recipe(resolve_recipe_path(args.recipe), overrides, registry)
+        result = run(recipe, registry, Path(args.output), Reporter(Console()))
+    return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
 
 
 def cmd_list_plugins(args) -> int:
@@ -178,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "list-plugins": cmd_list_plugins,
-               "new-plugin": cmd_new_plugin}[args.command]
+    handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
+               "evaluate": cmd_evaluate, "predict": cmd_predict}[args.command]
     try:
         return handler(args)
     except CifarkitError as exc:
-        print(f"cifarkit: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # always one line
+        print(f"cifarkit: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("cifarkit: interrupted", file=sys.stderr)

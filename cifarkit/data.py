@@ -258,3 +258,70 @@ def prepare(splits: Splits, validation_split: float, limit: int | None, seed: in
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     return Prepared(x_train[train_idx], y_train[train_idx], x_train[val_idx], y_train[val_idx],
                     x_test, y_test, splits.class_names)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    """One image file as uint8 (size, size, 3): decoded, RGB, resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: unreadable image ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'cannot decode'})") from None
+
+
+def read_images(paths: list[Path], size: int) -> np.ndarray:
+    """Decode many image files into one uint8 array (n, size, size, 3)."""
+    out = np.empty((len(paths), size, size, 3), np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = _read_image(path, size)
+    return out
+
+
+def _class_folders(split_dir: Path) -> dict[str, list[Path]]:
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: missing; an image folder needs train/<class>/ and "
+                        "test/<class>/ subfolders")
+    classes = {}
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in folder.iterdir()
+                       if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{folder}: empty class folder (no {', '.join(IMAGE_SUFFIXES)} files)")
+        classes[folder.name] = files
+    if len(classes) < 2:
+        raise DataError(f"{split_dir}: found {len(classes)} class folder(s); need at least 2")
+    return classes
+
+
+def read_image_folder(path: Path, image_size: int = 32) -> Splits:
+    """Read ``path/train/<class>/*`` and ``path/test/<class>/*`` (JPEG or PNG, any size)."""
+    if not path.exists():
+        raise DataError(f"{path}: data path not found (data.path)")
+    if not path.is_dir():
+        raise DataError(f"{path}: not a directory (an image folder needs train/ and test/)")
+    train = _class_folders(path / "train")
+    test = _class_folders(path / "test")
+    class_names = sorted(train)
+    unknown = sorted(set(test) - set(train))
+    if unknown:
+        raise DataError(f"{path / 'test'}: class folder(s) {', '.join(unknown)} are not in "
+                        f"{path / 'train'} ({', '.join(class_names)})")
+
+    def split(classes: dict[str, list[Path]]):
+        files = [f for name in class_names for f in classes.get(name, [])]
+        labels = np.array([class_names.index(name) for name in class_names
+                           for _ in classes.get(name, [])], dtype=np.int64)
+        return read_images(files, image_size), labels
+
+    x_train, y_train = split(train)
+    x_test, y_test = split(test)
+    return Splits(x_train, y_train, x_test, y_test, class_names).check(str(path))

@@ -38,6 +38,12 @@ class OutputError(CifarkitError):
     """The run directory cannot be created or written."""
 
 
+def printable(text: object) -> str:
+    """``text`` as is when printable, else its repr (so an error stays one line)."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import CifarkitError, RecipeError, allowed, did_you_mean
+from .errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
 from .params import ParamTypeError, Range, coerce
 from .registry import Registry
 
@@ -60,6 +60,7 @@ TRAIN_KEYS: dict[str, tuple[Any, Any]] = {
     "label_smoothing": (Annotated[float, Range(0, 1, max_inclusive=False)], 0.0),
     "metrics": (list[Literal[METRICS]], ["accuracy"]),  # type: ignore[valid-type]
     "steps_per_epoch": (Annotated[int, Range(1)] | None, None),
+    "deterministic": (bool, False),
 }
 
 
@@ -102,6 +103,7 @@ class TrainConfig:
     label_smoothing: float
     metrics: tuple[str, ...]
     steps_per_epoch: int | None
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class Recipe:
             "label_smoothing": self.train.label_smoothing,
             "metrics": list(self.train.metrics),
             "steps_per_epoch": self.train.steps_per_epoch,
+            "deterministic": self.train.deterministic,
         }
         doc = {
             "name": self.name,
@@ -188,7 +191,7 @@ Key = tuple  # a path into the document: ("data", "batch_size"), ("augmentation"
 def _key_str(key: Key) -> str:
     out = ""
     for part in key:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + printable(part)
     return out
 
 
@@ -295,14 +298,15 @@ def _parse_set_key(option: str, key_text: str) -> list[str | int]:
     return parts
 
 
-def apply_set(doc: dict, option: str, origins: dict[Key, Origin]) -> None:
+def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
     """Apply one ``--set KEY=VALUE`` override in place.
 
     KEY is dotted (``train.epochs``); an array of tables is indexed by
     position (``augmentation.0.degrees`` or ``augmentation[0].degrees``) or
     by plugin name when only one entry uses it (``callbacks.early_stopping.patience``).
     """
-    m = _SET_RE.match(option)
+    option = printable(raw_option)
+    m = _SET_RE.match(raw_option)
     if not m:
         raise RecipeError(f"--set {option}: expected KEY=VALUE, e.g. --set train.epochs=1")
     parts = _parse_set_key(option, m.group(1))
@@ -468,6 +472,7 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         label_smoothing=smoothing,
         metrics=tuple(dict.fromkeys(tget("metrics"))),
         steps_per_epoch=tget("steps_per_epoch"),
+        deterministic=tget("deterministic"),
     )
     if get("model") is None:
         raise v.fail((), f"missing [model] table with plugin = \"...\" "

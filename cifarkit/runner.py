@@ -7,8 +7,13 @@ the run directory exists, so a failed start leaves nothing behind.
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 import platform
+import shlex
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,10 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, artifacts
+from . import __version__, artifacts, checkpoint
 from .data import Prepared, Splits, prepare
+from .errors import CifarkitError, DataError, OutputError, PluginError
+from .evaluation import make_loss, plot_confusion, score
 from .framework import import_framework
-from .errors import CifarkitError, DataError, PluginError
 from .recipe import PluginCall, Recipe
 from .registry import Registry
 from .reporter import Reporter
@@ -74,36 +80,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _monitor_callback(reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list):
-    """cifarkit's own callback: timing, metrics.csv after every epoch, reporter events."""
-    import keras
-
-    class RunMonitor(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = self.t_last = time.perf_counter()
-            self.lr = _learning_rate(self.model)
-            reporter.epoch_begin(epoch + 1)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.t_last = time.perf_counter()
-            reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            train_time = max(self.t_last - self.t0, 1e-9)
-            row: dict[str, Any] = {"epoch": epoch + 1}
-            row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
-            row["learning_rate"] = self.lr
-            row["epoch_time_s"] = now - self.t0
-            row["train_time_s"] = train_time
-            row["images_per_s"] = images_per_epoch / train_time
-            rows.append(row)
-            artifacts.write_metrics_csv(run_dir / "metrics.csv", rows)
-            reporter.epoch_end(row)
-
-    return RunMonitor()
-
-
 def _learning_rate(model) -> float | None:
     try:
         import keras
@@ -137,14 +113,103 @@ def _best(rows: list[dict[str, Any]], callbacks: list) -> tuple[str, int | None,
     return monitor, epoch, value
 
 
+class Interrupted(Exception):
+    """Raised inside ``fit`` after the step that was running when SIGINT arrived."""
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop after the current step. Second: exit at once."""
+
+    def __init__(self, on_second):
+        self.requested = False
+        self.on_second = on_second
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.on_second()
+            os._exit(130)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _monitor_callback(reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
+                      plugin_callbacks: list, signals: _Signals, restore: tuple | None):
+    """cifarkit's own callback: timing, per-epoch files and checkpoint, reporter, Ctrl-C."""
+    import keras
+
+    class RunMonitor(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if restore is not None:  # after the other callbacks have reset themselves
+                checkpoint.restore_callbacks(*restore, plugin_callbacks)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = self.t_last = time.perf_counter()
+            self.lr = _learning_rate(self.model)
+            reporter.epoch_begin(epoch + 1)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.t_last = time.perf_counter()
+            reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            if signals.requested:
+                raise Interrupted()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            train_time = max(self.t_last - self.t0, 1e-9)
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+            row["learning_rate"] = self.lr
+            row.update({k: v for k, v in (("epoch_time_s", now - self.t0),
+                                          ("train_time_s", train_time),
+                                          ("images_per_s", images_per_epoch / train_time))})
+            rows.append(row)
+            checkpoint.save(run_dir, self.model, rows, plugin_callbacks, self.model.stop_training)
+            _write_epoch_files(run_dir, rows)
+            reporter.epoch_end(row)
+
+    return RunMonitor()
+
+
+TIMING = ("epoch_time_s", "train_time_s", "images_per_s")
+
+
+def _write_epoch_files(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.csv (deterministic values only) and timing.csv (seconds, images/s)."""
+    artifacts.write_metrics_csv(run_dir / "metrics.csv",
+                                [{k: v for k, v in r.items() if k not in TIMING} for r in rows])
+    artifacts.write_metrics_csv(run_dir / "timing.csv",
+                                [{"epoch": r["epoch"], **{k: r.get(k) for k in TIMING}} for r in rows])
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"cifarkit run --resume {shlex.quote(str(run_dir))}"
+
+
 def run(recipe: Recipe, registry: Registry, output: Path,
-        reporter: Reporter | None = None) -> RunResult:
-    """Train, evaluate and write the run directory for a validated recipe."""
+        reporter: Reporter | None = None, resume: Path | None = None) -> RunResult:
+    """Train, evaluate and write the run directory for a validated recipe.
+
+    With ``resume`` (an existing run directory whose ``recipe.toml`` is
+    ``recipe``), continue from its last completed epoch instead.
+    """
     started = time.perf_counter()
-    started_at = _now()
     reporter = reporter or Reporter()
     output = Path(output).absolute()
-    artifacts.check_output(output)
+    previous: dict[str, Any] = {}
+    if resume is not None:
+        previous = read_summary(resume)
+    else:
+        artifacts.check_output(output)
 
     # 1. Data, in NumPy (a bad path fails here, before TensorFlow starts).
     data = load_data(recipe, registry)
@@ -153,12 +218,16 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     # 2. The framework, the strategy, the model and everything else that can
     #    still fail on user input: all before the run directory exists.
     tf, keras = import_framework()
+    if recipe.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
     strategy = call_plugin(registry, recipe.strategy, recipe.path)
     if not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy plugin {recipe.strategy.plugin!r} returned "
                         f"{type(strategy).__name__}, not a tf.distribute.Strategy")
     one_hot = recipe.train.loss == "categorical_crossentropy"
+    saved = checkpoint.find(resume) if resume is not None else None
+    state = checkpoint.load_state(saved) if saved is not None else None
     with strategy.scope():
         model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
                             num_classes=num_classes)
@@ -167,10 +236,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                             f"{type(model).__name__}, not a keras.Model")
         optimizer = call_plugin(registry, recipe.train.optimizer, recipe.path,
                                 learning_rate=recipe.train.learning_rate)
-        if one_hot:
-            loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.train.label_smoothing)
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy()
+        loss = make_loss(recipe.train.loss, recipe.train.label_smoothing)
         metrics: list[Any] = []
         for name in recipe.train.metrics:
             if name == "accuracy":
@@ -180,31 +246,44 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                        else keras.metrics.SparseTopKCategoricalAccuracy)
                 metrics.append(cls(k=5, name="top_5_accuracy"))
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        if saved is not None:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(saved / "weights.weights.h5")
     output_shape = tuple(model.output_shape)
     if output_shape[-1] != num_classes:
-        raise PluginError(f"{recipe.model.key}: model {recipe.model.plugin!r} outputs "
-                          f"{output_shape[-1]} values, but the dataset has {num_classes} classes")
+        raise PluginError(f"{recipe.path}: {recipe.model.key}: model {recipe.model.plugin!r} "
+                          f"outputs {output_shape[-1]} values, but the dataset has "
+                          f"{num_classes} classes")
     augment = [call_plugin(registry, a, recipe.path, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
     batch = recipe.data.batch_size
     steps = recipe.train.steps_per_epoch or math.ceil(len(data.x_train) / batch)
     train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment)
-    planned = output / artifacts.run_dir_name(recipe.name)
-    plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=planned) for c in recipe.callbacks]
 
     # 3. The run directory.
-    run_dir = artifacts.create_run_dir(output, recipe.name)
-    if run_dir != planned:  # another run took the name first: rebuild with the real path
-        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir) for c in recipe.callbacks]
-    artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
+    if resume is not None:
+        run_dir = resume
+        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
+                            for c in recipe.callbacks]
+    else:
+        planned = output / artifacts.run_dir_name(recipe.name)
+        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=planned)
+                            for c in recipe.callbacks]
+        run_dir = artifacts.create_run_dir(output, recipe.name)
+        if run_dir != planned:  # another run took the name first: rebuild with the real path
+            plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
+                                for c in recipe.callbacks]
+        artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
     reporter.attach_log(run_dir / "run.log")
+    rows: list[dict[str, Any]] = list(state["rows"]) if state else []
+    prior_time = previous.get("wall_time_s") or sum(r.get("epoch_time_s", 0.0) for r in rows)
     summary: dict[str, Any] = {
         "status": "running",
         "recipe": recipe.name,
         "recipe_file": str(recipe.path),
         "overrides": list(recipe.overrides),
         "run_dir": str(run_dir),
-        "started_at": started_at,
+        "started_at": previous.get("started_at", _now()),
         "dataset": recipe.data.dataset.plugin,
         "class_names": data.class_names,
         "train_examples": len(data.x_train),
@@ -216,9 +295,15 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         "replicas": int(strategy.num_replicas_in_sync),
         "epochs_planned": recipe.train.epochs,
         "batch_size": batch,
+        "deterministic": recipe.train.deterministic,
         "versions": _versions(),
     }
+    if resume is not None:
+        summary.update(resumed=True, resume_count=int(previous.get("resume_count", 0)) + 1,
+                       resumed_from_epoch=len(rows))
     artifacts.write_json(run_dir / "summary.json", summary)
+    if rows:
+        _write_epoch_files(run_dir, rows)  # the checkpoint's history is the truth
     reporter.start({
         "recipe": recipe.name,
         "data": f"{recipe.data.dataset.plugin}: {len(data.x_train):,} train / "
@@ -231,26 +316,50 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         "training": f"{recipe.train.epochs} epochs x {steps} steps, batch {batch}, "
                     f"{recipe.train.optimizer.plugin} lr {recipe.train.learning_rate:g}",
         "run directory": str(run_dir),
+        **({"resuming": f"after epoch {len(rows)} of {recipe.train.epochs}"}
+           if resume is not None else {}),
     })
 
-    rows: list[dict[str, Any]] = []
+    def finish_interrupted() -> None:
+        summary.update(status="interrupted", finished_at=_now(), epochs_run=len(rows),
+                       wall_time_s=prior_time + time.perf_counter() - started,
+                       resume_command=resume_command(run_dir))
+        artifacts.write_json(run_dir / "summary.json", summary)
+
     images_per_epoch = (len(data.x_train) if recipe.train.steps_per_epoch is None
                         else recipe.train.steps_per_epoch * batch)
-    monitor = _monitor_callback(reporter, run_dir, images_per_epoch, rows)
     try:
-        reporter.train_begin(recipe.train.epochs, steps, batch)
-        model.fit(train_ds, validation_data=val_ds, epochs=recipe.train.epochs,
-                  steps_per_epoch=recipe.train.steps_per_epoch,
-                  callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
+        with _Signals(on_second=finish_interrupted) as signals:
+            monitor = _monitor_callback(reporter, run_dir, images_per_epoch, rows, plugin_callbacks,
+                                        signals, (saved, state) if saved is not None else None)
+            reporter.train_begin(recipe.train.epochs, steps, batch)
+            # Epochs already done (or an early stop already decided) run no epoch
+            # but still give callbacks their begin/end (restoring best weights).
+            last = len(rows) if state and state["stop_training"] else recipe.train.epochs
+            model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=len(rows),
+                      steps_per_epoch=recipe.train.steps_per_epoch,
+                      callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
         reporter.stop_live()
         # 4. The test split, touched once.
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        probs = model.predict(test_ds, verbose=0)
+        test = score(probs, data.y_test, data.class_names, loss, one_hot, recipe.train.metrics)
         artifacts.save_model(model, run_dir / "model.keras")
+    except Interrupted:
+        reporter.stop_live()
+        artifacts.save_model(model, run_dir / "model.keras")
+        if rows:
+            artifacts.plot_curves(rows, run_dir)
+        finish_interrupted()
+        reporter.note(f"interrupted during epoch {len(rows) + 1}: model.keras holds the current "
+                      f"weights; {len(rows)} completed epoch(s) are checkpointed. Resume with:")
+        reporter.line(f"  {resume_command(run_dir)}")
+        reporter.close()
+        return RunResult(run_dir, summary)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         summary.update(status=status, finished_at=_now(), epochs_run=len(rows),
-                       wall_time_s=time.perf_counter() - started,
-                       error=f"{type(exc).__name__}: {exc}")
+                       wall_time_s=prior_time + time.perf_counter() - started,
+                       error=f"{type(exc).__name__}: {exc}", resume_command=resume_command(run_dir))
         reporter.write_log(f"run {status}:\n" + "".join(traceback.format_exception(exc)))
         artifacts.write_json(run_dir / "summary.json", summary)
         if rows:
@@ -260,28 +369,49 @@ def run(recipe: Recipe, registry: Registry, output: Path,
 
     monitor_name, best_epoch, best_value = _best(rows, plugin_callbacks)
     artifacts.plot_curves(rows, run_dir, best_epoch)
+    plot_confusion(test["confusion_matrix"], data.class_names, run_dir / "confusion_matrix.png")
     measured = rows[1:] if len(rows) > 1 else rows
     train_time = sum(r["train_time_s"] for r in measured)
     summary.update({
         "status": "completed",
         "finished_at": _now(),
-        "test_accuracy": float(test.get("accuracy", float("nan"))),
-        "test_loss": float(test["loss"]),
-        "test_metrics": {k: float(v) for k, v in test.items()},
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_metrics": {k: v for k, v in test.items() if isinstance(v, float)},
+        "per_class_accuracy": test["per_class_accuracy"],
         "epochs_run": len(rows),
         "stopped_early": len(rows) < recipe.train.epochs,
         "best_epoch": best_epoch,
         "best_monitor": monitor_name,
         "best_value": best_value,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": prior_time + time.perf_counter() - started,
         "train_images_per_s": images_per_epoch * len(measured) / train_time if train_time else None,
         "train_images_per_s_note": ("steady state: the first epoch (graph tracing) is excluded"
                                     if len(rows) > 1 else "one epoch, including graph tracing"),
     })
+    summary.pop("resume_command", None)
+    summary.pop("error", None)
     artifacts.write_json(run_dir / "summary.json", summary)
+    checkpoint.remove(run_dir)
     reporter.finish(summary)
     reporter.close()
     return RunResult(run_dir, summary)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run directory's summary.json, or a user error saying what is wrong."""
+    path = Path(run_dir) / "summary.json"
+    if not Path(run_dir).is_dir():
+        raise OutputError(f"{run_dir}: not a run directory (not found)")
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OutputError(f"{run_dir}: not a run directory (no summary.json)") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(summary, dict):
+        raise OutputError(f"{path}: not a cifarkit summary")
+    return summary
 
 
 def make_datasets_for(recipe: Recipe, data: Prepared, num_classes: int, one_hot: bool, augment):

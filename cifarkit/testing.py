@@ -17,9 +17,8 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 
 
-def _images(rng: np.random.Generator, labels: np.ndarray, num_classes: int) -> np.ndarray:
+def _images(rng: np.random.Generator, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Learnable synthetic images: each class has its own mean colour, plus noise."""
-    palette = rng.integers(30, 225, size=(num_classes, 3))
     base = palette[labels][:, :, None, None]  # (n, 3, 1, 1), channel-major like CIFAR
     noise = rng.normal(0, 25, size=(len(labels), 3, 32, 32))
     return np.clip(base + noise, 0, 255).astype(np.uint8).reshape(len(labels), 3072)
@@ -35,8 +34,9 @@ def cifar10_files(n_train: int = 100, n_test: int = 40, seed: int = 0) -> dict[s
     y_train = np.arange(n_train) % 10
     y_test = np.arange(n_test) % 10
     rng.shuffle(y_train)
-    x_train = _images(rng, y_train, 10)
-    x_test = _images(np.random.default_rng(seed), y_test, 10)  # same palette
+    palette = rng.integers(0, 256, size=(10, 3))
+    x_train = _images(rng, y_train, palette)
+    x_test = _images(rng, y_test, palette)
     files = {"batches.meta": _dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES],
                                     b"num_cases_per_batch": -(-n_train // 5),
                                     b"num_vis": 3072})}
@@ -60,10 +60,12 @@ def cifar100_files(n_train: int = 100, n_test: int = 40, seed: int = 0) -> dict[
     meta = {b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
             b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)]}
 
+    palette = rng.integers(0, 256, size=(100, 3))
+
     def split(fine, name):
         return _dump({b"batch_label": name.encode(), b"fine_labels": [int(v) for v in fine],
                       b"coarse_labels": [int(v) // 5 for v in fine],
-                      b"data": _images(rng, fine, 100), b"filenames": [b"x.png"] * len(fine)})
+                      b"data": _images(rng, fine, palette), b"filenames": [b"x.png"] * len(fine)})
 
     return {"meta": _dump(meta), "train": split(fine_train, "training"),
             "test": split(fine_test, "testing")}

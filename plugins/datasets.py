@@ -1,13 +1,14 @@
-"""Built-in datasets: CIFAR-10 and CIFAR-100, from a local copy or keras.datasets."""
+"""Built-in datasets: CIFAR-10 and CIFAR-100 (local copy or keras.datasets), image folders."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import cifarkit
-from cifarkit.data import Splits, keras_download, read_cifar10, read_cifar100
+from cifarkit import Range
+from cifarkit.data import Splits, keras_download, read_cifar10, read_cifar100, read_image_folder
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -69,7 +70,21 @@ def cifar100(path: Path | None = None, label_mode: Literal["fine", "coarse"] = "
     return read_cifar100(path, label_mode)
 
 
+def image_folder(path: Path, image_size: Annotated[int, Range(8, 1024)] = 32) -> Splits:
+    """Your own images: ``path/train/<class>/*`` and ``path/test/<class>/*``, JPEG or PNG.
+
+    Class names are the folder names, sorted; images of any size are
+    converted to RGB and resized to ``image_size`` x ``image_size``.
+
+    Args:
+        path: the folder holding ``train/`` and ``test/``.
+        image_size: height and width the images are resized to.
+    """
+    return read_image_folder(path, image_size)
+
+
 @cifarkit.hookimpl
 def register_datasets(register):
     register(cifar10)
     register(cifar100)
+    register(image_folder)

@@ -117,8 +117,8 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     (run_dir,) = out.iterdir()
     assert run_dir.name.startswith("default-")
     names = {p.name for p in run_dir.iterdir()}
-    assert {"recipe.toml", "metrics.csv", "summary.json", "model.keras", "accuracy.png",
-            "loss.png", "run.log"} <= names
+    assert {"recipe.toml", "metrics.csv", "timing.csv", "summary.json", "model.keras",
+            "accuracy.png", "loss.png", "confusion_matrix.png", "run.log"} == names
     assert not [n for n in names if n.startswith(".")]  # no temporary files left
 
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -133,8 +133,11 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
 
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_s"} <= set(rows[0])
-    for png in ("accuracy.png", "loss.png"):
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
+    timing = list(csv.DictReader((run_dir / "timing.csv").open()))
+    assert [set(r) for r in timing] == [{"epoch", "epoch_time_s", "train_time_s", "images_per_s"}] * 2
+    assert set(summary["per_class_accuracy"]) == set(summary["class_names"])
+    for png in ("accuracy.png", "loss.png", "confusion_matrix.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # model.keras loads with plain Keras (no cifarkit import), takes raw 0-255

@@ -1,0 +1,94 @@
+"""``cifarkit evaluate`` and ``cifarkit predict``: use a finished run's model.keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import artifacts
+from .data import read_images
+from .errors import DataError, OutputError
+from .evaluation import make_loss, plot_confusion, render, score
+from .framework import import_framework
+from .recipe import load_recipe
+from .registry import load_registry
+from .runner import load_data, read_summary
+
+
+def _load_model(run_dir: Path):
+    path = run_dir / "model.keras"
+    if not path.is_file():
+        raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
+    _, keras = import_framework()
+    try:
+        return keras.models.load_model(path)
+    except Exception as exc:
+        raise OutputError(f"{path}: cannot load ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | None = None,
+                 console=None) -> dict[str, Any]:
+    """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s."""
+    run_dir = run_dir.absolute()
+    summary = read_summary(run_dir)
+    registry = load_registry()
+    sets = [f"data.path={Path(data_path).absolute()}"] if data_path else []
+    recipe = load_recipe(run_dir / "recipe.toml", sets, registry)
+    data = load_data(recipe, registry)
+    model = _load_model(run_dir)
+    classes = model.output_shape[-1]
+    if classes != len(data.class_names):
+        raise DataError(f"{data_path or recipe.path}: the data has {len(data.class_names)} classes "
+                        f"but the model predicts {classes}")
+    if tuple(model.input_shape[1:]) != data.input_shape:
+        raise DataError(f"{data_path or recipe.path}: images are {data.input_shape} but the model "
+                        f"takes {tuple(model.input_shape[1:])}")
+    probs = model.predict(data.x_test.astype(np.float32), batch_size=recipe.data.batch_size, verbose=0)
+    one_hot = recipe.train.loss == "categorical_crossentropy"
+    result = score(probs, data.y_test, data.class_names,
+                   make_loss(recipe.train.loss, recipe.train.label_smoothing), one_hot,
+                   recipe.train.metrics)
+    result = {"run_dir": str(run_dir), "data": str(data_path or recipe.data.dataset.params.get("path")
+                                                   or recipe.data.dataset.plugin),
+              "class_names": data.class_names, **result,
+              "run_test_accuracy": summary.get("test_accuracy")}
+    output = output or run_dir / "evaluation"
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot create ({exc.strerror or exc})") from None
+    plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
+    artifacts.write_json(output / "evaluation.json", result)
+    if console is not None:
+        render(console, result, data.class_names, f"{run_dir.name} on {result['data']}")
+        console.print(f"wrote {output / 'confusion_matrix.png'} and {output / 'evaluation.json'}",
+                      highlight=False)
+    return result
+
+
+def predict_images(run_dir: Path, images: list[Path], top: int = 3) -> list[dict[str, Any]]:
+    """Top-``top`` classes and probabilities for each image file."""
+    if top < 1:
+        raise DataError(f"--top must be at least 1, got {top}")
+    summary = read_summary(run_dir)
+    class_names = summary.get("class_names")
+    for path in images:
+        if not path.is_file():
+            raise DataError(f"{path}: image not found")
+    model = _load_model(run_dir)
+    height, width, _ = model.input_shape[1:]
+    if height != width:
+        raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs are supported")
+    if not class_names or len(class_names) != model.output_shape[-1]:
+        class_names = [str(i) for i in range(model.output_shape[-1])]
+    x = read_images(images, height).astype(np.float32)
+    probs = model.predict(x, verbose=0)
+    out = []
+    for path, p in zip(images, probs):
+        order = np.argsort(-p)[:top]
+        out.append({"image": str(path), "predictions": [
+            {"class": class_names[i], "probability": float(p[i])} for i in order]})
+    return out
