@@ -169,3 +169,17 @@ def test_builtin_recipe_by_name_resolves(tmp_path):
 
     assert resolve_recipe_path("default").read_text() == (ROOT / "recipes" / "default.toml").read_text()
     assert str(resolve_recipe_path("nonexistent")) == "nonexistent"
+
+
+def test_no_local_copy_and_no_network_says_to_pass_data_path(tmp_path):
+    dead_proxy = "http://127.0.0.1:9"  # nothing listens: the download fails at once, offline or not
+    result = cifarkit("run", "default", "--output", str(tmp_path / "runs"),
+                      env={"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": dead_proxy,
+                           "HTTPS_PROXY": dead_proxy, "http_proxy": dead_proxy,
+                           "HTTP_PROXY": dead_proxy}, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert "could not load cifar10 through keras.datasets" in line
+    assert "--set data.path=" in line
+    assert "I0000" not in result.stderr
+    assert not (tmp_path / "runs").exists()
