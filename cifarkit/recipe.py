@@ -61,6 +61,9 @@ TRAIN_KEYS: dict[str, tuple[Any, Any]] = {
     "metrics": (list[Literal[METRICS]], ["accuracy"]),  # type: ignore[valid-type]
     "steps_per_epoch": (Annotated[int, Range(1)] | None, None),
     "deterministic": (bool, False),
+    "mixed_precision": (Literal["float32", "mixed_float16", "mixed_bfloat16"], "float32"),
+    "jit_compile": (bool | Literal["auto"], "auto"),
+    "learning_rate_scaling": (Literal["none", "linear"], "none"),
 }
 
 
@@ -104,6 +107,9 @@ class TrainConfig:
     metrics: tuple[str, ...]
     steps_per_epoch: int | None
     deterministic: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: bool | str = "auto"
+    learning_rate_scaling: str = "none"
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,9 @@ class Recipe:
             "metrics": list(self.train.metrics),
             "steps_per_epoch": self.train.steps_per_epoch,
             "deterministic": self.train.deterministic,
+            "mixed_precision": self.train.mixed_precision,
+            "jit_compile": self.train.jit_compile,
+            "learning_rate_scaling": self.train.learning_rate_scaling,
         }
         doc = {
             "name": self.name,
@@ -473,6 +482,9 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         metrics=tuple(dict.fromkeys(tget("metrics"))),
         steps_per_epoch=tget("steps_per_epoch"),
         deterministic=tget("deterministic"),
+        mixed_precision=tget("mixed_precision"),
+        jit_compile=tget("jit_compile"),
+        learning_rate_scaling=tget("learning_rate_scaling"),
     )
     if get("model") is None:
         raise v.fail((), f"missing [model] table with plugin = \"...\" "

@@ -7,12 +7,15 @@ the run directory exists, so a failed start leaves nothing behind.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -21,9 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from . import __version__, artifacts, checkpoint
 from .data import Prepared, Splits, prepare
 from .errors import CifarkitError, DataError, OutputError, PluginError
+from .distributed import custom_fit, is_multi_worker, weights_checksum, worker_role
+from .distributed import predict as predict_locally
 from .evaluation import make_loss, plot_confusion, score
 from .framework import import_framework
 from .recipe import PluginCall, Recipe
@@ -143,7 +150,8 @@ class _Signals:
 
 
 def _monitor_callback(reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
-                      plugin_callbacks: list, signals: _Signals, restore: tuple | None):
+                      plugin_callbacks: list, signals: _Signals, restore: tuple | None,
+                      stop_at_step: bool = True):
     """cifarkit's own callback: timing, per-epoch files and checkpoint, reporter, Ctrl-C."""
     import keras
 
@@ -160,7 +168,7 @@ def _monitor_callback(reporter: Reporter, run_dir: Path, images_per_epoch: int, 
         def on_train_batch_end(self, batch, logs=None):
             self.t_last = time.perf_counter()
             reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
-            if signals.requested:
+            if signals.requested and stop_at_step:
                 raise Interrupted()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -225,17 +233,33 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     if not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy plugin {recipe.strategy.plugin!r} returned "
                         f"{type(strategy).__name__}, not a tf.distribute.Strategy")
+    multi = is_multi_worker(strategy)
+    chief, task_index, workers = worker_role(strategy) if multi else (True, 0, 1)
+    if multi and resume is not None:
+        raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; "
+                          "start the run again")
+    if not chief:  # other workers print nothing and write only to a temporary folder
+        reporter = Reporter(Console(file=io.StringIO()))
     one_hot = recipe.train.loss == "categorical_crossentropy"
     saved = checkpoint.find(resume) if resume is not None else None
     state = checkpoint.load_state(saved) if saved is not None else None
+    replicas = int(strategy.num_replicas_in_sync)
+    learning_rate = recipe.train.learning_rate * (
+        replicas if recipe.train.learning_rate_scaling == "linear" else 1)
+    previous_policy = keras.config.dtype_policy()
     with strategy.scope():
-        model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
-                            num_classes=num_classes)
+        keras.config.set_dtype_policy(recipe.train.mixed_precision)
+        try:
+            model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
+                                num_classes=num_classes)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model plugin {recipe.model.plugin!r} returned "
                             f"{type(model).__name__}, not a keras.Model")
+        model = _float32_output(model, keras)
         optimizer = call_plugin(registry, recipe.train.optimizer, recipe.path,
-                                learning_rate=recipe.train.learning_rate)
+                                learning_rate=learning_rate)
         loss = make_loss(recipe.train.loss, recipe.train.label_smoothing)
         metrics: list[Any] = []
         for name in recipe.train.metrics:
@@ -245,7 +269,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                 cls = (keras.metrics.TopKCategoricalAccuracy if one_hot
                        else keras.metrics.SparseTopKCategoricalAccuracy)
                 metrics.append(cls(k=5, name="top_5_accuracy"))
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                      jit_compile=recipe.train.jit_compile)
         if saved is not None:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(saved / "weights.weights.h5")
@@ -258,10 +283,16 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                for i, a in enumerate(recipe.augmentation)]
     batch = recipe.data.batch_size
     steps = recipe.train.steps_per_epoch or math.ceil(len(data.x_train) / batch)
-    train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment)
+    train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment,
+                                                  repeat=multi)
 
     # 3. The run directory.
-    if resume is not None:
+    if not chief:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"cifarkit-worker{task_index}-"))
+        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
+                            for c in recipe.callbacks]
+        artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
+    elif resume is not None:
         run_dir = resume
         plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
                             for c in recipe.callbacks]
@@ -292,7 +323,10 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         "model": recipe.model.plugin,
         "parameters": int(model.count_params()),
         "strategy": recipe.strategy.plugin,
-        "replicas": int(strategy.num_replicas_in_sync),
+        "replicas": replicas,
+        "workers": workers,
+        "learning_rate": learning_rate,
+        "mixed_precision": recipe.train.mixed_precision,
         "epochs_planned": recipe.train.epochs,
         "batch_size": batch,
         "deterministic": recipe.train.deterministic,
@@ -310,11 +344,13 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                 f"{summary['validation_examples']:,} validation / {len(data.x_test):,} test, "
                 f"{num_classes} classes",
         "model": f"{recipe.model.plugin} ({summary['parameters']:,} parameters)",
-        "strategy": f"{recipe.strategy.plugin} ({summary['replicas']} replica"
-                    f"{'s' if summary['replicas'] != 1 else ''})",
+        "strategy": f"{recipe.strategy.plugin} ({replicas} replica{'s' if replicas != 1 else ''}"
+                    + (f", {workers} workers, this is the chief" if multi else "") + ")",
         "augmentation": ", ".join(a.plugin for a in recipe.augmentation) or "none",
         "training": f"{recipe.train.epochs} epochs x {steps} steps, batch {batch}, "
-                    f"{recipe.train.optimizer.plugin} lr {recipe.train.learning_rate:g}",
+                    f"{recipe.train.optimizer.plugin} lr {learning_rate:g}"
+                    + (f", {recipe.train.mixed_precision}" if recipe.train.mixed_precision != "float32"
+                       else ""),
         "run directory": str(run_dir),
         **({"resuming": f"after epoch {len(rows)} of {recipe.train.epochs}"}
            if resume is not None else {}),
@@ -331,17 +367,33 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     try:
         with _Signals(on_second=finish_interrupted) as signals:
             monitor = _monitor_callback(reporter, run_dir, images_per_epoch, rows, plugin_callbacks,
-                                        signals, (saved, state) if saved is not None else None)
+                                        signals, (saved, state) if saved is not None else None,
+                                        stop_at_step=not multi)
             reporter.train_begin(recipe.train.epochs, steps, batch)
             # Epochs already done (or an early stop already decided) run no epoch
             # but still give callbacks their begin/end (restoring best weights).
             last = len(rows) if state and state["stop_training"] else recipe.train.epochs
-            model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=len(rows),
-                      steps_per_epoch=recipe.train.steps_per_epoch,
-                      callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
+            if multi:
+                custom_fit(model, strategy, train_ds, steps=steps, epochs=last,
+                           initial_epoch=len(rows), global_batch=batch, one_hot=one_hot,
+                           label_smoothing=recipe.train.label_smoothing,
+                           metrics=recipe.train.metrics,
+                           validation=None if data.x_val is None else (data.x_val, data.y_val),
+                           callbacks=[*plugin_callbacks, monitor],
+                           jit_compile=recipe.train.jit_compile is True,
+                           stop_requested=lambda: signals.requested)
+                if signals.requested:
+                    raise Interrupted()
+            else:
+                model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=len(rows),
+                          steps_per_epoch=recipe.train.steps_per_epoch,
+                          callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
         reporter.stop_live()
         # 4. The test split, touched once.
-        probs = model.predict(test_ds, verbose=0)
+        if multi:
+            probs = predict_locally(model, data.x_test.astype("float32"), batch)
+        else:
+            probs = model.predict(test_ds, verbose=0)
         test = score(probs, data.y_test, data.class_names, loss, one_hot, recipe.train.metrics)
         artifacts.save_model(model, run_dir / "model.keras")
     except Interrupted:
@@ -354,6 +406,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                       f"weights; {len(rows)} completed epoch(s) are checkpointed. Resume with:")
         reporter.line(f"  {resume_command(run_dir)}")
         reporter.close()
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(run_dir, summary)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -365,6 +419,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         if rows:
             artifacts.plot_curves(rows, run_dir)
         reporter.close()
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
     monitor_name, best_epoch, best_value = _best(rows, plugin_callbacks)
@@ -391,11 +447,27 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     })
     summary.pop("resume_command", None)
     summary.pop("error", None)
+    if multi:
+        summary["weights_checksum"] = weights_checksum(model)
     artifacts.write_json(run_dir / "summary.json", summary)
     checkpoint.remove(run_dir)
     reporter.finish(summary)
     reporter.close()
+    if not chief:
+        print(f"worker {task_index} of {workers} finished: test_accuracy={summary['test_accuracy']:.6f} "
+              f"test_loss={summary['test_loss']:.6f} weights_checksum={summary['weights_checksum']:.6f} "
+              "(the chief, worker 0, writes the run directory)", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
     return RunResult(run_dir, summary)
+
+
+def _float32_output(model, keras):
+    """Keep the model's output in float32 under mixed precision, as Keras recommends."""
+    output = model.outputs[0] if getattr(model, "outputs", None) else None
+    if output is None or keras.backend.standardize_dtype(output.dtype) == "float32":
+        return model
+    cast = keras.layers.Activation("linear", dtype="float32", name="float32_output")(output)
+    return keras.Model(model.inputs, cast, name=model.name)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -414,9 +486,10 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def make_datasets_for(recipe: Recipe, data: Prepared, num_classes: int, one_hot: bool, augment):
+def make_datasets_for(recipe: Recipe, data: Prepared, num_classes: int, one_hot: bool, augment,
+                      repeat: bool = False):
     from .pipeline import make_datasets
 
     return make_datasets(data, recipe.data.batch_size, num_classes, one_hot, augment,
                          seed=recipe.seed, shuffle=recipe.data.shuffle,
-                         repeat=recipe.train.steps_per_epoch is not None)
+                         repeat=repeat or recipe.train.steps_per_epoch is not None)
