@@ -437,6 +437,24 @@ class _Validator:
         return tuple(self.plugin_call(kind, item, key + (i,)) for i, item in enumerate(items))
 
 
+def _check_monitors(v: _Validator, callbacks: tuple[PluginCall, ...], metrics: tuple[str, ...],
+                    validation_split: float) -> None:
+    """A callback's ``monitor`` must name a metric the run logs (else it silently never acts)."""
+    logged = ["loss", *metrics]
+    for i, call in enumerate(callbacks):
+        monitor = call.params.get("monitor")
+        if not isinstance(monitor, str):
+            continue
+        key = ("callbacks", i, "monitor")
+        if monitor.startswith("val_") and validation_split == 0:
+            raise v.fail(key, f"{monitor!r} needs validation data, but data.validation_split is 0 "
+                         f"(monitor one of: {', '.join(logged)})")
+        choices = logged + ([f"val_{m}" for m in logged] if validation_split > 0 else [])
+        if monitor not in choices:
+            raise v.fail(key, f"{monitor!r} is not a metric this run logs{did_you_mean(monitor, choices)} "
+                         f"(allowed: {', '.join(choices)})")
+
+
 def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Registry,
              overrides: tuple[str, ...] = ()) -> Recipe:
     """Check a merged recipe document and build the typed :class:`Recipe`."""
@@ -489,6 +507,8 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
     if get("model") is None:
         raise v.fail((), f"missing [model] table with plugin = \"...\" "
                      f"({allowed(registry.names('model'))})")
+    callbacks = v.plugin_list("callback", get("callbacks"), ("callbacks",))
+    _check_monitors(v, callbacks, train_cfg.metrics, data_cfg.validation_split)
     name = get("name") or path.stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise v.fail(("name",), f"{name!r} is not usable as a run-directory name "
@@ -504,7 +524,7 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         model=v.plugin_call("model", get("model"), ("model",)),
         strategy=v.plugin_call("strategy", get("strategy"), ("strategy",)),
         train=train_cfg,
-        callbacks=v.plugin_list("callback", get("callbacks"), ("callbacks",)),
+        callbacks=callbacks,
         overrides=overrides,
     )
 

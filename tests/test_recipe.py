@@ -114,6 +114,10 @@ def one_line_error(exc_info) -> str:
     ('[model]\nplugin = "seed_cnn"\n[train]\nlabel_smoothing = 0.1\nloss = "sparse_categorical_crossentropy"\n',
      ["train.label_smoothing", "categorical_crossentropy"]),
     ('[model\nplugin = "seed_cnn"\n', ["TOML syntax error", "line 1"]),
+    ('[model]\nplugin = "seed_cnn"\n[[callbacks]]\nplugin = "early_stopping"\nmonitor = "val_los"\n',
+     ["callbacks[0].monitor", "did you mean 'val_loss'", "val_accuracy"]),
+    ('[model]\nplugin = "seed_cnn"\n[data]\nvalidation_split = 0.0\n[[callbacks]]\nplugin = "early_stopping"\n',
+     ["callbacks[0].monitor", "needs validation data", "validation_split is 0"]),
 ])
 def test_recipe_errors_name_file_key_and_allowed(write, registry, body, expected):
     path = write("bad.toml", body)
