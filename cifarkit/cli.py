@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
 from . import __version__
@@ -16,17 +15,14 @@ from .hookspecs import KINDS
 from .scaffold import KIND_CHOICES
 
 
-def _builtin_recipes() -> dict[str, Path]:
-    folder = resources.files("cifarkit.recipes")
-    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
-
-
 def resolve_recipe_path(text: str) -> Path:
     """A recipe path; a bare name such as ``default`` means a recipe shipped with cifarkit."""
     path = Path(text)
     if path.exists() or "/" in text or text.endswith(".toml"):
         return path
-    builtin = _builtin_recipes()
+    from .recipe import builtin_recipes
+
+    builtin = builtin_recipes()
     if text in builtin:
         return builtin[text]
     return path

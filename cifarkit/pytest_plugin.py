@@ -84,13 +84,11 @@ def tiny_cifar10(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_recipe(tmp_path, tiny_cifar10):
     """Factory: a smoke-sized recipe extending the default recipe, as a file."""
-    from importlib import resources
-
     import tomli_w
 
-    from cifarkit.recipe import merge_tables
+    from cifarkit.recipe import builtin_recipes, merge_tables
 
-    default = Path(str(resources.files("cifarkit.recipes") / "default.toml"))
+    default = builtin_recipes()["default"]
     counter = iter(range(1, 10_000))
 
     def make(overrides: dict | None = None, *, name: str = "test") -> Path:

@@ -264,6 +264,14 @@ def merge_tables(base: dict, over: dict, origins: dict[Key, Origin] | None = Non
     return out
 
 
+def builtin_recipes() -> dict[str, Path]:
+    """Recipes shipped with cifarkit, by name (``default`` -> .../recipes/default.toml)."""
+    from importlib import resources
+
+    folder = resources.files("cifarkit.recipes")
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
 def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = ()) -> dict:
     path = path.absolute()
     if path in seen:
@@ -280,6 +288,8 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
         raise RecipeError(f"{path}: extends: expected a path to another recipe (string), "
                           f"got {parent_ref!r}")
     parent_path = (path.parent / parent_ref).expanduser()
+    if not parent_path.exists() and parent_ref in builtin_recipes():
+        parent_path = builtin_recipes()[parent_ref]
     if not parent_path.exists():
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
     parent = _load_chain(parent_path, origins, seen + (path,))

@@ -244,7 +244,7 @@ README = '''
     Use it in a recipe:
 
     ```toml
-    extends = "path/to/cifarkit/recipes/default.toml"
+    extends = "default"
     {usage}
     ```
 

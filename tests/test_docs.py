@@ -33,8 +33,7 @@ def test_documented_plugin_file_lists_with_parameters(plugin_file):
 def test_documented_recipe_trains_with_the_documented_plugins(tmp_path, plugin_file, cifar10_dir):
     toml_blocks = code_blocks(ROOT / "docs" / "plugins.md", "toml")
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(toml_blocks[0].replace('"recipes/default.toml"',
-                                             json.dumps(str(ROOT / "recipes" / "default.toml"))))
+    recipe.write_text(toml_blocks[0])  # as written: extends the shipped default recipe
     sets = [a for o in tiny_overrides(cifar10_dir) if not o.startswith("model.")
             for a in ("--set", o)]
     result = cifarkit("run", str(recipe), *sets, "--output", str(tmp_path / "runs"))

@@ -175,3 +175,9 @@ def test_paths_resolve_relative_to_the_recipe_that_sets_them(write, registry):
     path = write("sub/r.toml", '[model]\nplugin = "seed_cnn"\n[data]\npath = "../data/c10"\n')
     r = load_recipe(path, registry=registry)
     assert r.data.dataset.params["path"] == (path.parent / "../data/c10").absolute()
+
+
+def test_extends_a_shipped_recipe_by_name_from_any_folder(write, registry):
+    child = write("elsewhere/variant.toml", 'extends = "default"\nname = "variant"\n[train]\nepochs = 2\n')
+    r = load_recipe(child, registry=registry)
+    assert (r.name, r.train.epochs, r.model.plugin, len(r.augmentation)) == ("variant", 2, "seed_cnn", 3)
