@@ -14,8 +14,12 @@ import numpy as np
 
 def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
-                  repeat: bool = False):
-    """Return ``(train, validation or None, test)`` tf.data datasets."""
+                  repeat: bool = False, drop_remainder: bool = False):
+    """Return ``(train, validation or None, test)`` tf.data datasets.
+
+    ``drop_remainder`` drops the last partial training batch (needed with
+    several replicas: Keras fails on batches that do not split evenly).
+    """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
@@ -33,7 +37,8 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         if train and repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size).map(to_float, num_parallel_calls=autotune)
+        ds = ds.batch(batch_size, drop_remainder=train and drop_remainder)
+        ds = ds.map(to_float, num_parallel_calls=autotune)
         if train and augment:
             def apply(images, y):
                 for layer in augment:

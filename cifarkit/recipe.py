@@ -352,6 +352,10 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
             raise RecipeError(f"--set {option}: {_key_str(key) or 'the recipe'} is not an array")
         key = key + (part,)
         if last:
+            if part == "plugin" and isinstance(node, dict) and node.get("plugin") != value:
+                for other in [k for k in node if k != "plugin"]:  # as with extends: a new
+                    del node[other]                               # plugin starts afresh
+                    _drop(origins, key[:-1] + (other,))
             _drop(origins, key)
             node[part] = value
             _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)

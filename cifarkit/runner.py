@@ -28,7 +28,7 @@ from rich.console import Console
 
 from . import __version__, artifacts, checkpoint
 from .data import Prepared, Splits, prepare
-from .errors import CifarkitError, DataError, OutputError, PluginError
+from .errors import CifarkitError, DataError, OutputError, PluginError, RecipeError
 from .distributed import custom_fit, is_multi_worker, weights_checksum, worker_role
 from .distributed import predict as predict_locally
 from .evaluation import make_loss, plot_confusion, score
@@ -282,9 +282,20 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     augment = [call_plugin(registry, a, recipe.path, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
     batch = recipe.data.batch_size
-    steps = recipe.train.steps_per_epoch or math.ceil(len(data.x_train) / batch)
+    # With several replicas every batch must split evenly: full training batches
+    # only, and validation/test predictions outside the replicas (see below).
+    split_batches = replicas > 1
+    if split_batches and batch % replicas:
+        raise RecipeError(f"{recipe.path}: data.batch_size: {batch} does not split evenly over "
+                          f"{replicas} replicas; use a multiple of {replicas}")
+    if split_batches and len(data.x_train) < batch:
+        raise DataError(f"{recipe.path}: data.batch_size: {batch} is larger than the "
+                        f"{len(data.x_train)} training examples; with {replicas} replicas "
+                        "every batch must be full")
+    steps = recipe.train.steps_per_epoch or (len(data.x_train) // batch if split_batches
+                                             else math.ceil(len(data.x_train) / batch))
     train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment,
-                                                  repeat=multi)
+                                                  repeat=multi, drop_remainder=split_batches)
 
     # 3. The run directory.
     if not chief:
@@ -362,8 +373,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                        resume_command=resume_command(run_dir))
         artifacts.write_json(run_dir / "summary.json", summary)
 
-    images_per_epoch = (len(data.x_train) if recipe.train.steps_per_epoch is None
-                        else recipe.train.steps_per_epoch * batch)
+    images_per_epoch = (len(data.x_train) if recipe.train.steps_per_epoch is None and not split_batches
+                        else steps * batch)
     try:
         with _Signals(on_second=finish_interrupted) as signals:
             monitor = _monitor_callback(reporter, run_dir, images_per_epoch, rows, plugin_callbacks,
@@ -385,12 +396,17 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                 if signals.requested:
                     raise Interrupted()
             else:
+                validator = []
+                if split_batches and data.x_val is not None:
+                    validator = [_validation_callback(data, loss, one_hot, recipe.train.metrics, batch)]
+                    val_ds = None
                 model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=len(rows),
-                          steps_per_epoch=recipe.train.steps_per_epoch,
-                          callbacks=[*plugin_callbacks, monitor], shuffle=False, verbose=0)
+                          steps_per_epoch=steps if split_batches else recipe.train.steps_per_epoch,
+                          callbacks=[*validator, *plugin_callbacks, monitor], shuffle=False,
+                          verbose=0)
         reporter.stop_live()
         # 4. The test split, touched once.
-        if multi:
+        if split_batches:
             probs = predict_locally(model, data.x_test.astype("float32"), batch)
         else:
             probs = model.predict(test_ds, verbose=0)
@@ -461,6 +477,27 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     return RunResult(run_dir, summary)
 
 
+def _validation_callback(data: Prepared, loss, one_hot: bool, metrics: tuple[str, ...],
+                         batch: int):
+    """Validation metrics computed on the whole split outside the replicas.
+
+    Put first in the callback list: it adds ``val_*`` entries to the epoch's
+    logs, which every later callback (early stopping, the monitor) then sees,
+    as with ``fit``'s own validation.
+    """
+    import keras
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probs = predict_locally(self.model, data.x_val.astype("float32"), batch)
+            result = score(probs, data.y_val, data.class_names, loss, one_hot, metrics)
+            if logs is not None:
+                logs.update({f"val_{k}": result[k] for k in ("loss", "accuracy", "top_5_accuracy")
+                             if k in result})
+
+    return Validation()
+
+
 def _float32_output(model, keras):
     """Keep the model's output in float32 under mixed precision, as Keras recommends."""
     output = model.outputs[0] if getattr(model, "outputs", None) else None
@@ -487,9 +524,10 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def make_datasets_for(recipe: Recipe, data: Prepared, num_classes: int, one_hot: bool, augment,
-                      repeat: bool = False):
+                      repeat: bool = False, drop_remainder: bool = False):
     from .pipeline import make_datasets
 
     return make_datasets(data, recipe.data.batch_size, num_classes, one_hot, augment,
                          seed=recipe.seed, shuffle=recipe.data.shuffle,
-                         repeat=repeat or recipe.train.steps_per_epoch is not None)
+                         repeat=repeat or recipe.train.steps_per_epoch is not None,
+                         drop_remainder=drop_remainder)

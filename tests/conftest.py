@@ -5,8 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from cifarkit.registry import load_registry
+from cifarkit.registry import Registry
 from cifarkit.testing import write_cifar10
+
+# The suite must not depend on other cifarkit plugins installed beside it: built-ins
+# only, in this process and every subprocess, unless a test opts in explicitly.
+os.environ["CIFARKIT_LOAD_PLUGINS"] = ""
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = ROOT / "recipes" / "default.toml"
@@ -23,7 +27,10 @@ def cifar10_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def registry():
-    return load_registry()
+    """cifarkit's built-ins only, whatever else is installed in this environment."""
+    registry = Registry()
+    registry.load_entrypoints(only="")
+    return registry
 
 
 @pytest.fixture

@@ -61,7 +61,8 @@ def installed_tutorial(tmp_path_factory):
 
 @pytest.mark.slow
 def test_installed_tutorial_is_found_through_entry_points(installed_tutorial):
-    result = cifarkit("list-plugins", "--json", env={"PYTHONPATH": str(installed_tutorial)})
+    result = cifarkit("list-plugins", "--json", env={"PYTHONPATH": str(installed_tutorial),
+                                                     "CIFARKIT_LOAD_PLUGINS": "cifarkit-tutorial"})
     plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
     for name, kind in [("small_resnet", "model"), ("cutout", "augmentation"),
                        ("lr_logger", "callback"), ("split_cpu", "strategy")]:

@@ -41,6 +41,15 @@ def test_set_overrides_parse_toml_values(registry):
     assert r.model.params["filters"] == [8, 16, 32]
 
 
+def test_set_plugin_to_another_starts_afresh(registry):
+    r = load_recipe(DEFAULT_RECIPE, ["strategy.plugin=one_device", "strategy.device=/cpu:0",
+                                     "augmentation.2.plugin=random_rotation"], registry=registry)
+    assert r.strategy.params == {"device": "/cpu:0"}
+    assert r.augmentation[2].params["degrees"] == 15.0 and "mode" not in r.augmentation[2].params
+    same = load_recipe(DEFAULT_RECIPE, ["model.dense_units=8", "model.plugin=seed_cnn"], registry=registry)
+    assert same.model.params["dense_units"] == 8
+
+
 @pytest.mark.parametrize("text, value", [("1", 1), ("0.5", 0.5), ("true", True), ("[1, 2]", [1, 2]),
                                          ('"quoted"', "quoted"), ("plain/path", "plain/path"),
                                          ("adam", "adam")])

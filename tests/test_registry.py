@@ -103,6 +103,7 @@ def test_a_failing_register_hook_is_listed_as_broken():
 
 
 def test_load_plugins_env_var_empty_keeps_builtins(monkeypatch):
+    """CIFARKIT_LOAD_PLUGINS="" still loads cifarkit's own plugins."""
     monkeypatch.setenv("CIFARKIT_LOAD_PLUGINS", "")
     assert "seed_cnn" in load_registry().names("model")
 
