@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from . import __version__, artifacts, checkpoint
@@ -257,6 +258,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         if not isinstance(model, keras.Model):
             raise TypeError(f"model plugin {recipe.model.plugin!r} returned "
                             f"{type(model).__name__}, not a keras.Model")
+        if not model.built:  # e.g. a Sequential without keras.Input: build it on one image
+            model(np.zeros((1, *data.input_shape), np.float32), training=False)
         model = _float32_output(model, keras)
         optimizer = call_plugin(registry, recipe.train.optimizer, recipe.path,
                                 learning_rate=learning_rate)
@@ -274,13 +277,13 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         if saved is not None:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(saved / "weights.weights.h5")
-    output_shape = tuple(model.output_shape)
-    if output_shape[-1] != num_classes:
-        raise PluginError(f"{recipe.path}: {recipe.model.key}: model {recipe.model.plugin!r} "
-                          f"outputs {output_shape[-1]} values, but the dataset has "
-                          f"{num_classes} classes")
+        _check_model(model, recipe, data.input_shape, num_classes)
     augment = [call_plugin(registry, a, recipe.path, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
+    for call, layer in zip(recipe.augmentation, augment):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"augmentation plugin {call.plugin!r} returned {type(layer).__name__}, "
+                            "not a keras.layers.Layer")
     batch = recipe.data.batch_size
     # With several replicas every batch must split evenly: full training batches
     # only, and validation/test predictions outside the replicas (see below).
@@ -298,23 +301,27 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                                                   repeat=multi, drop_remainder=split_batches)
 
     # 3. The run directory.
+    def build_callbacks(directory: Path) -> list:
+        built = [call_plugin(registry, c, recipe.path, run_dir=directory) for c in recipe.callbacks]
+        for call, cb in zip(recipe.callbacks, built):
+            if not isinstance(cb, keras.callbacks.Callback):
+                raise TypeError(f"callback plugin {call.plugin!r} returned {type(cb).__name__}, "
+                                "not a keras.callbacks.Callback")
+        return built
+
     if not chief:
         run_dir = Path(tempfile.mkdtemp(prefix=f"cifarkit-worker{task_index}-"))
-        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
-                            for c in recipe.callbacks]
+        plugin_callbacks = build_callbacks(run_dir)
         artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
     elif resume is not None:
         run_dir = resume
-        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
-                            for c in recipe.callbacks]
+        plugin_callbacks = build_callbacks(run_dir)
     else:
         planned = output / artifacts.run_dir_name(recipe.name)
-        plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=planned)
-                            for c in recipe.callbacks]
+        plugin_callbacks = build_callbacks(planned)  # may fail: nothing written yet
         run_dir = artifacts.create_run_dir(output, recipe.name)
         if run_dir != planned:  # another run took the name first: rebuild with the real path
-            plugin_callbacks = [call_plugin(registry, c, recipe.path, run_dir=run_dir)
-                                for c in recipe.callbacks]
+            plugin_callbacks = build_callbacks(run_dir)
         artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
     reporter.attach_log(run_dir / "run.log")
     rows: list[dict[str, Any]] = list(state["rows"]) if state else []
@@ -475,6 +482,18 @@ def run(recipe: Recipe, registry: Registry, output: Path,
               "(the chief, worker 0, writes the run directory)", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)
     return RunResult(run_dir, summary)
+
+
+def _check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int) -> None:
+    """The model contract, checked on one blank image: width and probabilities."""
+    probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False), np.float32)
+    where = f"{recipe.path}: {recipe.model.key}: model {recipe.model.plugin!r}"
+    if probe.ndim != 2 or probe.shape[-1] != num_classes:
+        raise PluginError(f"{where} outputs shape {probe.shape[1:]}, but the dataset has "
+                          f"{num_classes} classes (expected ({num_classes},))")
+    if probe.min() < -1e-6 or abs(float(probe.sum()) - 1.0) > 1e-2:
+        raise PluginError(f"{where} must output class probabilities (end in a softmax); "
+                          f"its outputs sum to {float(probe.sum()):.3g}")
 
 
 def _validation_callback(data: Prepared, loss, one_hot: bool, metrics: tuple[str, ...],

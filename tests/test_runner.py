@@ -1,6 +1,7 @@
 """The runner in-process: callbacks in the run directory, early stopping, the reporter."""
 
 import io
+import re
 import json
 
 import pytest
@@ -93,3 +94,59 @@ def test_reporter_live_mode_draws_a_progress_bar():
     reporter.close()
     out = buf.getvalue()
     assert "epoch 1/1" in out and "img/s" in out
+
+
+MODELS = '''
+import cifarkit
+
+def unbuilt_sequential(input_shape, num_classes):
+    """A Sequential without keras.Input."""
+    import keras
+    from keras import layers
+    return keras.Sequential([layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu"),
+                             layers.GlobalAveragePooling2D(), layers.Dense(num_classes, activation="softmax")])
+
+def logits(input_shape, num_classes):
+    """Forgets the softmax."""
+    import keras
+    from keras import layers
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, layers.Dense(num_classes)(layers.Flatten()(inputs)))
+
+def three_classes(input_shape, num_classes):
+    """Ignores num_classes."""
+    import keras
+    from keras import layers
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Flatten()(inputs)))
+
+@cifarkit.hookimpl
+def register_models(register):
+    register(unbuilt_sequential)
+    register(logits)
+    register(three_classes)
+'''
+
+
+@pytest.mark.parametrize("model, fragment", [
+    ("unbuilt_sequential", None),
+    ("logits", "must output class probabilities (end in a softmax)"),
+    ("three_classes", "outputs shape (3,), but the dataset has 10 classes"),
+])
+def test_model_contract_is_checked_before_anything_is_written(tmp_path, cifar10_dir, write, model, fragment):
+    from cifarkit.errors import PluginError
+    from cifarkit.registry import Registry
+
+    registry = Registry()
+    registry.load_entrypoints(only="")
+    plugin = write("models.py", MODELS)
+    recipe = load_recipe(write("r.toml", f'extends = "{DEFAULT_RECIPE}"\nplugins = ["{plugin}"]\n'
+                                         f'[model]\nplugin = "{model}"\n'),
+                         [f"data.path={cifar10_dir}", "train.epochs=1"], registry=registry)
+    reporter = Reporter(Console(file=io.StringIO()))
+    if fragment is None:
+        assert run(recipe, registry, tmp_path / "runs", reporter).summary["status"] == "completed"
+        return
+    with pytest.raises(PluginError, match=re.escape(fragment)):
+        run(recipe, registry, tmp_path / "runs", reporter)
+    assert not (tmp_path / "runs").exists()
