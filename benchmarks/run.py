@@ -1,0 +1,305 @@
+"""cifarkit benchmarks: each figure against a baseline measured in the same run.
+
+    pip install -e ".[bench]"
+    python benchmarks/run.py --quick          # a few minutes
+    python benchmarks/run.py                  # full: more steps, 3 repeats
+    python benchmarks/run.py --json out.json
+
+Measures, interleaving the variants and taking medians (these machines are
+shared and noisy):
+
+* training throughput (images/s, steady state) of the default recipe's model
+  fed by cifarkit's tf.data pipeline with the default augmentation, against
+  (a) the seed script's loop: the same model, ImageDataGenerator with the
+  seed's settings, ``fit`` on its iterator, batch 64, and (b) the same model's
+  ``fit`` on in-memory arrays without augmentation (the compute floor);
+* augmentation throughput of the default augmentation pipeline alone against
+  ImageDataGenerator with the same settings;
+* share of the machine's peak: training FLOPs per image (counted from the
+  layers) times images/s, over a large float32 matmul's FLOP/s;
+* CLI start-up: ``cifarkit --help`` and ``cifarkit list-plugins`` against
+  ``python -c "import tensorflow"``;
+* peak memory (RSS) of a short ``cifarkit run`` of the default recipe.
+
+Data: real CIFAR-10 (the JPEG copy in ../shared/data, converted once with
+../shared/tools/cifar10_batches.py into a cache folder) when present, else
+synthetic images of the same shape; the table says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CACHE = Path(os.environ.get("CIFARKIT_BENCH_CACHE", Path.home() / ".cache" / "cifarkit-bench"))
+BATCH = 64
+
+
+def load_data(limit: int) -> tuple[np.ndarray, np.ndarray, str]:
+    from cifarkit.data import read_cifar10
+
+    tool = SHARED / "tools" / "cifar10_batches.py"
+    if (SHARED / "data" / "cifar10-jpeg.tar.gz").is_file() and tool.is_file():
+        subprocess.run([sys.executable, str(tool), str(CACHE)], check=True, capture_output=True)
+        splits = read_cifar10(CACHE / "cifar-10-batches-py")
+        return splits.x_train[:limit], splits.y_train[:limit], "CIFAR-10 (JPEG copy)"
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (limit, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, limit),
+            "synthetic (../shared/data absent)")
+
+
+def default_augmentation():
+    from cifarkit.recipe import load_recipe
+    from cifarkit.registry import Registry
+    from cifarkit.runner import call_plugin
+
+    registry = Registry()
+    registry.load_entrypoints(only="")
+    recipe = load_recipe(ROOT / "recipes" / "default.toml", registry=registry)
+    layers = [call_plugin(registry, a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
+    model_call = recipe.model
+    return registry, recipe, layers, model_call
+
+
+def seed_generator():
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    return ImageDataGenerator(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1,
+                              horizontal_flip=True)
+
+
+def cifarkit_train_dataset(x, y, layers, seed=42):
+    from cifarkit.data import Prepared
+    from cifarkit.pipeline import make_datasets
+
+    prepared = Prepared(x, y, None, None, x[:BATCH], y[:BATCH], [str(i) for i in range(10)])
+    train, _, _ = make_datasets(prepared, BATCH, 10, True, layers, seed=seed, repeat=True)
+    return train
+
+
+def time_augmentation(x, y, layers, batches: int) -> dict[str, float]:
+    """Images/s of the augmentation alone: cifarkit's tf.data pipeline vs ImageDataGenerator."""
+    ds = iter(cifarkit_train_dataset(x, y, layers))
+    next(ds)  # build the pipeline
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(ds)
+    ours = batches * BATCH / (time.perf_counter() - start)
+    flow = seed_generator().flow(x.astype("float32"), np.eye(10)[y], batch_size=BATCH, seed=1)
+    next(flow)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(flow)
+    theirs = batches * BATCH / (time.perf_counter() - start)
+    return {"cifarkit": ours, "ImageDataGenerator": theirs}
+
+
+class _StepTimer:
+    def __init__(self, skip: int):
+        import keras
+
+        outer = self
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch + 1 == skip:
+                    outer.start = time.perf_counter()
+                outer.end = time.perf_counter()
+                outer.steps = batch + 1 - skip
+
+        self.callback = Timer()
+        self.start = self.end = 0.0
+        self.steps = 0
+
+    def images_per_s(self) -> float:
+        return self.steps * BATCH / (self.end - self.start)
+
+
+def build_model(registry, model_call):
+    import keras
+
+    from cifarkit.runner import call_plugin
+
+    keras.utils.set_random_seed(0)
+    model = call_plugin(registry, model_call, input_shape=(32, 32, 3), num_classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def time_training(variant: str, x, y, layers, registry, model_call, steps: int, skip: int = 5) -> float:
+    """Steady-state training images/s of one variant (the first ``skip`` steps excluded)."""
+    model = build_model(registry, model_call)
+    timer = _StepTimer(skip)
+    total = steps + skip
+    if variant == "floor":
+        n = total * BATCH
+        xs, ys = x[:n].astype("float32"), np.eye(10, dtype="float32")[y[:n]]
+        model.fit(xs, ys, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[timer.callback])
+    elif variant == "seed":
+        flow = seed_generator().flow(x.astype("float32"), np.eye(10, dtype="float32")[y],
+                                     batch_size=BATCH, seed=1)
+        model.fit(flow, steps_per_epoch=total, epochs=1, verbose=0, callbacks=[timer.callback])
+    else:
+        ds = cifarkit_train_dataset(x, y, layers)
+        model.fit(ds, steps_per_epoch=total, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[timer.callback])
+    return timer.images_per_s()
+
+
+def training_flops_per_image(model) -> float:
+    """Forward multiply-adds of Conv2D and Dense layers x 2 (FLOPs) x 3 (forward + backward)."""
+    import keras
+
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            flops += 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return 3 * flops
+
+
+def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    tf.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def time_command(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return time.perf_counter() - start
+
+
+def startup(repeats: int) -> dict[str, float]:
+    exe = [sys.executable, "-m", "cifarkit"]
+    runs: dict[str, list[float]] = {"cifarkit --help": [], "cifarkit list-plugins": [],
+                                    "python -c 'import tensorflow'": []}
+    for _ in range(repeats):  # interleaved
+        runs["cifarkit --help"].append(time_command([*exe, "--help"]))
+        runs["cifarkit list-plugins"].append(time_command([*exe, "list-plugins"]))
+        runs["python -c 'import tensorflow'"].append(time_command([sys.executable, "-c", "import tensorflow"]))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
+    """Peak RSS (MiB) of ``cifarkit run recipes/default.toml`` for one short epoch."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        sets = ["--set", f"data.limit={limit}", "--set", "train.epochs=1",
+                "--set", f"train.steps_per_epoch={steps}"]
+        if data_path is not None:
+            sets += ["--set", f"data.path={data_path}"]
+        else:  # synthetic data in the real format
+            from cifarkit.testing import write_cifar10
+
+            sets += ["--set", f"data.path={write_cifar10(Path(out), n_train=limit, n_test=256)}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "cifarkit", "run", str(ROOT / "recipes" / "default.toml"),
+                        *sets, "--output", out], check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, one repeat (a few minutes)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats, steps, aug_batches = (1, 15, 40) if quick else (3, 60, 150)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from rich.console import Console
+    from rich.table import Table
+
+    from cifarkit.framework import import_framework
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    started = time.perf_counter()
+    x, y, source = load_data(limit=4096 if quick else 20000)
+    tf, keras = import_framework()
+    registry, recipe, layers, model_call = default_augmentation()
+
+    console.print(f"data: {source}; mode: {'quick' if quick else 'full'}; repeats: {repeats}")
+    train = {"cifarkit": [], "seed": [], "floor": []}
+    augment = {"cifarkit": [], "ImageDataGenerator": []}
+    for r in range(repeats):  # interleave the variants within each repeat
+        for variant in ("cifarkit", "seed", "floor"):
+            train[variant].append(time_training(variant, x, y, layers, registry, model_call, steps))
+            console.print(f"  repeat {r + 1}: training {variant}: {train[variant][-1]:,.0f} images/s")
+        for k, v in time_augmentation(x, y, layers, aug_batches).items():
+            augment[k].append(v)
+    med = {k: statistics.median(v) for k, v in train.items()}
+    aug = {k: statistics.median(v) for k, v in augment.items()}
+    flops = training_flops_per_image(build_model(registry, model_call))
+    peak = statistics.median(matmul_flops() for _ in range(repeats))
+    start = startup(3 if quick else 5)
+    data_dir = CACHE / "cifar-10-batches-py" if source.startswith("CIFAR") else None
+    rss = peak_rss_of_run(data_dir, 2048, 10 if quick else 40)
+
+    tf_import = start["python -c 'import tensorflow'"]
+    rows = [
+        ("training: cifarkit vs seed script (ImageDataGenerator loop)", f"{med['cifarkit']:,.0f} img/s",
+         f"{med['seed']:,.0f} img/s", med["cifarkit"] / med["seed"], ">= 1"),
+        ("training: cifarkit vs no-augmentation floor (in-memory fit)", f"{med['cifarkit']:,.0f} img/s",
+         f"{med['floor']:,.0f} img/s", med["cifarkit"] / med["floor"], ">= 0.95"),
+        ("augmentation alone: cifarkit vs ImageDataGenerator", f"{aug['cifarkit']:,.0f} img/s",
+         f"{aug['ImageDataGenerator']:,.0f} img/s", aug["cifarkit"] / aug["ImageDataGenerator"], ">= 10"),
+        ("share of peak: FLOPs/img x img/s / matmul FLOP/s",
+         f"{flops * med['cifarkit'] / 1e9:,.1f} GFLOP/s", f"{peak / 1e9:,.1f} GFLOP/s",
+         flops * med["cifarkit"] / peak, "-"),
+        ("start-up: cifarkit --help vs import tensorflow", f"{start['cifarkit --help']:.2f} s",
+         f"{tf_import:.2f} s", start["cifarkit --help"] / tf_import, "< 0.1"),
+        ("start-up: cifarkit list-plugins vs import tensorflow", f"{start['cifarkit list-plugins']:.2f} s",
+         f"{tf_import:.2f} s", start["cifarkit list-plugins"] / tf_import, "< 0.1"),
+        ("peak RSS of a short default-recipe run", f"{rss:,.0f} MiB", "-", None, "-"),
+    ]
+    table = Table(title=f"cifarkit benchmarks ({'quick' if quick else 'full'}; data: {source})",
+                  title_justify="left")
+    for col in ("measurement", "cifarkit", "baseline", "ratio", "goal"):
+        table.add_column(col, justify="left" if col == "measurement" else "right")
+    for what, ours, base, ratio, goal in rows:
+        table.add_row(what, ours, base, "-" if ratio is None else f"{ratio:.3f}", goal)
+    console.print(table)
+    console.print(f"model: {recipe.model.plugin}, {flops / 1e9:.2f} GFLOP per training image; "
+                  f"batch {BATCH}; {steps} timed steps after 5 warm-up steps; wall time "
+                  f"{time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d"), "mode": "quick" if quick else "full", "data": source,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "tensorflow": tf.__version__,
+                        "keras": keras.__version__},
+            "training_images_per_s": train, "augmentation_images_per_s": augment,
+            "training_flops_per_image": flops, "matmul_flops_per_s": peak, "startup_s": start,
+            "peak_rss_mib": rss,
+            "rows": [{"measurement": w, "cifarkit": o, "baseline": b, "ratio": r, "goal": g}
+                     for w, o, b, r, g in rows]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
