@@ -14,8 +14,8 @@ How the workers stay in step:
   worker logs the same numbers;
 * BatchNorm's moving statistics are averaged across workers after every
   epoch, so all workers hold identical weights;
-* validation and test predictions run on each worker over the whole split,
-  with those identical weights;
+* validation (cifarkit's validation callback) and test predictions run on
+  each worker over the whole split, with those identical weights;
 * the decision to stop (early stopping, Ctrl-C) is all-reduced, so no
   worker waits for a partner that has left.
 
@@ -58,26 +58,25 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def custom_fit(model, strategy, train_ds, *, steps: int, epochs: int, initial_epoch: int,
-               global_batch: int, one_hot: bool, label_smoothing: float, metrics: tuple[str, ...],
-               validation: tuple[np.ndarray, np.ndarray] | None, callbacks: list,
-               jit_compile: bool, stop_requested) -> None:
+               global_batch: int, loss: str, label_smoothing: float, metrics: tuple[str, ...],
+               callbacks: list, jit_compile: bool, stop_requested) -> None:
     """Train like ``model.fit`` under a multi-worker strategy.
 
-    ``stop_requested()`` is polled after every step (Ctrl-C); the decision
-    is shared by all workers at the end of the epoch.
+    Validation is one of ``callbacks`` (it adds ``val_*`` entries to the
+    epoch's logs, as with several replicas under ``fit``).
+    ``stop_requested()`` is read at the end of every epoch (Ctrl-C); the
+    decision is shared by all workers.
     """
     import keras
     import tensorflow as tf
 
-    from .evaluation import score
+    from .evaluation import make_loss
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(train_ds.with_options(options)))
-    if one_hot:
-        loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
-    else:
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    one_hot = loss == "categorical_crossentropy"
+    loss_fn = make_loss(loss, label_smoothing, reduction=None)
     optimizer = model.optimizer
     scales_loss = hasattr(optimizer, "scale_loss")
     top5 = "top_5_accuracy" in metrics
@@ -135,20 +134,8 @@ def custom_fit(model, strategy, train_ds, *, steps: int, epochs: int, initial_ep
             if top5:
                 logs["top_5_accuracy"] = totals[2] / totals[3]
             callback_list.on_train_batch_end(step, logs)
-        average_non_trainable()
-        epoch_logs = dict(logs)
-        if validation is not None:
-            x_val, y_val = validation
-            probs = predict(model, x_val.astype(np.float32), global_batch)
-            result = score(probs, y_val, [str(i) for i in range(probs.shape[1])],
-                           keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-                           if one_hot else keras.losses.SparseCategoricalCrossentropy(),
-                           one_hot, metrics)
-            epoch_logs["val_loss"] = result["loss"]
-            epoch_logs["val_accuracy"] = result["accuracy"]
-            if top5:
-                epoch_logs["val_top_5_accuracy"] = result["top_5_accuracy"]
-        callback_list.on_epoch_end(epoch, epoch_logs)
+        average_non_trainable()  # before validation: every worker scores identical weights
+        callback_list.on_epoch_end(epoch, dict(logs))
         local_stop = 1.0 if (model.stop_training or stop_requested()) else 0.0
         model.stop_training = float(all_sum(tf.constant(local_stop))) > 0
         if model.stop_training:

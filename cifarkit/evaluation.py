@@ -13,13 +13,17 @@ import numpy as np
 from . import artifacts
 
 
-def make_loss(loss: str, label_smoothing: float = 0.0):
-    """The Keras loss object for ``train.loss`` (and its label smoothing)."""
+def make_loss(loss: str, label_smoothing: float = 0.0, reduction: str | None = "sum_over_batch_size"):
+    """The Keras loss object for ``train.loss`` (and its label smoothing).
+
+    ``reduction=None`` gives per-example losses (for a hand-written training loop).
+    """
     import keras
 
     if loss == "categorical_crossentropy":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy()
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing,
+                                                    reduction=reduction)
+    return keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
 
 
 def score(probs: np.ndarray, labels: np.ndarray, class_names: list[str], loss_fn,

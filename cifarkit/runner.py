@@ -391,22 +391,21 @@ def run(recipe: Recipe, registry: Registry, output: Path,
             # Epochs already done (or an early stop already decided) run no epoch
             # but still give callbacks their begin/end (restoring best weights).
             last = len(rows) if state and state["stop_training"] else recipe.train.epochs
+            validator = []
+            if split_batches and data.x_val is not None:  # several replicas: see _validation_callback
+                validator = [_validation_callback(data, loss, one_hot, recipe.train.metrics, batch)]
+                val_ds = None
             if multi:
                 custom_fit(model, strategy, train_ds, steps=steps, epochs=last,
-                           initial_epoch=len(rows), global_batch=batch, one_hot=one_hot,
+                           initial_epoch=len(rows), global_batch=batch, loss=recipe.train.loss,
                            label_smoothing=recipe.train.label_smoothing,
                            metrics=recipe.train.metrics,
-                           validation=None if data.x_val is None else (data.x_val, data.y_val),
-                           callbacks=[*plugin_callbacks, monitor],
+                           callbacks=[*validator, *plugin_callbacks, monitor],
                            jit_compile=recipe.train.jit_compile is True,
                            stop_requested=lambda: signals.requested)
                 if signals.requested:
                     raise Interrupted()
             else:
-                validator = []
-                if split_batches and data.x_val is not None:
-                    validator = [_validation_callback(data, loss, one_hot, recipe.train.metrics, batch)]
-                    val_ds = None
                 model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=len(rows),
                           steps_per_epoch=steps if split_batches else recipe.train.steps_per_epoch,
                           callbacks=[*validator, *plugin_callbacks, monitor], shuffle=False,
