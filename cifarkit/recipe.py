@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -139,19 +139,8 @@ class Recipe:
             "shuffle": self.data.shuffle,
             **self.data.dataset.params,
         }
-        train = {
-            "epochs": self.train.epochs,
-            "optimizer": self.train.optimizer.to_toml(),
-            "learning_rate": self.train.learning_rate,
-            "loss": self.train.loss,
-            "label_smoothing": self.train.label_smoothing,
-            "metrics": list(self.train.metrics),
-            "steps_per_epoch": self.train.steps_per_epoch,
-            "deterministic": self.train.deterministic,
-            "mixed_precision": self.train.mixed_precision,
-            "jit_compile": self.train.jit_compile,
-            "learning_rate_scaling": self.train.learning_rate_scaling,
-        }
+        train = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig)}
+        train["optimizer"] = self.train.optimizer.to_toml()
         doc = {
             "name": self.name,
             "description": self.description,
