@@ -44,6 +44,26 @@ def write(tmp_path):
     return _write
 
 
+TINY_RECIPE = """\
+extends = "{default}"
+name = "{name}"
+[data]
+path = "{data}"
+batch_size = {batch_size}
+[model]
+filters = [4, 8]
+dropout = [0.1, 0.1]
+dense_units = 8
+"""
+
+
+def write_tiny_recipe(path: Path, data: Path, name: str, batch_size: int, rest: str = "") -> Path:
+    """A recipe file: the default recipe with a tiny seed_cnn on ``data``, plus ``rest`` (TOML)."""
+    path.write_text(TINY_RECIPE.format(default=DEFAULT_RECIPE, name=name, data=data,
+                                       batch_size=batch_size) + rest)
+    return path
+
+
 def tiny_overrides(data_dir: Path, epochs: int = 1) -> list[str]:
     return [f"data.path={data_dir}", f"train.epochs={epochs}", "data.batch_size=16", *TINY_MODEL]
 

@@ -11,27 +11,10 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_RECIPE, cifarkit
-
-TINY = """
-extends = "{default}"
-name = "{name}"
-[data]
-path = "{data}"
-batch_size = 32
-[model]
-filters = [4, 8]
-dropout = [0.1, 0.1]
-dense_units = 8
-[train]
-epochs = 2
-"""
-
+from conftest import cifarkit, write_tiny_recipe
 
 def recipe(tmp_path, data, name="dist", extra=""):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(TINY.format(default=DEFAULT_RECIPE, name=name, data=data) + extra)
-    return path
+    return write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 32, "[train]\nepochs = 2\n" + extra)
 
 
 def summary_of(out_dir):

@@ -1,6 +1,7 @@
 """Runs people can leave alone: kill -9 and resume, Ctrl-C, evaluate, predict,
 image folders, determinism, concurrent runs, atomic writes, failures."""
 
+import contextlib
 import csv
 import json
 import os
@@ -16,18 +17,9 @@ import pytest
 from PIL import Image
 
 from cifarkit import artifacts, checkpoint
-from conftest import DEFAULT_RECIPE, cifarkit
+from conftest import DEFAULT_RECIPE, cifarkit, write_tiny_recipe
 
-SLOW_EPOCHS = """
-extends = "{default}"
-name = "{name}"
-[data]
-path = "{data}"
-batch_size = 16
-[model]
-filters = [4, 8]
-dropout = [0.1, 0.1]
-dense_units = 8
+SLOW_EPOCHS = """\
 [strategy]
 plugin = "one_device"
 [train]
@@ -46,16 +38,25 @@ min_delta = 100.0
 
 
 def write_recipe(tmp_path, data, name="r", epochs=4, steps=150):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(SLOW_EPOCHS.format(default=DEFAULT_RECIPE, name=name, data=data, epochs=epochs,
-                                       steps=steps))
-    return path
+    return write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 16,
+                             SLOW_EPOCHS.format(epochs=epochs, steps=steps))
 
 
 def start(*args, cwd=None):
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.Popen([sys.executable, "-m", "cifarkit", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def running(*args):
+    """A ``cifarkit`` process that is always killed and reaped, even when the test fails."""
+    proc = start(*args)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for_rows(runs: Path, n: int, proc, timeout=240):
@@ -81,13 +82,9 @@ def summary(run_dir):
 @pytest.mark.slow
 def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
     runs = tmp_path / "runs"
-    proc = start("run", str(write_recipe(tmp_path, cifar10_dir)), "--output", str(runs))
-    try:
+    with running("run", str(write_recipe(tmp_path, cifar10_dir)), "--output", str(runs)) as proc:
         run_dir = wait_for_rows(runs, 2, proc)
         proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
     assert len(metrics(run_dir)) == 2 and summary(run_dir)["status"] == "running"
     result = cifarkit("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -107,13 +104,10 @@ def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
     runs = tmp_path / "runs"
-    proc = start("run", str(write_recipe(tmp_path, cifar10_dir, epochs=3)), "--output", str(runs))
-    try:
+    with running("run", str(write_recipe(tmp_path, cifar10_dir, epochs=3)), "--output", str(runs)) as proc:
         run_dir = wait_for_rows(runs, 1, proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert f"cifarkit run --resume {run_dir}" in out
     s = summary(run_dir)
@@ -128,15 +122,12 @@ def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
 @pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(tmp_path, cifar10_dir):
     runs = tmp_path / "runs"
-    proc = start("run", str(write_recipe(tmp_path, cifar10_dir, epochs=3, steps=400)),
-                 "--output", str(runs))
-    try:
+    with running("run", str(write_recipe(tmp_path, cifar10_dir, epochs=3, steps=400)),
+                 "--output", str(runs)) as proc:
         run_dir = wait_for_rows(runs, 1, proc)
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    finally:
-        proc.kill()
     assert proc.returncode == 130
     assert summary(run_dir)["status"] == "interrupted"
 
