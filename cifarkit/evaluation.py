@@ -26,6 +26,21 @@ def make_loss(loss: str, label_smoothing: float = 0.0, reduction: str | None = "
     return keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
 
 
+def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for images ``x`` (n, h, w, c) under test-time augmentation ``tta``.
+
+    ``predict`` maps an image array to probabilities. ``"flip"`` averages the
+    probabilities of each image and its left-right mirror image. Returns
+    ``(probabilities with tta, probabilities of the images alone)``.
+    """
+    plain = predict(x)
+    if tta == "none":
+        return plain, plain
+    if tta == "flip":
+        return (plain + predict(np.ascontiguousarray(x[:, :, ::-1]))) / 2, plain
+    raise ValueError(f"unknown tta {tta!r}")
+
+
 def score(probs: np.ndarray, labels: np.ndarray, class_names: list[str], loss_fn,
           one_hot: bool, metrics: tuple[str, ...] = ("accuracy",)) -> dict[str, Any]:
     """Metrics of predicted probabilities ``probs`` (n, k) against integer ``labels``."""

@@ -74,7 +74,10 @@ def register_models(register):
     scope.
 
     Injected: ``input_shape`` (tuple ``(height, width, channels)``),
-    ``num_classes`` (int).
+    ``num_classes`` (int), ``sample_images`` (uint8 NumPy array ``(n,
+    height, width, channels)`` of up to 5,000 training images, never
+    validation or test images, for data-dependent initialisation; declare
+    the parameter only if the factory uses it).
     """
 
 
@@ -100,7 +103,8 @@ def register_callbacks(register):
     metrics logger and before its reporter.
 
     Injected: ``run_dir`` (``pathlib.Path`` of this run's directory; write
-    files only inside it).
+    files only inside it), ``learning_rate`` (float: the optimizer's base
+    learning rate, after ``train.learning_rate_scaling``; for schedules).
     """
 
 
@@ -136,9 +140,9 @@ def register_optimizers(register):
 #: Plugin kinds, their hook names and the parameter names cifarkit injects.
 KINDS: dict[str, tuple[str, frozenset[str]]] = {
     "augmentation": ("register_augmentations", frozenset({"seed"})),
-    "model": ("register_models", frozenset({"input_shape", "num_classes"})),
+    "model": ("register_models", frozenset({"input_shape", "num_classes", "sample_images"})),
     "strategy": ("register_strategies", frozenset()),
-    "callback": ("register_callbacks", frozenset({"run_dir"})),
+    "callback": ("register_callbacks", frozenset({"run_dir", "learning_rate"})),
     "dataset": ("register_datasets", frozenset()),
     "optimizer": ("register_optimizers", frozenset({"learning_rate"})),
 }

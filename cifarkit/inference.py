@@ -10,7 +10,7 @@ import numpy as np
 from . import artifacts
 from .data import read_images
 from .errors import DataError, OutputError
-from .evaluation import make_loss, plot_confusion, render, score
+from .evaluation import make_loss, plot_confusion, predict_tta, render, score
 from .framework import import_framework
 from .recipe import load_recipe
 from .registry import load_registry
@@ -46,7 +46,9 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     if tuple(model.input_shape[1:]) != data.input_shape:
         raise DataError(f"{data_path or recipe.path}: images are {data.input_shape} but the model "
                         f"takes {tuple(model.input_shape[1:])}")
-    probs = model.predict(data.x_test.astype(np.float32), batch_size=recipe.data.batch_size, verbose=0)
+    probs, _ = predict_tta(
+        lambda x: model.predict(x, batch_size=recipe.data.batch_size, verbose=0),
+        data.x_test.astype(np.float32), recipe.train.tta)
     one_hot = recipe.train.loss == "categorical_crossentropy"
     result = score(probs, data.y_test, data.class_names,
                    make_loss(recipe.train.loss, recipe.train.label_smoothing), one_hot,
@@ -85,7 +87,8 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3) -> list[dict
     if not class_names or len(class_names) != model.output_shape[-1]:
         class_names = [str(i) for i in range(model.output_shape[-1])]
     x = read_images(images, height).astype(np.float32)
-    probs = model.predict(x, verbose=0)
+    tta = summary.get("test_tta", "none")  # the run's test-time augmentation, if any
+    probs, _ = predict_tta(lambda batch: model.predict(batch, verbose=0), x, tta)
     out = []
     for path, p in zip(images, probs):
         order = np.argsort(-p)[:top]

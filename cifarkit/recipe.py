@@ -64,6 +64,7 @@ TRAIN_KEYS: dict[str, tuple[Any, Any]] = {
     "mixed_precision": (Literal["float32", "mixed_float16", "mixed_bfloat16"], "float32"),
     "jit_compile": (bool | Literal["auto"], "auto"),
     "learning_rate_scaling": (Literal["none", "linear"], "none"),
+    "tta": (Literal["none", "flip"], "none"),
 }
 
 
@@ -110,6 +111,7 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool | str = "auto"
     learning_rate_scaling: str = "none"
+    tta: str = "none"
 
 
 @dataclass(frozen=True)
@@ -506,6 +508,7 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         mixed_precision=tget("mixed_precision"),
         jit_compile=tget("jit_compile"),
         learning_rate_scaling=tget("learning_rate_scaling"),
+        tta=tget("tta"),
     )
     if get("model") is None:
         raise v.fail((), f"missing [model] table with plugin = \"...\" "

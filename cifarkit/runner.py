@@ -32,7 +32,7 @@ from .data import Prepared, Splits, prepare
 from .errors import CifarkitError, DataError, OutputError, PluginError, RecipeError
 from .distributed import custom_fit, is_multi_worker, weights_checksum, worker_role
 from .distributed import predict as predict_locally
-from .evaluation import make_loss, plot_confusion, score
+from .evaluation import make_loss, plot_confusion, predict_tta, score
 from .framework import import_framework
 from .recipe import PluginCall, Recipe
 from .registry import Registry
@@ -168,6 +168,8 @@ def _monitor_callback(reporter: Reporter, run_dir: Path, images_per_epoch: int, 
 
         def on_train_batch_end(self, batch, logs=None):
             self.t_last = time.perf_counter()
+            if batch == 0:  # the rate the epoch's first step used (a schedule may set it per step)
+                self.lr = _learning_rate(self.model)
             reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
             if signals.requested and stop_at_step:
                 raise Interrupted()
@@ -252,7 +254,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         keras.config.set_dtype_policy(recipe.train.mixed_precision)
         try:
             model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
-                                num_classes=num_classes)
+                                num_classes=num_classes, sample_images=data.x_train[:5000])
         finally:
             keras.config.set_dtype_policy(previous_policy)
         if not isinstance(model, keras.Model):
@@ -297,12 +299,13 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                         "every batch must be full")
     steps = recipe.train.steps_per_epoch or (len(data.x_train) // batch if split_batches
                                              else math.ceil(len(data.x_train) / batch))
-    train_ds, val_ds, test_ds = make_datasets_for(recipe, data, num_classes, one_hot, augment,
+    train_ds, val_ds, _ = make_datasets_for(recipe, data, num_classes, one_hot, augment,
                                                   repeat=multi, drop_remainder=split_batches)
 
     # 3. The run directory.
     def build_callbacks(directory: Path) -> list:
-        built = [call_plugin(registry, c, recipe.path, run_dir=directory) for c in recipe.callbacks]
+        built = [call_plugin(registry, c, recipe.path, run_dir=directory, learning_rate=learning_rate)
+                 for c in recipe.callbacks]
         for call, cb in zip(recipe.callbacks, built):
             if not isinstance(cb, keras.callbacks.Callback):
                 raise TypeError(f"callback plugin {call.plugin!r} returned {type(cb).__name__}, "
@@ -413,10 +416,13 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         reporter.stop_live()
         # 4. The test split, touched once.
         if split_batches:
-            probs = predict_locally(model, data.x_test.astype("float32"), batch)
+            predict = lambda x: predict_locally(model, x, batch)  # noqa: E731
         else:
-            probs = model.predict(test_ds, verbose=0)
+            predict = lambda x: model.predict(x, batch_size=batch, verbose=0)  # noqa: E731
+        probs, plain = predict_tta(predict, data.x_test.astype("float32"), recipe.train.tta)
         test = score(probs, data.y_test, data.class_names, loss, one_hot, recipe.train.metrics)
+        if recipe.train.tta != "none":
+            test["accuracy_without_tta"] = float((plain.argmax(axis=1) == data.y_test).mean())
         artifacts.save_model(model, run_dir / "model.keras")
     except Interrupted:
         reporter.stop_live()
@@ -454,6 +460,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         "status": "completed",
         "finished_at": _now(),
         "test_accuracy": test["accuracy"],
+        **({"test_tta": recipe.train.tta, "test_accuracy_without_tta": test["accuracy_without_tta"]}
+           if recipe.train.tta != "none" else {}),
         "test_loss": test["loss"],
         "test_metrics": {k: v for k, v in test.items() if isinstance(v, float)},
         "per_class_accuracy": test["per_class_accuracy"],

@@ -143,6 +143,101 @@ def tensorboard(run_dir: Path, log_dir: str = "tensorboard",
         profile_batch=0)
 
 
+def warmup_decay(learning_rate: float,
+                 start: Annotated[float, Range(0)] = 0.2,
+                 peak_at: Annotated[float, Range(0, 1)] = 0.23,
+                 end: Annotated[float, Range(0)] = 0.07):
+    """Piecewise-linear learning-rate schedule over the whole run, set every step.
+
+    The learning rate rises linearly from ``start`` x lr to lr over the first
+    ``peak_at`` of all training steps, then falls linearly to ``end`` x lr at
+    the last step (lr is ``train.learning_rate``). With the defaults this is
+    the triangular schedule of KellerJordan/cifar10-airbench. The schedule is
+    a function of the step alone, so a resumed run continues it where the
+    checkpoint left off.
+
+    Args:
+        start: multiplier of the learning rate at the first step.
+        peak_at: fraction of training (0-1) at which the full learning rate is reached.
+        end: multiplier of the learning rate at the last step.
+    """
+    import keras
+
+    class WarmupDecay(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            steps, epochs = self.params.get("steps"), self.params.get("epochs")
+            if not steps or not epochs:
+                raise PluginError("warmup_decay: the number of steps per epoch is unknown; "
+                                  "set train.steps_per_epoch")
+            self.model.optimizer.learning_rate = learning_rate * multiplier(
+                (self.epoch * steps + batch) / max(1, epochs * steps - 1))
+
+    def multiplier(progress: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < peak_at:
+            return start + (1.0 - start) * progress / peak_at
+        if peak_at >= 1.0:
+            return 1.0
+        return 1.0 + (end - 1.0) * (progress - peak_at) / (1.0 - peak_at)
+
+    return WarmupDecay()
+
+
+def lookahead(start_epoch: Annotated[int, Range(0)] = 3,
+              every: Annotated[int, Range(1)] = 5,
+              decay: Annotated[float, Range(0, 1)] = 0.95,
+              decay_power: Annotated[float, Range(0)] = 3.0):
+    """Lookahead weight averaging, as in KellerJordan/cifar10-airbench.
+
+    From epoch ``start_epoch`` (counted from 0), every ``every`` steps, an
+    exponential moving average of all model weights (BatchNorm statistics
+    included) is updated and copied back into the model. The average's
+    momentum is ``decay ** every`` scaled by ``progress ** decay_power``
+    (progress: fraction of training done), so it moves fast early and
+    averages strongly at the end. At each epoch's end the model holds the
+    average, which is what validation, checkpoints and model.keras see.
+
+    Args:
+        start_epoch: first epoch (0-based) that averages.
+        every: steps between updates.
+        decay: per-step decay of the average.
+        decay_power: how sharply the averaging strengthens towards the end.
+    """
+    import keras
+    import numpy as np
+
+    class Lookahead(keras.callbacks.Callback):
+        average = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch < start_epoch or (batch + 1) % every:
+                return
+            steps, epochs = self.params.get("steps") or 1, self.params.get("epochs") or 1
+            progress = (self.epoch * steps + batch + 1) / (epochs * steps)
+            self._update(decay ** every * progress ** decay_power)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.average is not None:
+                self.model.set_weights(self.average)
+
+        def _update(self, rho: float) -> None:
+            current = self.model.get_weights()
+            if self.average is None:
+                self.average = current
+                return
+            self.average = [rho * a + (1.0 - rho) * w if np.issubdtype(w.dtype, np.floating) else w
+                            for a, w in zip(self.average, current)]
+            self.model.set_weights(self.average)
+
+    return Lookahead()
+
+
 @cifarkit.hookimpl
 def register_callbacks(register):
     register(early_stopping)
@@ -150,3 +245,5 @@ def register_callbacks(register):
     register(csv_logger)
     register(reduce_lr_on_plateau)
     register(tensorboard)
+    register(warmup_decay)
+    register(lookahead)

@@ -53,6 +53,103 @@ def seed_cnn(input_shape, num_classes,
     return keras.Model(inputs, outputs, name="seed_cnn")
 
 
+def airbench(input_shape, num_classes, sample_images,
+             widths: list[Annotated[int, Range(1, 4096)]] = [64, 256, 256],  # noqa: B006
+             whiten_kernel: Annotated[int, Range(1, 8)] = 2,
+             whiten_eps: Annotated[float, Range(0, min_inclusive=False)] = 5e-4,
+             batchnorm_momentum: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.6,
+             output_scale: Annotated[float, Range(0, min_inclusive=False)] = 1 / 9):
+    """A fast small conv net after KellerJordan/cifar10-airbench (airbench94).
+
+    Per-channel normalisation and a frozen patch-whitening convolution
+    (``whiten_kernel`` x ``whiten_kernel``, 2 x channels x kernel^2 filters,
+    initialised from the eigenvectors of the training images' patch
+    covariance), GELU, then one block per entry of ``widths``: 3x3 conv,
+    2x2 max-pool, BatchNorm, GELU, 3x3 conv, BatchNorm, GELU. Convolutions
+    start as partial identities (the first input-many filters pass their
+    input through). Global max-pool, a bias-free dense layer scaled by
+    ``output_scale``, softmax. Normalisation and whitening are computed from
+    the injected ``sample_images`` (training images only). Only built-in
+    Keras layers: model.keras loads with plain ``keras.models.load_model``.
+    With the defaults and 10 classes it has 1,972,792 weights
+    (1,969,696 trainable).
+
+    Args:
+        widths: convolution width of each block (one block per entry).
+        whiten_kernel: patch size of the whitening convolution.
+        whiten_eps: added to the patch-covariance eigenvalues before scaling.
+        batchnorm_momentum: momentum of the BatchNorm moving statistics.
+        output_scale: multiplier of the logits.
+    """
+    import keras
+    import numpy as np
+    from keras import layers
+
+    height, width, channels = input_shape
+    if not widths:
+        raise cifarkit.PluginError("airbench: widths must name at least one block")
+    side = min(height, width) - whiten_kernel + 1
+    if side < 2 ** len(widths):
+        raise cifarkit.PluginError(
+            f"airbench: {len(widths)} pooling blocks need images of at least "
+            f"{2 ** len(widths) + whiten_kernel - 1} pixels a side, got {height}x{width}")
+    sample = np.asarray(sample_images, np.float32)[:5000]
+    mean = sample.mean(axis=(0, 1, 2))
+    std = sample.std(axis=(0, 1, 2)) + 1e-3
+    kernel = _whitening_kernel((sample - mean) / std, whiten_kernel, whiten_eps)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = layers.Normalization(axis=-1, mean=mean, variance=std ** 2, name="normalize")(inputs)
+    whiten = layers.Conv2D(kernel.shape[-1], whiten_kernel, padding="valid", use_bias=False,
+                           trainable=False, name="whiten")
+    x = layers.Activation("gelu", name="whiten_gelu")(whiten(x))
+    convs = []
+    for i, width_i in enumerate(widths, start=1):
+        for j in (1, 2):
+            conv = layers.Conv2D(width_i, 3, padding="same", use_bias=False, name=f"block{i}_conv{j}")
+            convs.append(conv)
+            x = conv(x)
+            if j == 1:
+                x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+            x = layers.BatchNormalization(momentum=batchnorm_momentum, epsilon=1e-5, scale=False,
+                                          name=f"block{i}_bn{j}")(x)
+            x = layers.Activation("gelu", name=f"block{i}_gelu{j}")(x)
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
+    x = layers.Rescaling(output_scale, name="scale_logits")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="airbench")
+    whiten.set_weights([kernel])
+    for conv in convs:  # partial identity ("dirac") initialisation
+        (w,) = conv.get_weights()
+        n = min(w.shape[2], w.shape[3])
+        w[:, :, :, :n] = 0
+        w[1, 1, np.arange(n), np.arange(n)] = 1
+        conv.set_weights([w])
+    return model
+
+
+def _whitening_kernel(images, size: int, eps: float):
+    """Conv kernel (size, size, c, 2*d) whose filters are the +/- eigenvectors of the
+    images' size x size patch covariance, each divided by sqrt(eigenvalue + eps)."""
+    import numpy as np
+
+    c = images.shape[-1]
+    patches = np.lib.stride_tricks.sliding_window_view(images, (size, size), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, size * size * c)  # (kh, kw, c) order
+    covariance = np.zeros((patches.shape[1],) * 2, np.float64)
+    for start in range(0, len(patches), 1 << 20):
+        chunk = patches[start:start + (1 << 20)].astype(np.float64)
+        covariance += chunk.T @ chunk
+    covariance /= len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    filters = eigenvectors[:, order] / np.sqrt(np.maximum(eigenvalues[order], 0) + eps)
+    filters = np.concatenate([filters, -filters], axis=1)
+    return filters.reshape(size, size, c, -1).astype(np.float32)
+
+
 @cifarkit.hookimpl
 def register_models(register):
     register(seed_cnn)
+    register(airbench)
