@@ -30,14 +30,27 @@ def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, 
     """Probabilities for images ``x`` (n, h, w, c) under test-time augmentation ``tta``.
 
     ``predict`` maps an image array to probabilities. ``"flip"`` averages the
-    probabilities of each image and its left-right mirror image. Returns
-    ``(probabilities with tta, probabilities of the images alone)``.
+    probabilities of each image and its left-right mirror image.
+    ``"flip_translate"`` (airbench's level 2) gives that average half the
+    weight, and the other half to the same average over the image shifted by
+    one pixel up-left and down-right (reflected at the border): six views.
+    Returns ``(probabilities with tta, probabilities of the images alone)``.
     """
+    def mirrored(images, first=None):
+        first = predict(images) if first is None else first
+        return (first + predict(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+
     plain = predict(x)
     if tta == "none":
         return plain, plain
     if tta == "flip":
-        return (plain + predict(np.ascontiguousarray(x[:, :, ::-1]))) / 2, plain
+        return mirrored(x, plain), plain
+    if tta == "flip_translate":
+        h, w = x.shape[1:3]
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        shifted = [np.ascontiguousarray(padded[:, :h, :w]), np.ascontiguousarray(padded[:, 2:, 2:])]
+        translated = sum(mirrored(v) for v in shifted) / len(shifted)
+        return (mirrored(x, plain) + translated) / 2, plain
     raise ValueError(f"unknown tta {tta!r}")
 
 

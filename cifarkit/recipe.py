@@ -64,7 +64,7 @@ TRAIN_KEYS: dict[str, tuple[Any, Any]] = {
     "mixed_precision": (Literal["float32", "mixed_float16", "mixed_bfloat16"], "float32"),
     "jit_compile": (bool | Literal["auto"], "auto"),
     "learning_rate_scaling": (Literal["none", "linear"], "none"),
-    "tta": (Literal["none", "flip"], "none"),
+    "tta": (Literal["none", "flip", "flip_translate"], "none"),
 }
 
 
@@ -331,11 +331,11 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
                            if isinstance(item, dict) and item.get("plugin") == part]
                 if len(matches) != 1:
                     raise RecipeError(
-                        f"--set {option}: {_key_str(key)} has {len(matches)} entries using "
+                        f"--set {option}: {_key_str(key)} has {_entries(len(matches))} using "
                         f"plugin {part!r}; use a position instead, e.g. {_key_str(key)}.0")
                 part = matches[0]
             if not 0 <= part < len(node):
-                raise RecipeError(f"--set {option}: {_key_str(key)} has {len(node)} entries, "
+                raise RecipeError(f"--set {option}: {_key_str(key)} has {_entries(len(node))}, "
                                   f"no position {part}")
         elif not isinstance(node, dict):
             raise RecipeError(f"--set {option}: {_key_str(key)} is not a table")
@@ -533,6 +533,10 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         callbacks=callbacks,
         overrides=overrides,
     )
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),

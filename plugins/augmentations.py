@@ -66,8 +66,76 @@ def random_flip(mode: Literal["horizontal", "vertical", "horizontal_and_vertical
     return keras.layers.RandomFlip(mode=mode, seed=seed)
 
 
+def random_affine(rotation: Annotated[float, Range(0, 180)] = 15.0,
+                  width_shift: Annotated[float, Range(0, 1)] = 0.1,
+                  height_shift: Annotated[float, Range(0, 1)] = 0.1,
+                  horizontal_flip: bool = True,
+                  fill_mode: FillMode = "nearest",
+                  interpolation: Literal["bilinear", "nearest"] = "bilinear",
+                  seed: int | None = None):
+    """Rotate, shift and mirror each image in one resampling pass, as ImageDataGenerator does.
+
+    Per image: an angle in [-rotation, +rotation] degrees, shifts in
+    [-width_shift, +width_shift] x width and [-height_shift, +height_shift] x
+    height, and (with horizontal_flip) a mirror image with probability 1/2,
+    composed into one affine transform about the image centre and applied
+    with a single interpolation (keras.ops.image.affine_transform). Same
+    distribution as random_rotation + random_translation + random_flip, at
+    one resampling instead of two.
+
+    Args:
+        rotation: largest rotation, in degrees (ImageDataGenerator's rotation_range).
+        width_shift: largest horizontal shift, as a fraction of the width.
+        height_shift: largest vertical shift, as a fraction of the height.
+        horizontal_flip: mirror half of the images left-right.
+        fill_mode: how to fill pixels moved in from outside the image.
+        interpolation: pixel interpolation.
+    """
+    import math
+
+    import keras
+    from keras import ops
+
+    class RandomAffine(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=True):
+            if not training:
+                return images
+            shape = ops.shape(images)
+            n = shape[0]
+            height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+
+            def uniform(low, high):
+                return keras.random.uniform((n,), low, high, seed=self.seed_generator)
+
+            angle = uniform(-rotation, rotation) * (math.pi / 180)
+            dx = uniform(-width_shift, width_shift) * width
+            dy = uniform(-height_shift, height_shift) * height
+            mirror = (ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if horizontal_flip
+                      else ops.ones((n,)))
+            cos, sin = ops.cos(angle), ops.sin(angle)
+            cx, cy = (width - 1) / 2, (height - 1) / 2
+            # output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2)
+            a0, a1, b0, b1 = cos * mirror, -sin, sin * mirror, cos
+            a2 = cx - a0 * cx - a1 * cy - dx
+            b2 = cy - b0 * cx - b1 * cy - dy
+            zeros = ops.zeros_like(a0)
+            transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+            return ops.image.affine_transform(images, transform, interpolation=interpolation,
+                                              fill_mode=fill_mode)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return RandomAffine(name="random_affine")
+
+
 @cifarkit.hookimpl
 def register_augmentations(register):
     register(random_rotation)
     register(random_translation)
     register(random_flip)
+    register(random_affine)

@@ -71,8 +71,7 @@ def airbench(input_shape, num_classes, sample_images,
     ``output_scale``, softmax. Normalisation and whitening are computed from
     the injected ``sample_images`` (training images only). Only built-in
     Keras layers: model.keras loads with plain ``keras.models.load_model``.
-    With the defaults and 10 classes it has 1,972,792 weights
-    (1,969,696 trainable).
+    With the defaults and 10 classes it has 1,973,920 parameters.
 
     Args:
         widths: convolution width of each block (one block per entry).
@@ -106,7 +105,8 @@ def airbench(input_shape, num_classes, sample_images,
     convs = []
     for i, width_i in enumerate(widths, start=1):
         for j in (1, 2):
-            conv = layers.Conv2D(width_i, 3, padding="same", use_bias=False, name=f"block{i}_conv{j}")
+            conv = layers.Conv2D(width_i, 3, padding="same", use_bias=False,
+                                 name=f"block{i}_conv{j}")
             convs.append(conv)
             x = conv(x)
             if j == 1:

@@ -58,6 +58,7 @@ def _images(n=8):
     ("random_rotation", {"degrees": 15.0}),
     ("random_translation", {"width": 0.1, "height": 0.1}),
     ("random_flip", {"mode": "horizontal"}),
+    ("random_affine", {}),
 ])
 def test_augmentations_change_batches_and_keep_shape_and_range(registry, name, params):
     layer = build(registry, "augmentation", name, **params)
@@ -77,6 +78,39 @@ def test_random_flip_is_a_mirror_image(registry):
     flipped = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(32)]
     kept = [np.array_equal(y[i], x[i]) for i in range(32)]
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_random_affine_without_rotation_or_shift_is_a_mirror_image(registry):
+    layer = build(registry, "augmentation", "random_affine", rotation=0.0, width_shift=0.0,
+                  height_shift=0.0)
+    x = _images(32)
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    flipped = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(32)]
+    kept = [np.array_equal(y[i], x[i]) for i in range(32)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_random_affine_shifts_whole_pixels_within_range(registry):
+    layer = build(registry, "augmentation", "random_affine", rotation=0.0, width_shift=2 / 32,
+                  height_shift=0.0, horizontal_flip=False, interpolation="nearest")
+    x = _images(64)
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    shifts = []
+    for i in range(64):  # compare away from the edges that the fill mode changes
+        (match,) = [s for s in range(-3, 4) if np.array_equal(np.roll(x[i], s, axis=1)[:, 3:-3],
+                                                              y[i][:, 3:-3])]
+        shifts.append(match)
+    assert set(shifts) == {-2, -1, 0, 1, 2}
+
+
+def test_random_affine_rotates(registry):
+    layer = build(registry, "augmentation", "random_affine", rotation=90.0, width_shift=0.0,
+                  height_shift=0.0, horizontal_flip=False)
+    x = np.zeros((16, 32, 32, 3), np.float32)
+    x[:, 2:6, 14:18] = 255.0  # a square near the top edge
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    rows = [np.argwhere(y[i, :, :, 0] > 127)[:, 0].mean() for i in range(16)]
+    assert max(rows) - min(rows) > 8  # the square moved around the centre, by various angles
 
 
 def test_rotation_factor_is_degrees_over_360(registry):

@@ -9,16 +9,34 @@ from cifarkit.errors import PluginError, RecipeError
 from cifarkit.recipe import load_recipe, parse_value
 from conftest import DEFAULT_RECIPE
 
+# The default recipe with the seed's augmentation as three separate plugins.
+THREE_AUGMENTATIONS = f"""
+extends = "{DEFAULT_RECIPE}"
+[[augmentation]]
+plugin = "random_rotation"
+degrees = 15.0
+[[augmentation]]
+plugin = "random_translation"
+[[augmentation]]
+plugin = "random_flip"
+mode = "horizontal"
+"""
+
+
+@pytest.fixture
+def three(write):
+    return write("three.toml", THREE_AUGMENTATIONS)
+
 
 def test_default_recipe_is_the_seed_setup(registry):
     r = load_recipe(DEFAULT_RECIPE, registry=registry)
     assert r.name == "default"
     assert r.data.dataset.plugin == "cifar10"
     assert r.data.validation_split == 0.1 and r.data.batch_size == 64
-    assert [a.plugin for a in r.augmentation] == ["random_rotation", "random_translation", "random_flip"]
-    assert r.augmentation[0].params["degrees"] == 15.0
-    assert r.augmentation[1].params["width"] == 0.1 and r.augmentation[1].params["height"] == 0.1
-    assert r.augmentation[2].params["mode"] == "horizontal"
+    assert [a.plugin for a in r.augmentation] == ["random_affine"]
+    assert r.augmentation[0].params == {
+        "rotation": 15.0, "width_shift": 0.1, "height_shift": 0.1, "horizontal_flip": True,
+        "fill_mode": "nearest", "interpolation": "bilinear"}
     assert r.model.plugin == "seed_cnn"
     assert r.strategy.plugin == "mirrored"
     assert (r.train.epochs, r.train.optimizer.plugin, r.train.learning_rate) == (50, "adam", 1e-3)
@@ -28,8 +46,8 @@ def test_default_recipe_is_the_seed_setup(registry):
     assert es.params["monitor"] == "val_loss" and es.params["patience"] == 10
 
 
-def test_set_overrides_parse_toml_values(registry):
-    r = load_recipe(DEFAULT_RECIPE, ["data.limit=512", "train.epochs=1", "data.path=/x/y",
+def test_set_overrides_parse_toml_values(registry, three):
+    r = load_recipe(three, ["data.limit=512", "train.epochs=1", "data.path=/x/y",
                                      "augmentation.0.degrees=5", "callbacks.early_stopping.patience=3",
                                      "augmentation[2].mode=vertical", "model.filters=[8, 16, 32]"],
                     registry=registry)
@@ -41,8 +59,8 @@ def test_set_overrides_parse_toml_values(registry):
     assert r.model.params["filters"] == [8, 16, 32]
 
 
-def test_set_plugin_to_another_starts_afresh(registry):
-    r = load_recipe(DEFAULT_RECIPE, ["strategy.plugin=one_device", "strategy.device=/cpu:0",
+def test_set_plugin_to_another_starts_afresh(registry, three):
+    r = load_recipe(three, ["strategy.plugin=one_device", "strategy.device=/cpu:0",
                                      "augmentation.2.plugin=random_rotation"], registry=registry)
     assert r.strategy.params == {"device": "/cpu:0"}
     assert r.augmentation[2].params["degrees"] == 15.0 and "mode" not in r.augmentation[2].params
@@ -71,7 +89,7 @@ def test_extends_overrides_key_by_key(write, registry):
     assert r.name == "child"
     assert r.train.epochs == 3 and r.train.learning_rate == 1e-3  # the rest is inherited
     assert r.model.params["dense_units"] == 32 and r.model.params["filters"] == [64, 128, 256]
-    assert len(r.augmentation) == 3
+    assert len(r.augmentation) == 1
 
 
 def test_extends_with_other_plugin_replaces_the_table(write, registry):
@@ -154,7 +172,7 @@ def test_error_names_the_set_option(registry):
 
 @pytest.mark.parametrize("option, fragment", [
     ("epochs", "expected KEY=VALUE"),
-    ("augmentation.7.degrees=1", "has 3 entries, no position 7"),
+    ("augmentation.7.degrees=1", "has 1 entry, no position 7"),
     ("callbacks.tensorboard.log_dir=x", "0 entries using plugin 'tensorboard'"),
     ("seed.x=1", "is not a table"),
 ])
@@ -189,4 +207,4 @@ def test_paths_resolve_relative_to_the_recipe_that_sets_them(write, registry):
 def test_extends_a_shipped_recipe_by_name_from_any_folder(write, registry):
     child = write("elsewhere/variant.toml", 'extends = "default"\nname = "variant"\n[train]\nepochs = 2\n')
     r = load_recipe(child, registry=registry)
-    assert (r.name, r.train.epochs, r.model.plugin, len(r.augmentation)) == ("variant", 2, "seed_cnn", 3)
+    assert (r.name, r.train.epochs, r.model.plugin, len(r.augmentation)) == ("variant", 2, "seed_cnn", 1)
