@@ -51,7 +51,8 @@ def adamw(learning_rate: float, weight_decay: NonNegative = 0.004, beta_1: Unit 
 
 
 def sgd(learning_rate: float, momentum: Unit = 0.0, nesterov: bool = False,
-        weight_decay: NonNegative | None = None, clipnorm: NonNegative | None = None):
+        weight_decay: NonNegative | None = None, clipnorm: NonNegative | None = None,
+        beta_lr_scale: Annotated[float, Range(0, min_inclusive=False)] = 1.0):
     """Stochastic gradient descent, with optional (Nesterov) momentum.
 
     Args:
@@ -59,11 +60,18 @@ def sgd(learning_rate: float, momentum: Unit = 0.0, nesterov: bool = False,
         nesterov: use Nesterov momentum.
         weight_decay: decoupled weight decay (unset: none).
         clipnorm: clip each gradient to this norm (unset: no clipping).
+        beta_lr_scale: learning-rate multiplier for the offsets (``beta``) of
+            normalisation layers; weight decay is not scaled. airbench uses 64.
     """
     import keras
 
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                nesterov=nesterov, weight_decay=weight_decay, clipnorm=clipnorm)
+    kwargs = dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+                  weight_decay=weight_decay, clipnorm=clipnorm)
+    if beta_lr_scale == 1.0:
+        return keras.optimizers.SGD(**kwargs)
+    from cifarkit_plugins._sgd import BetaScaledSGD
+
+    return BetaScaledSGD(beta_lr_scale=beta_lr_scale, **kwargs)
 
 
 def rmsprop(learning_rate: float, rho: Unit = 0.9, momentum: Unit = 0.0,

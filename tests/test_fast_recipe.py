@@ -62,6 +62,46 @@ def test_airbench_model(registry, tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), probs, rtol=1e-5)
 
 
+def test_airbench_whitens_in_float32_under_mixed_precision(registry):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = factory(registry, "model", "airbench")(input_shape=(32, 32, 3), num_classes=10,
+                                                       sample_images=_sample(100))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for name in ("normalize", "whiten"):
+        assert model.get_layer(name).compute_dtype == "float32"
+    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+
+
+def _one_sgd_step(optimizer):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False),
+                              keras.layers.BatchNormalization(scale=False),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    model.train_on_batch(x, y)
+    return model, [(v.name, v.numpy() - b) for v, b in zip(model.trainable_variables, before)]
+
+
+def test_sgd_beta_lr_scale_scales_only_normalisation_offsets(registry, tmp_path):
+    sgd = factory(registry, "optimizer", "sgd")
+    _, plain = _one_sgd_step(sgd(learning_rate=0.1, momentum=0.5, nesterov=True))
+    model, scaled = _one_sgd_step(sgd(learning_rate=0.1, momentum=0.5, nesterov=True,
+                                      beta_lr_scale=64))
+    assert [name for name, _ in plain] == ["kernel", "beta", "kernel", "bias"]
+    for (name, step), (_, scaled_step) in zip(plain, scaled):
+        assert np.abs(step).sum() > 0
+        np.testing.assert_allclose(scaled_step, (64 if name == "beta" else 1) * step,
+                                   rtol=1e-4, atol=1e-7)
+    model.save(tmp_path / "m.keras")  # the optimizer is registered with Keras
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.optimizer.beta_lr_scale == 64
+
+
 def test_airbench_rejects_images_too_small_for_its_blocks(registry):
     from cifarkit.errors import PluginError
 
@@ -152,7 +192,8 @@ def test_flip_translate_tta_weighs_six_views():
 
 def test_fast_recipe_is_valid(registry):
     recipe = load_recipe(FAST, [], registry)
-    assert recipe.model.plugin == "airbench" and recipe.train.tta == "flip"
+    assert recipe.model.plugin == "airbench" and recipe.train.tta == "flip_translate"
+    assert recipe.train.optimizer.params["beta_lr_scale"] == 64
     assert recipe.train.mixed_precision == "mixed_bfloat16"
     assert [c.plugin for c in recipe.callbacks] == ["warmup_decay", "lookahead"]
 
@@ -209,7 +250,7 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["test_tta"] == "flip"
+    assert summary["status"] == "completed" and summary["test_tta"] == "flip_translate"
     assert 0 <= summary["test_accuracy_without_tta"] <= 1
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     # the rate each epoch's first step used: 7 steps x 3 epochs, peak at 23 % of 20 steps
