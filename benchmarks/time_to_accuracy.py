@@ -1,6 +1,7 @@
 """Accuracy against wall time for finished cifarkit runs (the fast recipe's curve).
 
-    python benchmarks/time_to_accuracy.py RUN_DIR [RUN_DIR ...] --out docs/fast-recipe.png
+    python benchmarks/time_to_accuracy.py RUN_DIR [RUN_DIR ...] --out docs/fast-recipe.png \
+        [--label "name of the first run" --label ...]
 
 For each run: validation accuracy after each epoch, placed at the run's
 cumulative epoch time (training plus validation, from timing.csv), and the
@@ -68,8 +69,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--goal", type=float, default=0.94, help="accuracy goal line (default 0.94)")
     parser.add_argument("--budget", type=float, default=30.0, help="time budget line, minutes (default 30)")
+    parser.add_argument("--label", action="append", default=[],
+                        help="legend label of the next run, in order (default: recipe and run directory)")
     args = parser.parse_args(argv)
+    if len(args.label) > len(args.runs):
+        parser.error(f"{len(args.label)} labels for {len(args.runs)} runs")
     runs = [read_run(r) for r in args.runs]
+    for run, label in zip(runs, args.label):
+        run["label"] = label
     for run in runs:
         print(run["label"])
         for epoch, t, v in run["points"]:

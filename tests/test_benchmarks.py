@@ -22,3 +22,34 @@ def test_flop_count_of_the_seed_model():
     assert 0.9e9 < 3 * forward < 0.95e9  # "about 0.93 GFLOP per training image"
     assert [type(layer).__name__ for layer in layers] == ["RandomAffine"]
     assert isinstance(model, keras.Model)
+
+
+def _fake_run(run_dir, accuracies, seconds):
+    import json
+
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps(
+        {"recipe": "fast", "wall_time_s": sum(seconds) + 30, "test_accuracy": 0.9,
+         "test_accuracy_without_tta": 0.89}))
+    rows = [f"{i},{a}" for i, a in enumerate(accuracies, 1)]
+    (run_dir / "metrics.csv").write_text("epoch,val_accuracy\n" + "\n".join(rows) + "\n")
+    rows = [f"{i},{s}" for i, s in enumerate(seconds, 1)]
+    (run_dir / "timing.csv").write_text("epoch,epoch_time_s\n" + "\n".join(rows) + "\n")
+    return run_dir
+
+
+def test_time_to_accuracy_curve(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("tta_plot", ROOT / "benchmarks" / "time_to_accuracy.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    run = _fake_run(tmp_path / "a", [0.5, 0.8], [60, 120])
+    points = plot.read_run(run)["points"]
+    assert points == [(1, 60.0, 0.5), (2, 180.0, 0.8)]  # cumulative epoch time
+    out = tmp_path / "curve.png"
+    assert plot.main([str(run), "--out", str(out), "--label", "shipped"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert printed.startswith("shipped\n") and "3.50 min" in printed
+    with pytest.raises(SystemExit):
+        plot.main([str(run), "--out", str(out), "--label", "one", "--label", "two"])
