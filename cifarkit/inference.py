@@ -23,7 +23,8 @@ def _load_model(run_dir: Path):
         raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
     _, keras = import_framework()
     try:
-        return keras.models.load_model(path)
+        # Only predictions are needed: skip the optimizer, which may be a plugin's own class.
+        return keras.models.load_model(path, compile=False)
     except Exception as exc:
         raise OutputError(f"{path}: cannot load ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -1,8 +1,9 @@
 """Keras SGD with a learning-rate multiplier for normalisation offsets.
 
 Imported only when a recipe asks for it (it imports Keras at module level);
-the class is registered with Keras, so a saved model.keras that was compiled
-with it loads with ``keras.models.load_model`` once this package is installed.
+the class is registered with Keras. A model.keras compiled with it loads in
+plain Keras with ``keras.models.load_model(path, compile=False)``, or after
+``import cifarkit_plugins._sgd``; cifarkit's evaluate and predict do the former.
 """
 
 from __future__ import annotations

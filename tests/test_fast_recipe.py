@@ -3,6 +3,8 @@ test-time augmentation, the injected sample_images, and the recipe end to end.""
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,9 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     evaluated = cifarkit("evaluate", str(run_dir), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["accuracy"] == summary["test_accuracy"]
+    # plain Keras, without cifarkit's optimizer class: compile=False (docs/runs.md)
+    code = ("import keras, sys; m = keras.models.load_model(sys.argv[1], compile=False); "
+            "print(m.output_shape[-1])")
+    loaded = subprocess.run([sys.executable, "-c", code, str(run_dir / "model.keras")],
+                            capture_output=True, text=True)
+    assert loaded.returncode == 0 and loaded.stdout.split()[-1] == "10", loaded.stderr[-2000:]
