@@ -71,23 +71,23 @@ def test_augmentations_change_batches_and_keep_shape_and_range(registry, name, p
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), x)
 
 
-def test_random_flip_is_a_mirror_image(registry):
-    layer = build(registry, "augmentation", "random_flip", mode="horizontal")
+def _assert_mirrors_or_keeps_each_image(layer):
     x = _images(32)
     y = keras.ops.convert_to_numpy(layer(x, training=True))
     flipped = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(32)]
     kept = [np.array_equal(y[i], x[i]) for i in range(32)]
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_random_flip_is_a_mirror_image(registry):
+    _assert_mirrors_or_keeps_each_image(
+        build(registry, "augmentation", "random_flip", mode="horizontal"))
 
 
 def test_random_affine_without_rotation_or_shift_is_a_mirror_image(registry):
-    layer = build(registry, "augmentation", "random_affine", rotation=0.0, width_shift=0.0,
-                  height_shift=0.0)
-    x = _images(32)
-    y = keras.ops.convert_to_numpy(layer(x, training=True))
-    flipped = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(32)]
-    kept = [np.array_equal(y[i], x[i]) for i in range(32)]
-    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    _assert_mirrors_or_keeps_each_image(
+        build(registry, "augmentation", "random_affine", rotation=0.0, width_shift=0.0,
+              height_shift=0.0))
 
 
 def test_random_affine_shifts_whole_pixels_within_range(registry):
