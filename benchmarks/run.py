@@ -62,17 +62,22 @@ def load_data(limit: int) -> tuple[np.ndarray, np.ndarray, str]:
             "synthetic (../shared/data absent)")
 
 
-def default_augmentation():
+def shipped_recipe(name: str):
+    """Built-in plugins only, the recipe recipes/NAME.toml and its augmentation layers."""
     from cifarkit.recipe import load_recipe
     from cifarkit.registry import Registry
     from cifarkit.runner import call_plugin
 
     registry = Registry()
     registry.load_entrypoints(only="")
-    recipe = load_recipe(ROOT / "recipes" / "default.toml", registry=registry)
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.toml", registry=registry)
     layers = [call_plugin(registry, a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
-    model_call = recipe.model
-    return registry, recipe, layers, model_call
+    return registry, recipe, layers
+
+
+def default_augmentation():
+    registry, recipe, layers = shipped_recipe("default")
+    return registry, recipe, layers, recipe.model
 
 
 def seed_generator():
@@ -198,29 +203,19 @@ def time_fast_training(x, y, steps: int, skip: int = 2) -> tuple[float, float]:
     import keras
 
     from cifarkit.evaluation import make_loss
-    from cifarkit.recipe import load_recipe
-    from cifarkit.registry import Registry
+    from cifarkit.runner import build_model as build_recipe_model
     from cifarkit.runner import call_plugin
 
-    registry = Registry()
-    registry.load_entrypoints(only="")
-    recipe = load_recipe(ROOT / "recipes" / "fast.toml", registry=registry)
+    registry, recipe, layers = shipped_recipe("fast")
     batch = recipe.data.batch_size
     keras.utils.set_random_seed(0)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(recipe.train.mixed_precision)
-    try:
-        model = call_plugin(registry, recipe.model, input_shape=(32, 32, 3), num_classes=10,
-                            sample_images=x[:5000])
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = build_recipe_model(registry, recipe, (32, 32, 3), 10, x)
     model.compile(optimizer=call_plugin(registry, recipe.train.optimizer,
                                         learning_rate=recipe.train.learning_rate),
                   loss=make_loss(recipe.train.loss, recipe.train.label_smoothing))
-    layers = [call_plugin(registry, a, seed=i) for i, a in enumerate(recipe.augmentation)]
     timer = _StepTimer(skip, batch)
     model.fit(cifarkit_train_dataset(x, y, layers, batch=batch), steps_per_epoch=steps + skip,
-              epochs=1, verbose=0, callbacks=[timer.callback])
+              epochs=1, shuffle=False, verbose=0, callbacks=[timer.callback])
     return timer.images_per_s(), training_flops_per_image(model)
 
 

@@ -249,20 +249,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     replicas = int(strategy.num_replicas_in_sync)
     learning_rate = recipe.train.learning_rate * (
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
-    previous_policy = keras.config.dtype_policy()
     with strategy.scope():
-        keras.config.set_dtype_policy(recipe.train.mixed_precision)
-        try:
-            model = call_plugin(registry, recipe.model, recipe.path, input_shape=data.input_shape,
-                                num_classes=num_classes, sample_images=data.x_train[:5000])
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"model plugin {recipe.model.plugin!r} returned "
-                            f"{type(model).__name__}, not a keras.Model")
-        if not model.built:  # e.g. a Sequential without keras.Input: build it on one image
-            model(np.zeros((1, *data.input_shape), np.float32), training=False)
-        model = _float32_output(model, keras)
+        model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train)
         optimizer = call_plugin(registry, recipe.train.optimizer, recipe.path,
                                 learning_rate=learning_rate)
         loss = make_loss(recipe.train.loss, recipe.train.label_smoothing)
@@ -489,6 +477,26 @@ def run(recipe: Recipe, registry: Registry, output: Path,
               "(the chief, worker 0, writes the run directory)", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)
     return RunResult(run_dir, summary)
+
+
+def build_model(registry: Registry, recipe: Recipe, input_shape: tuple, num_classes: int,
+                x_train: np.ndarray):
+    """The recipe's model, built under its dtype policy from (up to 5,000 of) ``x_train``
+    as ``sample_images``: a built keras.Model with float32 output."""
+    _, keras = import_framework()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(recipe.train.mixed_precision)
+    try:
+        model = call_plugin(registry, recipe.model, recipe.path, input_shape=input_shape,
+                            num_classes=num_classes, sample_images=x_train[:5000])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model plugin {recipe.model.plugin!r} returned "
+                        f"{type(model).__name__}, not a keras.Model")
+    if not model.built:  # e.g. a Sequential without keras.Input: build it on one image
+        model(np.zeros((1, *input_shape), np.float32), training=False)
+    return _float32_output(model, keras)
 
 
 def _check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int) -> None:
