@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -236,6 +235,22 @@ def startup(repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in runs.items()}
 
 
+def peak_rss_mib(args: list[str]) -> float:
+    """Run ``args`` (output captured) and return its peak RSS in MiB.
+
+    The command is started by a small Python launcher that reports its own
+    child's peak: a child forked straight from this (large) process would
+    count this process's resident memory as its own (Linux keeps the forking
+    parent's high-water mark across exec).
+    """
+    launcher = ("import resource, subprocess, sys; "
+                "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", launcher, *args],
+                          check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
 def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
     """Peak RSS (MiB) of ``cifarkit run recipes/default.toml`` for one short epoch."""
     import tempfile
@@ -249,11 +264,8 @@ def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
             from cifarkit.testing import write_cifar10
 
             sets += ["--set", f"data.path={write_cifar10(Path(out), n_train=limit, n_test=256)}"]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-m", "cifarkit", "run", str(ROOT / "recipes" / "default.toml"),
-                        *sets, "--output", out], check=True, capture_output=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024
+        return peak_rss_mib([sys.executable, "-m", "cifarkit", "run", str(ROOT / "recipes" / "default.toml"),
+                             *sets, "--output", out])
 
 
 def main(argv=None) -> int:

@@ -53,3 +53,14 @@ def test_time_to_accuracy_curve(tmp_path, capsys):
     assert printed.startswith("shipped\n") and "3.50 min" in printed
     with pytest.raises(SystemExit):
         plot.main([str(run), "--out", str(out), "--label", "one", "--label", "two"])
+
+
+def test_peak_rss_is_the_commands_own_not_this_processs():
+    import sys
+
+    import numpy as np
+
+    held = np.ones(1 << 27)  # 1 GiB resident in this process
+    used = bench.peak_rss_mib([sys.executable, "-c", "x = bytearray(300 << 20)"])
+    assert held.sum() == 1 << 27
+    assert 300 < used < 700  # the child's 300 MiB plus Python, not this process's 1 GiB
