@@ -268,6 +268,26 @@ def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
                              *sets, "--output", out])
 
 
+def cpu_description() -> str:
+    """The CPU's model name, family/model numbers and its wide-vector flags (Linux), or platform's guess.
+
+    Two machines sold under one name can differ twice in speed (an AMD EPYC
+    of family 25 against one of family 26), so results name the family too.
+    """
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    flags = [f for f in fields.get("flags", "").split() if f in wanted]
+    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}; {' '.join(flags) or 'no AVX2'})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, one repeat (a few minutes)")
@@ -287,7 +307,9 @@ def main(argv=None) -> int:
     tf, keras = import_framework()
     registry, recipe, layers, model_call = default_augmentation()
 
+    cpu = cpu_description()
     console.print(f"data: {source}; mode: {'quick' if quick else 'full'}; repeats: {repeats}")
+    console.print(f"machine: {os.cpu_count()} CPUs, {cpu}")
     train = {"cifarkit": [], "seed": [], "floor": []}
     augment = {"cifarkit": [], "ImageDataGenerator": []}
     for r in range(repeats):  # interleave the variants within each repeat
@@ -341,7 +363,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d"), "mode": "quick" if quick else "full", "data": source,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
                         "python": platform.python_version(), "tensorflow": tf.__version__,
                         "keras": keras.__version__},
             "training_images_per_s": train, "augmentation_images_per_s": augment,
