@@ -14,7 +14,8 @@ shared and noisy):
   seed's settings, ``fit`` on its iterator, batch 64, and (b) the same model's
   ``fit`` on in-memory arrays without augmentation (the compute floor);
 * augmentation throughput of the default augmentation pipeline alone against
-  ImageDataGenerator with the same settings;
+  ImageDataGenerator with the same settings, and TensorFlow's resampling
+  kernel alone (what one resampling pass costs, one batch at a time);
 * share of the machine's peak: training FLOPs per image (counted from the
   layers) times images/s, over a 4096 x 4096 float32 matmul's FLOP/s (best of
   4); and the same for recipes/fast.toml's model and setup (bfloat16, batch
@@ -109,7 +110,27 @@ def time_augmentation(x, y, layers, batches: int) -> dict[str, float]:
     for _ in range(batches):
         next(flow)
     theirs = batches * BATCH / (time.perf_counter() - start)
-    return {"cifarkit": ours, "ImageDataGenerator": theirs}
+    return {"cifarkit": ours, "ImageDataGenerator": theirs, "kernel": resampling_kernel_rate(x, batches)}
+
+
+def resampling_kernel_rate(x, batches: int) -> float:
+    """Images/s of TensorFlow's resampling kernel alone (ImageProjectiveTransformV3,
+    bilinear, float32, batches of 64, identity transform, one batch at a time):
+    what resampling each image once costs, as random_affine does; the tf.data
+    pipeline can beat it only by running batches side by side."""
+    import tensorflow as tf
+
+    images = tf.constant(x[:BATCH].astype("float32"))
+    transforms = tf.tile(tf.constant([[1.0, 0, 0, 0, 1.0, 0, 0, 0]]), [BATCH, 1])
+    resample = tf.function(lambda im: tf.raw_ops.ImageProjectiveTransformV3(
+        images=im, transforms=transforms, output_shape=[images.shape[1], images.shape[2]],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST"))
+    resample(images)
+    start = time.perf_counter()
+    for _ in range(batches):
+        out = resample(images)
+    out.numpy()
+    return batches * BATCH / (time.perf_counter() - start)
 
 
 class _StepTimer:
@@ -311,7 +332,7 @@ def main(argv=None) -> int:
     console.print(f"data: {source}; mode: {'quick' if quick else 'full'}; repeats: {repeats}")
     console.print(f"machine: {os.cpu_count()} CPUs, {cpu}")
     train = {"cifarkit": [], "seed": [], "floor": []}
-    augment = {"cifarkit": [], "ImageDataGenerator": []}
+    augment = {"cifarkit": [], "ImageDataGenerator": [], "kernel": []}
     for r in range(repeats):  # interleave the variants within each repeat
         for variant in ("cifarkit", "seed", "floor"):
             train[variant].append(time_training(variant, x, y, layers, registry, model_call, steps))
@@ -338,6 +359,9 @@ def main(argv=None) -> int:
          f"{med['floor']:,.0f} img/s", med["cifarkit"] / med["floor"], ">= 0.95"),
         ("augmentation alone: cifarkit vs ImageDataGenerator", f"{aug['cifarkit']:,.0f} img/s",
          f"{aug['ImageDataGenerator']:,.0f} img/s", aug["cifarkit"] / aug["ImageDataGenerator"], ">= 10"),
+        ("augmentation: TensorFlow's resampling kernel alone, one batch at a time, vs ImageDataGenerator",
+         f"{aug['kernel']:,.0f} img/s", f"{aug['ImageDataGenerator']:,.0f} img/s",
+         aug["kernel"] / aug["ImageDataGenerator"], "-"),
         ("share of peak: FLOPs/img x img/s / float32 matmul FLOP/s",
          f"{flops * med['cifarkit'] / 1e9:,.1f} GFLOP/s", f"{peak / 1e9:,.1f} GFLOP/s",
          flops * med["cifarkit"] / peak, "-"),
