@@ -292,8 +292,8 @@ def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
 def cpu_description() -> str:
     """The CPU's model name, family/model numbers and its wide-vector flags (Linux), or platform's guess.
 
-    Two machines sold under one name can differ twice in speed (an AMD EPYC
-    of family 25 against one of family 26), so results name the family too.
+    Two machines with one model name can differ almost twofold in speed (two
+    2-core "AMD EPYC" machines here did), so results name the family too.
     """
     try:
         info = Path("/proc/cpuinfo").read_text()
