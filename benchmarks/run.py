@@ -66,12 +66,11 @@ def shipped_recipe(name: str):
     """Built-in plugins only, the recipe recipes/NAME.toml and its augmentation layers."""
     from cifarkit.recipe import load_recipe
     from cifarkit.registry import Registry
-    from cifarkit.runner import call_plugin
 
     registry = Registry()
     registry.load_entrypoints(only="")
     recipe = load_recipe(ROOT / "recipes" / f"{name}.toml", registry=registry)
-    layers = [call_plugin(registry, a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
+    layers = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
     return registry, recipe, layers
 
 
@@ -158,10 +157,8 @@ class _StepTimer:
 def build_model(registry, model_call):
     import keras
 
-    from cifarkit.runner import call_plugin
-
     keras.utils.set_random_seed(0)
-    model = call_plugin(registry, model_call, input_shape=(32, 32, 3), num_classes=10)
+    model = registry.call(model_call, input_shape=(32, 32, 3), num_classes=10)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     return model
@@ -222,17 +219,14 @@ def time_fast_training(x, y, steps: int, skip: int = 2) -> tuple[float, float]:
     (bfloat16, batch 1024, its augmentation), and its training FLOPs per image."""
     import keras
 
-    from cifarkit.evaluation import make_loss
-    from cifarkit.runner import build_model as build_recipe_model
-    from cifarkit.runner import call_plugin
+    from cifarkit.build import build_model as build_recipe_model
+    from cifarkit.build import compile_model
 
     registry, recipe, layers = shipped_recipe("fast")
     batch = recipe.data.batch_size
     keras.utils.set_random_seed(0)
     model = build_recipe_model(registry, recipe, (32, 32, 3), 10, x)
-    model.compile(optimizer=call_plugin(registry, recipe.train.optimizer,
-                                        learning_rate=recipe.train.learning_rate),
-                  loss=make_loss(recipe.train.loss, recipe.train.label_smoothing))
+    compile_model(model, recipe, registry, recipe.train.learning_rate)
     timer = _StepTimer(skip, batch)
     model.fit(cifarkit_train_dataset(x, y, layers, batch=batch), steps_per_epoch=steps + skip,
               epochs=1, shuffle=False, verbose=0, callbacks=[timer.callback])

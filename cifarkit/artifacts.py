@@ -1,4 +1,6 @@
-"""The run directory: naming, atomic writes, metrics.csv, summary.json, plots."""
+"""The run directory: naming, atomic writes, summary.json, metrics.csv and
+timing.csv, plots, the model file. Every read and write of a run directory's
+files goes through here (checkpoints: :mod:`cifarkit.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,14 @@ import csv
 import io
 import json
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import OutputError
+from .params import plain
 
 
 def check_output(output: Path) -> None:
@@ -74,17 +78,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    atomic_write(path, json.dumps(plain(obj), indent=2, sort_keys=False) + "\n")
 
 
 def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -151,9 +145,79 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | Non
         ax.legend()
         fig.tight_layout()
         out = run_dir / f"{metric}.png"
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        atomic_write(out, buf.getvalue())
+        save_png(fig, out)
         written.append(out)
     return written
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path,
+                   title: str = "confusion matrix (test split)") -> None:
+    """A confusion-matrix heat map: rows are true classes, columns predictions."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matrix = np.asarray(confusion)
+    k = len(class_names)
+    side = min(max(4.5, 0.45 * k + 2.5), 24)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9), dpi=110)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if k <= 30:
+        ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(k), class_names)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > threshold else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+TIMING = ("epoch_time_s", "train_time_s", "images_per_s")
+
+
+def write_epoch_files(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.csv (deterministic values only) and timing.csv (seconds, images/s)."""
+    write_metrics_csv(run_dir / "metrics.csv",
+                      [{k: v for k, v in r.items() if k not in TIMING} for r in rows])
+    write_metrics_csv(run_dir / "timing.csv",
+                      [{"epoch": r["epoch"], **{k: r.get(k) for k in TIMING}} for r in rows])
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"cifarkit run --resume {shlex.quote(str(run_dir))}"
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run directory's summary.json, or a user error saying what is wrong."""
+    path = Path(run_dir) / "summary.json"
+    if not Path(run_dir).is_dir():
+        raise OutputError(f"{run_dir}: not a run directory (not found)")
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OutputError(f"{run_dir}: not a run directory (no summary.json)") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(summary, dict):
+        raise OutputError(f"{path}: not a cifarkit summary")
+    return summary

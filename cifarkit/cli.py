@@ -15,19 +15,6 @@ from .hookspecs import KINDS
 from .scaffold import KIND_CHOICES
 
 
-def resolve_recipe_path(text: str) -> Path:
-    """A recipe path; a bare name such as ``default`` means a recipe shipped with cifarkit."""
-    path = Path(text)
-    if path.exists() or "/" in text or text.endswith(".toml"):
-        return path
-    from .recipe import builtin_recipes
-
-    builtin = builtin_recipes()
-    if text in builtin:
-        return builtin[text]
-    return path
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifarkit",
@@ -140,7 +127,9 @@ def cmd_run(args) -> int:
     from .registry import load_registry
     from .reporter import Reporter
 
-    from .runner import read_summary, run
+    from .artifacts import read_summary
+    from .recipe import locate_recipe
+    from .runner import run
 
     overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
     registry = load_registry(tuple(args.plugin_files))
@@ -157,16 +146,16 @@ def cmd_run(args) -> int:
     else:
         if not args.recipe:
             raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
-        recipe = load_recipe(resolve_recipe_path(args.recipe), overrides, registry)
+        recipe = load_recipe(locate_recipe(args.recipe), overrides, registry)
         result = run(recipe, registry, Path(args.output), Reporter(Console()))
     return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
 
 
 def cmd_list_plugins(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from .registry import load_registry
+    from .reporter import render_plugin, render_plugins
 
     registry = load_registry(tuple(args.plugin_files))
     plugins = registry.all()
@@ -187,49 +176,10 @@ def cmd_list_plugins(args) -> int:
     console = Console()
     if args.name:
         for p in plugins:
-            console.rule(f"{p.kind} {p.name}")
-            console.print(f"source: {p.source}", highlight=False)
-            console.print(p.doc or "(no docstring)", highlight=False, markup=False)
-            _print_params(console, p)
-        return 0
-    for kind in KINDS:
-        group = [p for p in plugins if p.kind == kind]
-        if not group:
-            continue
-        table = Table(title=f"{kind} plugins", title_justify="left", show_lines=False)
-        table.add_column("name", style="bold cyan", no_wrap=True)
-        table.add_column("source")
-        table.add_column("summary")
-        table.add_column("parameters (default)", overflow="fold")
-        for p in group:
-            params = ", ".join(
-                f"{s.name}" + ("" if s.required else f"={_show(s.default)}") for s in p.params)
-            table.add_row(p.name, p.source, p.summary, params or "-")
-        console.print(table)
-    for b in registry.broken:
-        console.print(f"[bold red]broken[/] {b.source}: {b.error}", highlight=False)
+            render_plugin(console, p)
+    else:
+        render_plugins(console, plugins, registry.broken)
     return 0
-
-
-def _show(value) -> str:
-    if value is None:
-        return "unset"
-    return json.dumps(value) if isinstance(value, (str, list, bool)) else str(value)
-
-
-def _print_params(console, p) -> None:
-    from rich.table import Table
-
-    if not p.params:
-        console.print("parameters: none")
-        return
-    table = Table(show_header=True, title="parameters", title_justify="left")
-    for col in ("name", "type", "default", "description"):
-        table.add_column(col)
-    for s in p.params:
-        table.add_row(s.name, s.type_name, "(required)" if s.required else _show(s.default),
-                      s.description)
-    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 # Exactly the globals a CIFAR python batch needs: numpy arrays. The same set
 # as keras.src.datasets.npz_utils.RestrictedUnpickler, without importing Keras.
@@ -210,7 +210,7 @@ def keras_download(name: str, loader: Callable[[], tuple], class_names: list[str
         (x_train, y_train), (x_test, y_test) = loader()
     except Exception as exc:
         raise DataError(f"could not load {name} through keras.datasets "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        f"({first_line(exc)}); "
                         f"without a network, pass a local copy: --set data.path=DIR_OR_TAR_GZ") from None
     return Splits(np.asarray(x_train, np.uint8), np.asarray(y_train).reshape(-1).astype(np.int64),
                   np.asarray(x_test, np.uint8), np.asarray(y_test).reshape(-1).astype(np.int64),
@@ -274,8 +274,7 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'cannot decode'})") from None
+        raise DataError(f"{path}: unreadable image ({first_line(exc)})") from None
 
 
 def read_images(paths: list[Path], size: int) -> np.ndarray:

@@ -44,6 +44,13 @@ def printable(text: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (one line, for an error that wraps another)."""
+    text = str(exc)
+    message = text.splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

@@ -38,6 +38,9 @@ level: import them inside the factory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("cifarkit")
@@ -137,12 +140,76 @@ def register_optimizers(register):
     """
 
 
-#: Plugin kinds, their hook names and the parameter names cifarkit injects.
-KINDS: dict[str, tuple[str, frozenset[str]]] = {
-    "augmentation": ("register_augmentations", frozenset({"seed"})),
-    "model": ("register_models", frozenset({"input_shape", "num_classes", "sample_images"})),
-    "strategy": ("register_strategies", frozenset()),
-    "callback": ("register_callbacks", frozenset({"run_dir", "learning_rate"})),
-    "dataset": ("register_datasets", frozenset()),
-    "optimizer": ("register_optimizers", frozenset({"learning_rate"})),
-}
+# -- the contract, in one place ---------------------------------------------
+
+def _keras(path: str):
+    def load():
+        import keras
+
+        obj = keras
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return obj
+    return load
+
+
+def _strategy_type():
+    import tensorflow as tf
+
+    return tf.distribute.Strategy
+
+
+def _splits_type():
+    from .data import Splits
+
+    return Splits
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One plugin kind: its hook, what cifarkit injects, what it must return.
+
+    Attributes:
+        name: the kind as recipes and ``list-plugins --kind`` name it.
+        hook: the hook a plugin implements to register factories of this kind.
+        injected: parameter names cifarkit supplies (never recipe parameters).
+        reserved: parameter names a factory of this kind must not declare:
+            they are the recipe's own keys in the plugin's table.
+        returns: what the factory must return, as the error message says it.
+        result_type: loads the class the result must be an instance of
+            (imported only when a factory has been called).
+    """
+
+    name: str
+    hook: str
+    injected: frozenset[str]
+    reserved: frozenset[str]
+    returns: str
+    result_type: Callable[[], type]
+
+    def check(self, result: Any) -> bool:
+        """Whether a factory's result honours this kind's contract."""
+        return isinstance(result, self.result_type())
+
+
+#: The ``[data]`` table's own keys (the recipe's DataConfig fields); a dataset
+#: plugin's parameters share that table, so it cannot declare these names.
+DATA_KEYS = frozenset({"dataset", "validation_split", "batch_size", "limit", "shuffle"})
+
+_PLUGIN = frozenset({"plugin"})
+
+#: Every plugin kind, in the order ``list-plugins`` shows them.
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("augmentation", "register_augmentations", frozenset({"seed"}), _PLUGIN,
+         "a keras.layers.Layer", _keras("layers.Layer")),
+    Kind("model", "register_models", frozenset({"input_shape", "num_classes", "sample_images"}),
+         _PLUGIN, "a keras.Model", _keras("Model")),
+    Kind("strategy", "register_strategies", frozenset(), _PLUGIN,
+         "a tf.distribute.Strategy", _strategy_type),
+    Kind("callback", "register_callbacks", frozenset({"run_dir", "learning_rate"}), _PLUGIN,
+         "a keras.callbacks.Callback", _keras("callbacks.Callback")),
+    Kind("dataset", "register_datasets", frozenset(), DATA_KEYS | _PLUGIN,
+         "a cifarkit.data.Splits", _splits_type),
+    Kind("optimizer", "register_optimizers", frozenset({"learning_rate"}), _PLUGIN,
+         "a keras.optimizers.Optimizer", _keras("optimizers.Optimizer")),
+)}

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 
 from . import artifacts
+from .build import load_data
 from .data import read_images
-from .errors import DataError, OutputError
-from .evaluation import make_loss, plot_confusion, predict_tta, render, score
+from .errors import DataError, OutputError, first_line
+from .evaluation import make_loss, predict_tta, score
 from .framework import import_framework
 from .recipe import load_recipe
 from .registry import load_registry
-from .runner import load_data, read_summary
+from .reporter import render_evaluation
 
 
 def _load_model(run_dir: Path):
@@ -26,15 +27,14 @@ def _load_model(run_dir: Path):
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise OutputError(f"{path}: cannot load ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise OutputError(f"{path}: cannot load ({first_line(exc)})") from None
 
 
 def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | None = None,
                  console=None) -> dict[str, Any]:
     """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s."""
     run_dir = run_dir.absolute()
-    summary = read_summary(run_dir)
+    summary = artifacts.read_summary(run_dir)
     registry = load_registry()
     sets = [f"data.path={Path(data_path).absolute()}"] if data_path else []
     recipe = load_recipe(run_dir / "recipe.toml", sets, registry)
@@ -50,9 +50,8 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     probs, _ = predict_tta(
         lambda x: model.predict(x, batch_size=recipe.data.batch_size, verbose=0),
         data.x_test.astype(np.float32), recipe.train.tta)
-    one_hot = recipe.train.loss == "categorical_crossentropy"
     result = score(probs, data.y_test, data.class_names,
-                   make_loss(recipe.train.loss, recipe.train.label_smoothing), one_hot,
+                   make_loss(recipe.train.loss, recipe.train.label_smoothing), recipe.train.one_hot,
                    recipe.train.metrics)
     result = {"run_dir": str(run_dir), "data": str(data_path or recipe.data.dataset.params.get("path")
                                                    or recipe.data.dataset.plugin),
@@ -63,10 +62,10 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{output}: cannot create ({exc.strerror or exc})") from None
-    plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
+    artifacts.plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
     artifacts.write_json(output / "evaluation.json", result)
     if console is not None:
-        render(console, result, data.class_names, f"{run_dir.name} on {result['data']}")
+        render_evaluation(console, result, data.class_names, f"{run_dir.name} on {result['data']}")
         console.print(f"wrote {output / 'confusion_matrix.png'} and {output / 'evaluation.json'}",
                       highlight=False)
     return result
@@ -76,7 +75,7 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3) -> list[dict
     """Top-``top`` classes and probabilities for each image file."""
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}")
-    summary = read_summary(run_dir)
+    summary = artifacts.read_summary(run_dir)
     class_names = summary.get("class_names")
     for path in images:
         if not path.is_file():

@@ -96,16 +96,26 @@ class ParamSpec:
             "name": self.name,
             "type": self.type_name,
             "required": self.required,
-            "default": None if self.required else _jsonable(self.default),
+            "default": None if self.required else plain(self.default),
             "description": self.description,
         }
 
 
-def _jsonable(value: Any) -> Any:
+def plain(value: Any, drop_none: bool = False) -> Any:
+    """``value`` as plain TOML/JSON data: paths become strings, tuples lists,
+    NumPy scalars and arrays Python numbers and lists, recursively.
+
+    With ``drop_none``, ``None`` entries of tables are left out (TOML has no null).
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v, drop_none) for k, v in value.items()
+                if not (drop_none and v is None)}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, drop_none) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple):
-        return list(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # NumPy values
+        return value.tolist()
     return value
 
 
@@ -198,10 +208,10 @@ def _coerce_base(base: Any, value: Any, base_dir: Path | None) -> Any:
             f"{_describe_value(value)} is not allowed; allowed: "
             + ", ".join(repr(o) for o in options))
     if origin in (list, tuple):
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise ParamTypeError(
                 f"expected {type_name(base)}, got {_describe_value(value)}")
-        inner = typing.get_args(base)
+        inner = [a for a in typing.get_args(base) if a is not Ellipsis]
         if not inner:
             return list(value)
         out = []

@@ -13,9 +13,11 @@ TensorFlow.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import sys
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,47 +27,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
-from .params import ParamTypeError, Range, coerce
+from .params import ParamTypeError, Range, coerce, plain
 from .registry import Registry
 
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 METRICS = ("accuracy", "top_5_accuracy")
-
-# Core keys: name -> (annotation, default). ``...`` marks a plugin table.
-TOP_KEYS: dict[str, tuple[Any, Any]] = {
-    "name": (str, None),
-    "description": (str, ""),
-    "seed": (Annotated[int, Range(0, 2**31 - 1)], 0),
-    "extends": (str, None),
-    "plugins": (list[str], []),
-    "data": (dict, {}),
-    "augmentation": (list, []),
-    "model": (dict, None),
-    "strategy": (dict, {"plugin": "one_device"}),
-    "train": (dict, {}),
-    "callbacks": (list, []),
-}
-DATA_KEYS: dict[str, tuple[Any, Any]] = {
-    "dataset": (str, "cifar10"),
-    "validation_split": (Annotated[float, Range(0, 1, max_inclusive=False)], 0.1),
-    "batch_size": (Annotated[int, Range(1, 65536)], 64),
-    "limit": (Annotated[int, Range(1)] | None, None),
-    "shuffle": (bool, True),
-}
-TRAIN_KEYS: dict[str, tuple[Any, Any]] = {
-    "epochs": (Annotated[int, Range(1, 100000)], 50),
-    "optimizer": (Any, "adam"),
-    "learning_rate": (Annotated[float, Range(0, 10, min_inclusive=False)], 1e-3),
-    "loss": (Literal[LOSSES], "categorical_crossentropy"),  # type: ignore[valid-type]
-    "label_smoothing": (Annotated[float, Range(0, 1, max_inclusive=False)], 0.0),
-    "metrics": (list[Literal[METRICS]], ["accuracy"]),  # type: ignore[valid-type]
-    "steps_per_epoch": (Annotated[int, Range(1)] | None, None),
-    "deterministic": (bool, False),
-    "mixed_precision": (Literal["float32", "mixed_float16", "mixed_bfloat16"], "float32"),
-    "jit_compile": (bool | Literal["auto"], "auto"),
-    "learning_rate_scaling": (Literal["none", "linear"], "none"),
-    "tta": (Literal["none", "flip", "flip_translate"], "none"),
-}
 
 
 @dataclass(frozen=True)
@@ -77,6 +43,19 @@ class Origin:
 
 
 @dataclass(frozen=True)
+class PluginRef:
+    """Marks a recipe key whose value names a plugin: ``Annotated[PluginCall, PluginRef(kind)]``.
+
+    ``inline``: the plugin's parameters share the enclosing table (``[data]``
+    holds ``dataset = "..."`` beside the dataset's parameters), and the
+    plugin name sits under the field's own name instead of ``plugin``.
+    """
+
+    kind: str
+    inline: bool = False
+
+
+@dataclass(frozen=True)
 class PluginCall:
     """One use of a plugin in a recipe: kind, name and validated parameters."""
 
@@ -84,78 +63,69 @@ class PluginCall:
     plugin: str
     params: dict[str, Any]
     key: str  # where it sits in the recipe, e.g. "augmentation[1]"
+    origin: str = ""  # the recipe file (and any --set) that chose it and its parameters
 
     def to_toml(self) -> dict[str, Any]:
-        return {"plugin": self.plugin, **_toml_values(self.params)}
+        return {"plugin": self.plugin, **plain(self.params, drop_none=True)}
 
 
-@dataclass(frozen=True)
+# The recipe's schema, declared once. Each field is a recipe key: its
+# annotation is checked by cifarkit.params.coerce (the same validator that
+# reads plugin signatures), PluginRef fields name plugins, nested dataclasses
+# are tables. Defaults are TOML values, validated like the recipe's own.
+# Fields with metadata {"key": False} are not recipe keys.
+
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    dataset: PluginCall
-    validation_split: float
-    batch_size: int
-    limit: int | None
-    shuffle: bool
+    dataset: Annotated[PluginCall, PluginRef("dataset", inline=True)] = "cifar10"  # type: ignore[assignment]
+    validation_split: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.1
+    batch_size: Annotated[int, Range(1, 65536)] = 64
+    limit: Annotated[int, Range(1)] | None = None
+    shuffle: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int
-    optimizer: PluginCall
-    learning_rate: float
-    loss: str
-    label_smoothing: float
-    metrics: tuple[str, ...]
-    steps_per_epoch: int | None
+    epochs: Annotated[int, Range(1, 100000)] = 50
+    optimizer: Annotated[PluginCall, PluginRef("optimizer")] = "adam"  # type: ignore[assignment]
+    learning_rate: Annotated[float, Range(0, 10, min_inclusive=False)] = 1e-3
+    loss: Literal[LOSSES] = "categorical_crossentropy"  # type: ignore[valid-type]
+    label_smoothing: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.0
+    metrics: tuple[Literal[METRICS], ...] = ("accuracy",)  # type: ignore[valid-type]
+    steps_per_epoch: Annotated[int, Range(1)] | None = None
     deterministic: bool = False
-    mixed_precision: str = "float32"
-    jit_compile: bool | str = "auto"
-    learning_rate_scaling: str = "none"
-    tta: str = "none"
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool | Literal["auto"] = "auto"
+    learning_rate_scaling: Literal["none", "linear"] = "none"
+    tta: Literal["none", "flip", "flip_translate"] = "none"
+
+    @property
+    def one_hot(self) -> bool:
+        """Whether labels are one-hot vectors (else integer class indices) for this loss."""
+        return self.loss == "categorical_crossentropy"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     """A validated recipe with every plugin default filled in."""
 
-    path: Path
-    name: str
-    description: str
-    seed: int
-    plugins: tuple[Path, ...]
-    data: DataConfig
-    augmentation: tuple[PluginCall, ...]
-    model: PluginCall
-    strategy: PluginCall
-    train: TrainConfig
-    callbacks: tuple[PluginCall, ...]
-    overrides: tuple[str, ...] = field(default=())
+    path: Path = field(metadata={"key": False})
+    overrides: tuple[str, ...] = field(default=(), metadata={"key": False})
+    name: str | None = None  # None in a file: the file's stem
+    description: str = ""
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 0
+    plugins: tuple[Path, ...] = ()
+    data: DataConfig = field(default_factory=dict)  # type: ignore[arg-type]
+    augmentation: Annotated[tuple[PluginCall, ...], PluginRef("augmentation")] = ()
+    model: Annotated[PluginCall, PluginRef("model")]
+    strategy: Annotated[PluginCall, PluginRef("strategy")] = field(
+        default_factory=lambda: {"plugin": "one_device"})  # type: ignore[assignment]
+    train: TrainConfig = field(default_factory=dict)  # type: ignore[arg-type]
+    callbacks: Annotated[tuple[PluginCall, ...], PluginRef("callback")] = ()
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved recipe as a TOML-ready dict (no ``extends``)."""
-        data = {
-            "dataset": self.data.dataset.plugin,
-            "validation_split": self.data.validation_split,
-            "batch_size": self.data.batch_size,
-            "limit": self.data.limit,
-            "shuffle": self.data.shuffle,
-            **self.data.dataset.params,
-        }
-        train = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig)}
-        train["optimizer"] = self.train.optimizer.to_toml()
-        doc = {
-            "name": self.name,
-            "description": self.description,
-            "seed": self.seed,
-            "plugins": [str(p) for p in self.plugins],
-            "data": _toml_values(data),
-            "augmentation": [a.to_toml() for a in self.augmentation],
-            "model": self.model.to_toml(),
-            "strategy": self.strategy.to_toml(),
-            "train": _toml_values(train),
-            "callbacks": [c.to_toml() for c in self.callbacks],
-        }
-        return _toml_values(doc)
+        return _resolved(self)
 
     def dumps(self) -> str:
         """The resolved recipe as TOML text; running it reproduces this recipe."""
@@ -167,20 +137,35 @@ class Recipe:
         return header + tomli_w.dumps(self.resolved())
 
 
-def _toml_values(d: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset (None) values, turn paths into strings, tuples into lists."""
-    out = {}
-    for k, v in d.items():
-        if v is None:
-            continue
-        if isinstance(v, Path):
-            v = str(v)
-        elif isinstance(v, tuple):
-            v = list(v)
-        if isinstance(v, list):
-            v = [str(x) if isinstance(x, Path) else x for x in v]
-        out[k] = v
-    return out
+def _schema(cls) -> dict[str, tuple[Any, Any]]:
+    """A schema dataclass's recipe keys: name -> (annotation, field)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: (hints[f.name], f) for f in fields(cls) if f.metadata.get("key", True)}
+
+
+def _plugin_ref(ann: Any) -> PluginRef | None:
+    if typing.get_origin(ann) is Annotated:
+        return next((m for m in typing.get_args(ann)[1:] if isinstance(m, PluginRef)), None)
+    return None
+
+
+def _resolved(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (ann, _) in _schema(type(obj)).items():
+        value = getattr(obj, name)
+        ref = _plugin_ref(ann)
+        if ref is not None and ref.inline:
+            out[name] = value.plugin
+            out.update(value.params)
+        elif isinstance(value, PluginCall):
+            out[name] = value.to_toml()
+        elif is_dataclass(value):
+            out[name] = _resolved(value)
+        elif isinstance(value, tuple) and value and isinstance(value[0], PluginCall):
+            out[name] = [c.to_toml() for c in value]
+        else:
+            out[name] = value
+    return plain(out, drop_none=True)
 
 
 # -- reading and merging --------------------------------------------------------
@@ -263,6 +248,19 @@ def builtin_recipes() -> dict[str, Path]:
     return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
+def locate_recipe(ref: str, base_dir: Path | None = None) -> Path:
+    """Where a recipe reference points, for the command line and ``extends`` alike.
+
+    ``ref`` is a path (relative to ``base_dir``, default the current
+    directory); when no such file exists and ``ref`` is a bare name of a
+    recipe shipped with cifarkit (``default`` or ``default.toml``), that one.
+    """
+    path = (base_dir / ref if base_dir is not None else Path(ref)).expanduser()
+    if path.exists() or "/" in ref or "\\" in ref:
+        return path
+    return builtin_recipes().get(ref.removesuffix(".toml"), path)
+
+
 def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = ()) -> dict:
     path = path.absolute()
     if path in seen:
@@ -278,9 +276,7 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
     if not isinstance(parent_ref, str) or not parent_ref:
         raise RecipeError(f"{path}: extends: expected a path to another recipe (string), "
                           f"got {parent_ref!r}")
-    parent_path = (path.parent / parent_ref).expanduser()
-    if not parent_path.exists() and parent_ref in builtin_recipes():
-        parent_path = builtin_recipes()[parent_ref]
+    parent_path = locate_recipe(parent_ref, path.parent)
     if not parent_path.exists():
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
     parent = _load_chain(parent_path, origins, seen + (path,))
@@ -374,38 +370,69 @@ class _Validator:
         where = f"{_key_str(key)}: " if key else ""
         return RecipeError(f"{self.origin(key).label}: {where}{message}")
 
-    def check_keys(self, table: dict, schema: dict | set, key: Key, extra: str = "") -> None:
+    def check_keys(self, table: dict, schema: Any, key: Key) -> None:
         for k in table:
             if k not in schema:
                 raise self.fail(key + (k,), f"unknown key{did_you_mean(k, schema)} "
-                                f"({allowed(schema)}{extra})")
+                                f"({allowed(schema)})")
 
-    def value(self, table: dict, name: str, schema: dict, key: Key) -> Any:
-        ann, default = schema[name]
-        if name not in table:
-            return default
-        if ann is dict:
-            if not isinstance(table[name], dict):
-                raise self.fail(key + (name,), f"expected a table, got {type(table[name]).__name__}")
-            return table[name]
-        if ann is list:
-            if not isinstance(table[name], list):
-                raise self.fail(key + (name,), f"expected an array of tables "
-                                f"([[{name}]]), got {type(table[name]).__name__}")
-            return table[name]
+    def table(self, cls: type, table: dict, key: Key, **given: Any) -> Any:
+        """Read one schema dataclass from its TOML table (``given``: non-key fields)."""
+        schema = _schema(cls)
+        inline = [n for n, (ann, _) in schema.items() if (_plugin_ref(ann) or PluginRef("")).inline]
+        if not inline:  # with an inline plugin, its parameters are the other keys
+            self.check_keys(table, schema, key)
+        values = dict(given)
+        for name, (ann, f) in schema.items():
+            if name in table:
+                raw = table[name]
+            elif f.default is not MISSING:
+                raw = f.default
+            elif f.default_factory is not MISSING:
+                raw = f.default_factory()
+            else:
+                ref = _plugin_ref(ann)
+                what = f"[{name}] table with plugin = \"...\" ({allowed(self.registry.names(ref.kind))})" \
+                    if ref else f"key {name!r}"
+                raise self.fail(key, f"missing {what}")
+            base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+            if name not in table and _plugin_ref(ann) is None and not is_dataclass(base):
+                values[name] = raw  # a plain default: already its declared type
+            elif name in inline:
+                raw = {name: raw, **{k: v for k, v in table.items() if k not in schema}}
+                values[name] = self.plugin_call(_plugin_ref(ann).kind, raw, key, name_key=name,
+                                                core=schema)
+            else:
+                values[name] = self.value(ann, raw, key + (name,))
+        return cls(**values)
+
+    def value(self, ann: Any, raw: Any, key: Key) -> Any:
+        ref = _plugin_ref(ann)
+        base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+        if ref is not None and typing.get_origin(base) is tuple:
+            if not isinstance(raw, (list, tuple)):
+                raise self.fail(key, f"expected an array of tables ([[{key[-1]}]]), "
+                                f"got {type(raw).__name__}")
+            return tuple(self.plugin_call(ref.kind, item, key + (i,)) for i, item in enumerate(raw))
+        if ref is not None:
+            return self.plugin_call(ref.kind, raw, key)
+        if is_dataclass(base):
+            if not isinstance(raw, dict):
+                raise self.fail(key, f"expected a table, got {type(raw).__name__}")
+            return self.table(base, raw, key)
         try:
-            return coerce(ann, table[name], self.origin(key + (name,)).base_dir)
+            out = coerce(ann, raw, self.origin(key).base_dir)
         except ParamTypeError as exc:
-            raise self.fail(key + (name,), str(exc)) from None
+            raise self.fail(key, str(exc)) from None
+        return tuple(dict.fromkeys(out)) if typing.get_origin(base) is tuple else out
 
-    def plugin_call(self, kind: str, table: Any, key: Key, core: dict | None = None,
+    def plugin_call(self, kind: str, table: Any, key: Key, core: Any = (),
                     name_key: str = "plugin") -> PluginCall:
         if isinstance(table, str):
             table = {name_key: table}
         if not isinstance(table, dict):
             raise self.fail(key, f"expected a table with {name_key} = \"<{kind} plugin>\", "
                             f"got {type(table).__name__}")
-        core = core or {}
         name = table.get(name_key)
         if name is None:
             raise self.fail(key, f"missing {name_key!r} ({allowed(self.registry.names(kind))})")
@@ -419,7 +446,7 @@ class _Validator:
         params: dict[str, Any] = {}
         declared = {p.name for p in info.params}
         for k, v in table.items():
-            if k == name_key or k in core:
+            if k == name_key:
                 continue
             spec = info.param(k)
             if spec is None:
@@ -436,10 +463,8 @@ class _Validator:
                     raise self.fail(key, f"{kind} plugin {name!r} needs parameter "
                                     f"{spec.name!r} ({spec.type_name})")
                 params[spec.name] = copy.deepcopy(spec.default)
-        return PluginCall(kind, name, params, _key_str(key))
-
-    def plugin_list(self, kind: str, items: list, key: Key) -> tuple[PluginCall, ...]:
-        return tuple(self.plugin_call(kind, item, key + (i,)) for i, item in enumerate(items))
+        labels = [self.origin(key + (k,)).label for k in (name_key, *table)]
+        return PluginCall(kind, name, params, _key_str(key), " + ".join(dict.fromkeys(labels)))
 
 
 def _check_monitors(v: _Validator, callbacks: tuple[PluginCall, ...], metrics: tuple[str, ...],
@@ -464,75 +489,24 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
              overrides: tuple[str, ...] = ()) -> Recipe:
     """Check a merged recipe document and build the typed :class:`Recipe`."""
     v = _Validator(path, origins, registry)
-    v.check_keys(doc, TOP_KEYS, ())
-    get = lambda name: v.value(doc, name, TOP_KEYS, ())  # noqa: E731
-    plugin_files = tuple(Path(p) for p in get("plugins"))
-    for i, rel in enumerate(plugin_files):
-        origin = v.origin(("plugins", i))
-        file = rel if rel.is_absolute() else origin.base_dir / rel
+    v.check_keys(doc, _schema(Recipe), ())
+    # Local plugin files first: the plugin tables below may name their plugins.
+    plugin_files = v.value(_schema(Recipe)["plugins"][0], doc.get("plugins", []), ("plugins",))
+    for i, file in enumerate(plugin_files):
         try:
             registry.load_file(file)
         except CifarkitError as exc:
             raise v.fail(("plugins", i), str(exc)) from None
-    plugin_files = tuple((p if p.is_absolute() else v.origin(("plugins", i)).base_dir / p).absolute()
-                         for i, p in enumerate(plugin_files))
-
-    data = get("data")
-    dataset = v.value(data, "dataset", DATA_KEYS, ("data",))
-    dataset_call = v.plugin_call("dataset", {**data, "dataset": dataset}, ("data",),
-                                 core=DATA_KEYS, name_key="dataset")
-    data_cfg = DataConfig(
-        dataset=dataset_call,
-        validation_split=v.value(data, "validation_split", DATA_KEYS, ("data",)),
-        batch_size=v.value(data, "batch_size", DATA_KEYS, ("data",)),
-        limit=v.value(data, "limit", DATA_KEYS, ("data",)),
-        shuffle=v.value(data, "shuffle", DATA_KEYS, ("data",)),
-    )
-    train = get("train")
-    v.check_keys(train, TRAIN_KEYS, ("train",))
-    tget = lambda name: v.value(train, name, TRAIN_KEYS, ("train",))  # noqa: E731
-    loss = tget("loss")
-    smoothing = tget("label_smoothing")
-    if smoothing and loss != "categorical_crossentropy":
+    recipe = v.table(Recipe, doc, (), path=path, overrides=overrides)
+    if recipe.train.label_smoothing and not recipe.train.one_hot:
         raise v.fail(("train", "label_smoothing"),
                      "label smoothing needs loss = 'categorical_crossentropy'")
-    train_cfg = TrainConfig(
-        epochs=tget("epochs"),
-        optimizer=v.plugin_call("optimizer", tget("optimizer"), ("train", "optimizer")),
-        learning_rate=tget("learning_rate"),
-        loss=loss,
-        label_smoothing=smoothing,
-        metrics=tuple(dict.fromkeys(tget("metrics"))),
-        steps_per_epoch=tget("steps_per_epoch"),
-        deterministic=tget("deterministic"),
-        mixed_precision=tget("mixed_precision"),
-        jit_compile=tget("jit_compile"),
-        learning_rate_scaling=tget("learning_rate_scaling"),
-        tta=tget("tta"),
-    )
-    if get("model") is None:
-        raise v.fail((), f"missing [model] table with plugin = \"...\" "
-                     f"({allowed(registry.names('model'))})")
-    callbacks = v.plugin_list("callback", get("callbacks"), ("callbacks",))
-    _check_monitors(v, callbacks, train_cfg.metrics, data_cfg.validation_split)
-    name = get("name") or path.stem
+    _check_monitors(v, recipe.callbacks, recipe.train.metrics, recipe.data.validation_split)
+    name = recipe.name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise v.fail(("name",), f"{name!r} is not usable as a run-directory name "
                      "(allowed: letters, digits, '.', '_', '-'; at most 100 characters)")
-    return Recipe(
-        path=path,
-        name=name,
-        description=get("description"),
-        seed=get("seed"),
-        plugins=plugin_files,
-        data=data_cfg,
-        augmentation=v.plugin_list("augmentation", get("augmentation"), ("augmentation",)),
-        model=v.plugin_call("model", get("model"), ("model",)),
-        strategy=v.plugin_call("strategy", get("strategy"), ("strategy",)),
-        train=train_cfg,
-        callbacks=callbacks,
-        overrides=overrides,
-    )
+    return dataclasses.replace(recipe, name=name)
 
 
 def _entries(n: int) -> str:

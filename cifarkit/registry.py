@@ -18,6 +18,7 @@ not stop the others. Nothing here imports TensorFlow or Keras.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -25,13 +26,16 @@ import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, allowed, did_you_mean
+from .errors import CifarkitError, PluginError, allowed, did_you_mean, first_line
 from .params import ParamSpec, params_from_signature, summary_line
+
+if TYPE_CHECKING:
+    from .recipe import PluginCall
 
 ENTRY_POINT_GROUP = "cifarkit"
 ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
@@ -54,8 +58,6 @@ class PluginInfo:
 
     @property
     def doc(self) -> str:
-        import inspect
-
         return inspect.cleandoc(self.factory.__doc__ or "")
 
     def param(self, name: str) -> ParamSpec | None:
@@ -97,8 +99,23 @@ def _short_error(exc: BaseException, path: Path | None = None) -> str:
             where = f" (line {frames[-1].lineno})"
         elif isinstance(exc, SyntaxError) and exc.lineno:
             where = f" (line {exc.lineno})"
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}{where}".rstrip(": ")
+    return first_line(exc) + where
+
+
+def _describe(obj: Any) -> str:
+    text = repr(obj)
+    return f"{type(obj).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
+    """pluggy's refusal as one line, naming the hook."""
+    known = [kind.hook for kind in hookspecs.KINDS.values()]
+    if unknown:
+        return f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} ({allowed(known)})"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
+    detail = "; ".join(lines[1:]) or (lines[0] if lines else "refused by pluggy")
+    return f"hook {hook.group(1) if hook else '?'} does not match its specification: {detail}"
 
 
 @dataclass
@@ -117,31 +134,26 @@ class Registry:
 
     # -- loading -----------------------------------------------------------
     def register(self, plugin: object, source: str, name: str | None = None) -> None:
-        """Register a plugin object (a module or any object with hookimpls)."""
+        """Register a plugin object (a module or any object with hookimpls).
+
+        A plugin that pluggy refuses (a hook of the wrong signature, or a hook
+        cifarkit does not define) is recorded in :attr:`broken` instead.
+        """
         name = name or f"{source}:{id(plugin)}"
         if self.pm.has_plugin(name):
             return
-        unknown = self._unknown_hooks(plugin)
-        if unknown:
-            self.broken.append(BrokenPlugin(source, unknown))
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = [hc.name for hc in self.pm.get_hookcallers(plugin) or ()
+                       if not hc.has_spec()]
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            self.broken.append(BrokenPlugin(source, _validation_message(exc, unknown)))
             return
-        self.pm.register(plugin, name=name)
         self._sources[name] = source
         self._plugins = None
-
-    def _unknown_hooks(self, plugin: object) -> str | None:
-        known = {hook for hook, _ in hookspecs.KINDS.values()}
-        for attr in dir(plugin):
-            if attr.startswith("__"):
-                continue
-            try:
-                value = getattr(plugin, attr)
-            except Exception:
-                continue
-            if callable(value) and hasattr(value, "cifarkit_impl") and attr not in known:
-                return (f"unknown hook {attr!r}{did_you_mean(attr, known)} "
-                        f"({allowed(known)})")
-        return None
 
     def load_entrypoints(self, only: str | None = None) -> None:
         """Load installed plugin distributions (the ``cifarkit`` entry points).
@@ -201,28 +213,33 @@ class Registry:
             return self._plugins
         plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in hookspecs.KINDS}
         self._conflicts = {}
-        for kind, (hookname, injected) in hookspecs.KINDS.items():
-            caller = getattr(self.pm.hook, hookname)
-            for impl in caller.get_hookimpls():  # registration order
+        for kind in hookspecs.KINDS.values():
+            for impl in getattr(self.pm.hook, kind.hook).get_hookimpls():  # registration order
                 source = self._sources.get(impl.plugin_name, impl.plugin_name)
 
-                def register(factory, name=None, *, _kind=kind, _source=source,
-                             _injected=injected):
+                def register(factory, name=None, *, _kind=kind, _source=source):
                     if not callable(factory):
                         raise TypeError(f"register() needs a callable, got {factory!r}")
                     name = name or factory.__name__
-                    params = tuple(params_from_signature(factory, _injected))
-                    info = PluginInfo(_kind, name, factory, _source, params)
-                    existing = plugins[_kind].get(name)
+                    params = tuple(params_from_signature(factory, _kind.injected))
+                    clash = sorted(_kind.reserved & {p.name for p in params})
+                    if clash:
+                        self.broken.append(BrokenPlugin(_source, (
+                            f"{_kind.name} plugin {name!r} declares parameter(s) "
+                            f"{', '.join(clash)}, reserved for the recipe's own keys "
+                            f"in its table; rename them")))
+                        return
+                    info = PluginInfo(_kind.name, name, factory, _source, params)
+                    existing = plugins[_kind.name].get(name)
                     if existing is not None and existing.factory is not factory:
-                        self._conflicts.setdefault((_kind, name), [existing]).append(info)
-                    plugins[_kind][name] = info
+                        self._conflicts.setdefault((_kind.name, name), [existing]).append(info)
+                    plugins[_kind.name][name] = info
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except Exception as exc:
                     self.broken.append(BrokenPlugin(
-                        source, f"{hookname}() failed: {_short_error(exc)}"))
+                        source, f"{kind.hook}() failed: {_short_error(exc)}"))
         self._plugins = plugins
         return plugins
 
@@ -255,6 +272,31 @@ class Registry:
                     f"{b.source}: {b.error}" for b in self.broken)
             raise PluginError(message)
         return info
+
+
+    def call(self, call: "PluginCall", **injected: Any) -> Any:
+        """Build the object a recipe asks for, checked against its kind's contract.
+
+        ``call`` is a validated :class:`cifarkit.recipe.PluginCall`; of
+        ``injected``, only the names the factory declares are passed. A
+        :class:`CifarkitError` raised by the factory, or a result that is not
+        what the kind must return, becomes one line naming the recipe key,
+        the plugin and its source; any other exception is a bug in the plugin
+        and keeps its traceback.
+        """
+        info = self.get(call.kind, call.plugin)
+        kind = hookspecs.KINDS[call.kind]
+        accepted = inspect.signature(info.factory).parameters
+        kwargs = {k: v for k, v in injected.items() if k in accepted}
+        where = f"{call.origin}: {call.key}" if call.origin else call.key
+        try:
+            result = info.factory(**call.params, **kwargs)
+        except CifarkitError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        if not kind.check(result):
+            raise PluginError(f"{where}: {call.kind} plugin {call.plugin!r} ({info.source}) "
+                              f"returned {_describe(result)}, not {kind.returns}")
+        return result
 
 
 def load_registry(plugin_files: tuple[str | os.PathLike, ...] = (),

@@ -1,11 +1,13 @@
-"""The console reporter: live progress in a terminal, plain lines elsewhere.
+"""Console presentation, in one place: the run reporter (live progress in a
+terminal, plain lines elsewhere), the evaluation tables and the plugin tables.
 
-It knows nothing about Keras: the runner feeds it events. Every line it
-prints is also appended to the run directory's ``run.log``.
+It knows nothing about Keras: the runner feeds it events. Every line the
+reporter prints is also appended to the run directory's ``run.log``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -162,3 +164,71 @@ class Reporter:
             table.add_row(what, value)
             self.write_log(f"{what}: {value}")
         self.console.print(table)
+
+
+def render_evaluation(console, result: dict[str, Any], class_names: list[str], title: str) -> None:
+    """Print accuracy, loss, per-class accuracy and the confusion matrix as rich tables."""
+    console.print(f"[bold]{title}[/]: accuracy {100 * result['accuracy']:.2f} %, "
+                  f"loss {result['loss']:.4f} on {result['examples']:,} examples", highlight=False)
+    per = Table(title="per-class accuracy", title_justify="left")
+    per.add_column("class")
+    per.add_column("accuracy", justify="right")
+    per.add_column("examples", justify="right")
+    for i, name in enumerate(class_names):
+        acc = result["per_class_accuracy"][name]
+        per.add_row(name, "-" if acc is None else f"{100 * acc:.1f} %",
+                    str(sum(result["confusion_matrix"][i])))
+    console.print(per)
+    if len(class_names) <= 20:
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        cm.add_column("")
+        for name in class_names:
+            cm.add_column(name[:6], justify="right")
+        for name, row in zip(class_names, result["confusion_matrix"]):
+            cm.add_row(name, *[str(v) for v in row])
+        console.print(cm)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "unset"
+    return json.dumps(value) if isinstance(value, (str, list, bool)) else str(value)
+
+
+def render_plugins(console, plugins, broken) -> None:
+    """``cifarkit list-plugins``: one table per kind, then the plugins that failed to load."""
+    from .hookspecs import KINDS
+
+    for kind in KINDS:
+        group = [p for p in plugins if p.kind == kind]
+        if not group:
+            continue
+        table = Table(title=f"{kind} plugins", title_justify="left", show_lines=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("source")
+        table.add_column("summary")
+        table.add_column("parameters (default)", overflow="fold")
+        for p in group:
+            params = ", ".join(
+                f"{s.name}" + ("" if s.required else f"={_show(s.default)}") for s in p.params)
+            table.add_row(p.name, p.source, p.summary, params or "-")
+        console.print(table)
+    for b in broken:
+        console.print(f"[bold red]broken[/] {b.source}: {b.error}", highlight=False)
+
+
+def render_plugin(console, p) -> None:
+    """``cifarkit list-plugins NAME``: one plugin in full."""
+    console.rule(f"{p.kind} {p.name}")
+    console.print(f"source: {p.source}", highlight=False)
+    console.print(p.doc or "(no docstring)", highlight=False, markup=False)
+    if not p.params:
+        console.print("parameters: none")
+        return
+    table = Table(show_header=True, title="parameters", title_justify="left")
+    for col in ("name", "type", "default", "description"):
+        table.add_column(col)
+    for s in p.params:
+        table.add_row(s.name, s.type_name, "(required)" if s.required else _show(s.default),
+                      s.description)
+    console.print(table)

@@ -91,46 +91,10 @@ def random_affine(rotation: Annotated[float, Range(0, 180)] = 15.0,
         fill_mode: how to fill pixels moved in from outside the image.
         interpolation: pixel interpolation.
     """
-    import math
+    from cifarkit_plugins._layers import RandomAffine
 
-    import keras
-    from keras import ops
-
-    class RandomAffine(keras.layers.Layer):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.seed_generator = keras.random.SeedGenerator(seed)
-
-        def call(self, images, training=True):
-            if not training:
-                return images
-            shape = ops.shape(images)
-            n = shape[0]
-            height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
-
-            def uniform(low, high):
-                return keras.random.uniform((n,), low, high, seed=self.seed_generator)
-
-            angle = uniform(-rotation, rotation) * (math.pi / 180)
-            dx = uniform(-width_shift, width_shift) * width
-            dy = uniform(-height_shift, height_shift) * height
-            mirror = (ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if horizontal_flip
-                      else ops.ones((n,)))
-            cos, sin = ops.cos(angle), ops.sin(angle)
-            cx, cy = (width - 1) / 2, (height - 1) / 2
-            # output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2)
-            a0, a1, b0, b1 = cos * mirror, -sin, sin * mirror, cos
-            a2 = cx - a0 * cx - a1 * cy - dx
-            b2 = cy - b0 * cx - b1 * cy - dy
-            zeros = ops.zeros_like(a0)
-            transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-            return ops.image.affine_transform(images, transform, interpolation=interpolation,
-                                              fill_mode=fill_mode)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-    return RandomAffine(name="random_affine")
+    return RandomAffine(rotation, width_shift, height_shift, horizontal_flip, fill_mode,
+                        interpolation, seed, name="random_affine")
 
 
 @cifarkit.hookimpl

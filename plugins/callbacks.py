@@ -62,21 +62,16 @@ def model_checkpoint(run_dir: Path,
         save_weights_only: save weights only.
         mode: "min", "max", or "auto".
     """
-    import keras
-
     suffix = ".weights.h5" if save_weights_only else ".keras"
     if not filename.endswith(suffix):
         raise PluginError(f"model_checkpoint: filename {filename!r} must end in {suffix!r}"
                           + (" (save_weights_only = true)" if save_weights_only else ""))
     path = _inside(run_dir, filename, "model_checkpoint: filename")
 
-    class _Checkpoint(keras.callbacks.ModelCheckpoint):
-        def on_train_begin(self, logs=None):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            super().on_train_begin(logs)
+    from cifarkit_plugins._callbacks import DirCreatingCheckpoint
 
-    return _Checkpoint(str(path), monitor=monitor, save_best_only=save_best_only,
-                       save_weights_only=save_weights_only, mode=mode)
+    return DirCreatingCheckpoint(str(path), monitor=monitor, save_best_only=save_best_only,
+                                 save_weights_only=save_weights_only, mode=mode)
 
 
 def csv_logger(run_dir: Path, filename: str = "training_log.csv", separator: str = ",",
@@ -161,29 +156,9 @@ def warmup_decay(learning_rate: float,
         peak_at: fraction of training (0-1) at which the full learning rate is reached.
         end: multiplier of the learning rate at the last step.
     """
-    import keras
+    from cifarkit_plugins._callbacks import WarmupDecay
 
-    class WarmupDecay(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            steps, epochs = self.params.get("steps"), self.params.get("epochs")
-            if not steps or not epochs:
-                raise PluginError("warmup_decay: the number of steps per epoch is unknown; "
-                                  "set train.steps_per_epoch")
-            self.model.optimizer.learning_rate = learning_rate * multiplier(
-                (self.epoch * steps + batch) / max(1, epochs * steps - 1))
-
-    def multiplier(progress: float) -> float:
-        progress = min(max(progress, 0.0), 1.0)
-        if progress < peak_at:
-            return start + (1.0 - start) * progress / peak_at
-        if peak_at >= 1.0:
-            return 1.0
-        return 1.0 + (end - 1.0) * (progress - peak_at) / (1.0 - peak_at)
-
-    return WarmupDecay()
+    return WarmupDecay(learning_rate, start, peak_at, end)
 
 
 def lookahead(start_epoch: Annotated[int, Range(0)] = 3,
@@ -206,36 +181,9 @@ def lookahead(start_epoch: Annotated[int, Range(0)] = 3,
         decay: per-step decay of the average.
         decay_power: how sharply the averaging strengthens towards the end.
     """
-    import keras
-    import numpy as np
+    from cifarkit_plugins._callbacks import Lookahead
 
-    class Lookahead(keras.callbacks.Callback):
-        average = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch < start_epoch or (batch + 1) % every:
-                return
-            steps, epochs = self.params.get("steps") or 1, self.params.get("epochs") or 1
-            progress = (self.epoch * steps + batch + 1) / (epochs * steps)
-            self._update(decay ** every * progress ** decay_power)
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.average is not None:
-                self.model.set_weights(self.average)
-
-        def _update(self, rho: float) -> None:
-            current = self.model.get_weights()
-            if self.average is None:
-                self.average = current
-                return
-            self.average = [rho * a + (1.0 - rho) * w if np.issubdtype(w.dtype, np.floating) else w
-                            for a, w in zip(self.average, current)]
-            self.model.set_weights(self.average)
-
-    return Lookahead()
+    return Lookahead(start_epoch, every, decay, decay_power)
 
 
 @cifarkit.hookimpl

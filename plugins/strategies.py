@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import cifarkit
 from cifarkit import Range, StrategyError
+from cifarkit.errors import first_line
 
 
 def _canonical(device: str) -> str:
@@ -113,7 +114,7 @@ def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = N
             tf.tpu.experimental.initialize_tpu_system(resolver)
             outcome["resolver"] = resolver
         except Exception as exc:  # resolver, network and initialisation errors
-            outcome["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            outcome["error"] = first_line(exc)
 
     worker = threading.Thread(target=connect, daemon=True)
     worker.start()
@@ -179,7 +180,7 @@ def multi_worker_mirrored(workers: list[str] | None = None,
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
                                                          communication_options=options)
     except (RuntimeError, ValueError) as exc:
-        raise StrategyError(f"multi_worker_mirrored: {str(exc).splitlines()[0]}") from None
+        raise StrategyError(f"multi_worker_mirrored: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 @cifarkit.hookimpl

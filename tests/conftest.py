@@ -1,6 +1,10 @@
+import contextlib
+import csv
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,65 @@ def cifarkit(*args: str, cwd: Path | None = None, env: dict | None = None,
     full_env.pop("FORCE_COLOR", None)
     return subprocess.run([sys.executable, "-m", "cifarkit", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# -- long runs in a subprocess: start, interrupt, read back -------------------
+
+SLOW_EPOCHS = """\
+[strategy]
+plugin = "one_device"
+[train]
+epochs = {epochs}
+steps_per_epoch = {steps}
+[[callbacks]]
+plugin = "early_stopping"
+patience = 10
+restore_best_weights = true
+[[callbacks]]
+plugin = "reduce_lr_on_plateau"
+patience = 0
+factor = 0.5
+min_delta = 100.0
+"""
+
+
+def write_slow_recipe(tmp_path, data, name="r", epochs=4, steps=150):
+    return write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 16,
+                             SLOW_EPOCHS.format(epochs=epochs, steps=steps))
+
+
+def start(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.Popen([sys.executable, "-m", "cifarkit", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def running(*args):
+    """A ``cifarkit`` process that is always killed and reaped, even when the test fails."""
+    proc = start(*args)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_rows(runs: Path, n: int, proc, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for f in runs.glob("*/metrics.csv"):
+            if len(f.read_text().splitlines()) - 1 >= n:
+                return f.parent
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    pytest.fail("timed out waiting for epochs")
+
+
+def metrics(run_dir):
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())

@@ -87,7 +87,9 @@ def test_missing_data_path_fails_before_anything_is_written(tmp_path):
     result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={tmp_path / 'nowhere'}",
                       "--output", str(out))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"cifarkit: error: {DEFAULT_RECIPE}: data: "
+    # The error names both places that chose the dataset's parameters: the file and the --set.
+    assert result.stderr.strip() == (f"cifarkit: error: {DEFAULT_RECIPE} + --set data.path="
+                                     f"{tmp_path / 'nowhere'}: data: "
                                      f"{tmp_path / 'nowhere'}: data path not found (data.path)")
     assert not out.exists()
 
@@ -165,10 +167,14 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
 
 
 def test_builtin_recipe_by_name_resolves(tmp_path):
-    from cifarkit.cli import resolve_recipe_path
+    from cifarkit.recipe import locate_recipe
 
-    assert resolve_recipe_path("default").read_text() == (ROOT / "recipes" / "default.toml").read_text()
-    assert str(resolve_recipe_path("nonexistent")) == "nonexistent"
+    shipped = (ROOT / "recipes" / "default.toml").read_text()
+    assert locate_recipe("default").read_text() == shipped
+    assert locate_recipe("default.toml", tmp_path).read_text() == shipped  # as extends reads it
+    assert str(locate_recipe("nonexistent")) == "nonexistent"
+    (tmp_path / "default.toml").write_text("# mine\n")  # a local file wins over the shipped one
+    assert locate_recipe("default.toml", tmp_path) == tmp_path / "default.toml"
 
 
 def test_no_local_copy_and_no_network_says_to_pass_data_path(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from cifarkit.evaluation import predict_tta
 from cifarkit.recipe import load_recipe
-from cifarkit.runner import load_data
+from cifarkit.build import load_data
 from conftest import ROOT, cifarkit
 
 keras = pytest.importorskip("keras")
@@ -253,7 +253,16 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test_tta"] == "flip_translate"
-    assert 0 <= summary["test_accuracy_without_tta"] <= 1
+    # without TTA: the plain predictions of the saved model on the 40 test images
+    code = ("import keras, sys, numpy as np; from cifarkit.data import read_cifar10; "
+            "d = read_cifar10(__import__('pathlib').Path(sys.argv[2])); "
+            "m = keras.models.load_model(sys.argv[1], compile=False); "
+            "p = m.predict(d.x_test.astype('float32'), verbose=0); "
+            "print(repr(float((p.argmax(1) == d.y_test).mean())))")
+    plain = subprocess.run([sys.executable, "-c", code, str(run_dir / "model.keras"), str(cifar10_dir)],
+                           capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert float(plain.stdout.split()[-1]) == summary["test_accuracy_without_tta"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     # the rate each epoch's first step used: 7 steps x 3 epochs, peak at 23 % of 20 steps
     lrs = [float(r["learning_rate"]) for r in rows]

@@ -7,7 +7,6 @@ import pytest
 
 from cifarkit.errors import PluginError, StrategyError
 from cifarkit.recipe import PluginCall
-from cifarkit.runner import call_plugin
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -20,7 +19,7 @@ def build(registry, kind, name, **params):
     full.update(params)
     injected = {"input_shape": (32, 32, 3), "num_classes": 10, "seed": 1,
                 "run_dir": Path("/tmp/run"), "learning_rate": 0.01}
-    return call_plugin(registry, PluginCall(kind, name, full, kind), **injected)
+    return registry.call(PluginCall(kind, name, full, kind), **injected)
 
 
 def test_seed_cnn_matches_the_seed_script(registry):

@@ -74,7 +74,9 @@ def test_two_workers_on_loopback(tmp_path, cifar10_dir):
         plugin = "model_checkpoint"
         """))
     out = tmp_path / "runs"
-    env = {**os.environ, "COLUMNS": "120"}
+    worker_tmp = tmp_path / "tmp"  # the non-chief's temporary run directory goes here
+    worker_tmp.mkdir()
+    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(worker_tmp)}
     procs = [subprocess.Popen([sys.executable, "-m", "cifarkit", "run", str(r), "--output", str(out),
                                "--set", f"strategy.task_index={i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -100,7 +102,7 @@ def test_two_workers_on_loopback(tmp_path, cifar10_dir):
     assert float(fields["weights_checksum"]) == pytest.approx(s["weights_checksum"], rel=1e-6)
     assert float(fields["test_accuracy"]) == pytest.approx(s["test_accuracy"], abs=1e-6)
     assert float(fields["test_loss"]) == pytest.approx(s["test_loss"], rel=1e-5)
-    assert not [p for p in os.listdir("/tmp") if p.startswith("cifarkit-worker1-")]
+    assert not [p for p in worker_tmp.iterdir() if p.name.startswith("cifarkit-worker")]
 
 
 def test_tpu_without_a_tpu_fails_fast(tmp_path, cifar10_dir):

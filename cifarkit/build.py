@@ -1,0 +1,169 @@
+"""Everything a run is made of, built from a validated recipe.
+
+Data, strategy, model, optimizer, loss, augmentation, input pipeline and
+callbacks. All of it can still fail on user input, so it is built before the
+run directory exists: a failed start leaves nothing behind. The benchmark
+(``benchmarks/run.py``) builds its models with the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import Prepared, prepare
+from .errors import DataError, OutputError, PluginError, RecipeError
+from .recipe import Recipe
+from .registry import Registry
+
+
+def load_data(recipe: Recipe, registry: Registry) -> Prepared:
+    """The recipe's dataset, limited and split (NumPy only: no framework starts)."""
+    splits = registry.call(recipe.data.dataset)
+    splits.check(f"dataset {recipe.data.dataset.plugin!r}")
+    try:
+        return prepare(splits, recipe.data.validation_split, recipe.data.limit, recipe.seed)
+    except DataError as exc:
+        raise DataError(f"{recipe.data.dataset.origin}: data.validation_split: {exc}") from None
+
+
+@dataclass
+class Built:
+    """A run's parts, ready to train."""
+
+    strategy: Any
+    model: Any
+    loss: Any
+    augment: list
+    train_ds: Any
+    val_ds: Any
+    steps: int  # training steps per epoch
+    replicas: int
+    learning_rate: float  # after train.learning_rate_scaling
+    multi_worker: bool
+    chief: bool
+    task_index: int
+    workers: int
+
+    @property
+    def split_batches(self) -> bool:
+        """Several replicas: full training batches only, predictions outside the replicas."""
+        return self.replicas > 1
+
+
+def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path | None = None,
+          resume: Path | None = None) -> Built:
+    """Start the framework and build the strategy, model (restored from ``checkpoint``
+    if given), optimizer, augmentation and datasets."""
+    from .distributed import is_multi_worker, worker_role
+    from .framework import import_framework
+
+    tf, keras = import_framework()
+    if recipe.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(recipe.seed)
+    strategy = registry.call(recipe.strategy)
+    multi = is_multi_worker(strategy)
+    chief, task_index, workers = worker_role(strategy) if multi else (True, 0, 1)
+    if multi and resume is not None:
+        raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; start the run again")
+    replicas = int(strategy.num_replicas_in_sync)
+    learning_rate = recipe.train.learning_rate * (
+        replicas if recipe.train.learning_rate_scaling == "linear" else 1)
+    num_classes = len(data.class_names)
+    with strategy.scope():
+        model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train)
+        loss = compile_model(model, recipe, registry, learning_rate)
+        if checkpoint is not None:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(checkpoint / "weights.weights.h5")
+        check_model(model, recipe, data.input_shape, num_classes)
+    augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
+    batch = recipe.data.batch_size
+    split_batches = replicas > 1
+    if split_batches and batch % replicas:
+        raise RecipeError(f"{recipe.path}: data.batch_size: {batch} does not split evenly over "
+                          f"{replicas} replicas; use a multiple of {replicas}")
+    if split_batches and len(data.x_train) < batch:
+        raise DataError(f"{recipe.path}: data.batch_size: {batch} is larger than the "
+                        f"{len(data.x_train)} training examples; with {replicas} replicas "
+                        "every batch must be full")
+    steps = recipe.train.steps_per_epoch or (len(data.x_train) // batch if split_batches
+                                             else math.ceil(len(data.x_train) / batch))
+    from .pipeline import make_datasets
+
+    train_ds, val_ds, _ = make_datasets(
+        data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
+        shuffle=recipe.data.shuffle, repeat=multi or recipe.train.steps_per_epoch is not None,
+        drop_remainder=split_batches)
+    return Built(strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
+                 multi, chief, task_index, workers)
+
+
+def build_model(registry: Registry, recipe: Recipe, input_shape: tuple, num_classes: int,
+                x_train: np.ndarray):
+    """The recipe's model, built under its dtype policy from (up to 5,000 of) ``x_train``
+    as ``sample_images``: a built keras.Model with float32 output."""
+    import keras
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(recipe.train.mixed_precision)
+    try:
+        model = registry.call(recipe.model, input_shape=input_shape, num_classes=num_classes,
+                              sample_images=x_train[:5000])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if not model.built:  # e.g. a Sequential without keras.Input: build it on one image
+        model(np.zeros((1, *input_shape), np.float32), training=False)
+    return _float32_output(model, keras)
+
+
+def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: float):
+    """Compile with the recipe's optimizer, loss and metrics; return the loss object."""
+    import keras
+
+    from .evaluation import make_loss
+
+    optimizer = registry.call(recipe.train.optimizer, learning_rate=learning_rate)
+    loss = make_loss(recipe.train.loss, recipe.train.label_smoothing)
+    metrics: list[Any] = []
+    for name in recipe.train.metrics:
+        if name == "accuracy":
+            metrics.append("accuracy")
+        elif name == "top_5_accuracy":
+            cls = (keras.metrics.TopKCategoricalAccuracy if recipe.train.one_hot
+                   else keras.metrics.SparseTopKCategoricalAccuracy)
+            metrics.append(cls(k=5, name="top_5_accuracy"))
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                  jit_compile=recipe.train.jit_compile)
+    return loss
+
+
+def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_rate: float) -> list:
+    """The recipe's ``[[callbacks]]``, writing into ``run_dir``."""
+    return [registry.call(c, run_dir=run_dir, learning_rate=learning_rate) for c in recipe.callbacks]
+
+
+def check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int) -> None:
+    """The model contract, checked on one blank image: width and probabilities."""
+    probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False), np.float32)
+    where = f"{recipe.model.origin}: {recipe.model.key}: model {recipe.model.plugin!r}"
+    if probe.ndim != 2 or probe.shape[-1] != num_classes:
+        raise PluginError(f"{where} outputs shape {probe.shape[1:]}, but the dataset has "
+                          f"{num_classes} classes (expected ({num_classes},))")
+    if probe.min() < -1e-6 or abs(float(probe.sum()) - 1.0) > 1e-2:
+        raise PluginError(f"{where} must output class probabilities (end in a softmax); "
+                          f"its outputs sum to {float(probe.sum()):.3g}")
+
+
+def _float32_output(model, keras):
+    """Keep the model's output in float32 under mixed precision, as Keras recommends."""
+    output = model.outputs[0] if getattr(model, "outputs", None) else None
+    if output is None or keras.backend.standardize_dtype(output.dtype) == "float32":
+        return model
+    cast = keras.layers.Activation("linear", dtype="float32", name="float32_output")(output)
+    return keras.Model(model.inputs, cast, name=model.name)

@@ -1,0 +1,190 @@
+"""Training: signals, cifarkit's own callbacks, and ``fit`` (or the multi-worker loop).
+
+Imported by the runner once the framework has started (it subclasses
+``keras.callbacks.Callback``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+
+from . import artifacts, checkpoint
+from .build import Built
+from .data import Prepared
+from .distributed import custom_fit
+from .distributed import predict as predict_locally
+from .evaluation import score
+from .recipe import Recipe
+from .reporter import Reporter
+
+
+class Interrupted(Exception):
+    """Raised inside ``fit`` after the step that was running when SIGINT arrived."""
+
+
+class Signals:
+    """First SIGINT/SIGTERM: stop after the current step. Second: ``on_second()``, exit at once."""
+
+    def __init__(self, on_second: Callable[[], None]):
+        self.requested = False
+        self.on_second = on_second
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.on_second()
+            os._exit(130)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _learning_rate(model) -> float | None:
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except Exception:
+        return None
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """cifarkit's own callback: timing, per-epoch files and checkpoint, reporter, Ctrl-C.
+
+    Args:
+        reporter: the console reporter.
+        run_dir: the run directory.
+        images_per_epoch: training images one epoch sees (for images/s).
+        rows: the metrics history; one row is appended per epoch.
+        plugin_callbacks: the recipe's callbacks (their state is checkpointed).
+        signals: the run's signal handler.
+        restore: ``(checkpoint folder, state)`` when resuming, else ``None``.
+        stop_at_step: stop after the current step when a signal arrived
+            (else the training loop checks at the epoch's end).
+    """
+
+    def __init__(self, reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
+                 plugin_callbacks: list, signals: Signals, restore: tuple | None,
+                 stop_at_step: bool = True):
+        super().__init__()
+        self.reporter, self.run_dir, self.rows = reporter, run_dir, rows
+        self.images_per_epoch = images_per_epoch
+        self.plugin_callbacks, self.signals = plugin_callbacks, signals
+        self.restore, self.stop_at_step = restore, stop_at_step
+
+    def on_train_begin(self, logs=None):
+        if self.restore is not None:  # after the other callbacks have reset themselves
+            checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = self.t_last = time.perf_counter()
+        self.lr = _learning_rate(self.model)
+        self.reporter.epoch_begin(epoch + 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.t_last = time.perf_counter()
+        if batch == 0:  # the rate the epoch's first step used (a schedule may set it per step)
+            self.lr = _learning_rate(self.model)
+        self.reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+        if self.signals.requested and self.stop_at_step:
+            raise Interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_time = max(self.t_last - self.t0, 1e-9)
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        row["learning_rate"] = self.lr
+        row.update(epoch_time_s=now - self.t0, train_time_s=train_time,
+                   images_per_s=self.images_per_epoch / train_time)
+        self.rows.append(row)
+        checkpoint.save(self.run_dir, self.model, self.rows, self.plugin_callbacks,
+                        self.model.stop_training)
+        artifacts.write_epoch_files(self.run_dir, self.rows)
+        self.reporter.epoch_end(row)
+
+
+class Validation(keras.callbacks.Callback):
+    """Validation metrics computed on the whole split outside the replicas.
+
+    Put first in the callback list: it adds ``val_*`` entries to the epoch's
+    logs, which every later callback (early stopping, the monitor) then sees,
+    as with ``fit``'s own validation.
+    """
+
+    def __init__(self, data: Prepared, loss, one_hot: bool, metrics: tuple[str, ...], batch: int):
+        super().__init__()
+        self.data, self.loss, self.one_hot = data, loss, one_hot
+        self.metrics, self.batch = metrics, batch
+
+    def on_epoch_end(self, epoch, logs=None):
+        d = self.data
+        probs = predict_locally(self.model, d.x_val.astype("float32"), self.batch)
+        result = score(probs, d.y_val, d.class_names, self.loss, self.one_hot, self.metrics)
+        if logs is not None:
+            logs.update({f"val_{k}": result[k] for k in ("loss", "accuracy", "top_5_accuracy")
+                         if k in result})
+
+
+def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_epoch: int,
+        last_epoch: int, signals: Signals) -> None:
+    """Train epochs ``initial_epoch + 1 .. last_epoch`` with ``fit`` or the multi-worker loop.
+
+    With several replicas, validation runs outside them (see :class:`Validation`).
+    Raises :class:`Interrupted` when a signal stopped training.
+    """
+    val_ds = built.val_ds
+    if built.split_batches and data.x_val is not None:
+        callbacks = [Validation(data, built.loss, recipe.train.one_hot, recipe.train.metrics,
+                                recipe.data.batch_size), *callbacks]
+        val_ds = None
+    if built.multi_worker:
+        custom_fit(built.model, built.strategy, built.train_ds, steps=built.steps,
+                   epochs=last_epoch, initial_epoch=initial_epoch,
+                   global_batch=recipe.data.batch_size, loss=recipe.train.loss,
+                   label_smoothing=recipe.train.label_smoothing, metrics=recipe.train.metrics,
+                   callbacks=callbacks, jit_compile=recipe.train.jit_compile is True,
+                   stop_requested=lambda: signals.requested)
+        if signals.requested:
+            raise Interrupted()
+        return
+    built.model.fit(built.train_ds, validation_data=val_ds, epochs=last_epoch,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=built.steps if built.split_batches else recipe.train.steps_per_epoch,
+                    callbacks=callbacks, shuffle=False, verbose=0)
+
+
+def best_epoch(rows: list[dict[str, Any]], callbacks: list) -> tuple[str, int | None, float | None]:
+    """The best epoch by the early-stopping monitor (else val_loss, else loss)."""
+    monitor, mode = None, "min"
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.EarlyStopping):
+            monitor, mode = cb.monitor, cb.mode
+            break
+    if monitor is None or not any(r.get(monitor) is not None for r in rows):
+        monitor = "val_loss" if any("val_loss" in r for r in rows) else "loss"
+        mode = "min"
+    if mode == "auto":
+        higher = ("acc", "auc", "precision", "recall")
+        mode = "max" if any(h in monitor for h in higher) else "min"
+    scored = [(r[monitor], r["epoch"]) for r in rows
+              if r.get(monitor) is not None and not math.isnan(r[monitor])]
+    if not scored:
+        return monitor, None, None
+    sign = -1 if mode == "max" else 1
+    value, epoch = min(scored, key=lambda t: (sign * t[0], t[1]))  # earliest best
+    return monitor, epoch, value

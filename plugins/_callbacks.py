@@ -1,0 +1,99 @@
+"""Keras callbacks behind the built-in callback plugins.
+
+Imported only when a recipe asks for them (this module imports Keras at its
+top level; ``plugins/callbacks.py`` must not).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifarkit import PluginError
+
+
+class DirCreatingCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``keras.callbacks.ModelCheckpoint`` that creates its file's folder when training starts."""
+
+    def on_train_begin(self, logs=None):
+        Path(self.filepath).parent.mkdir(parents=True, exist_ok=True)
+        super().on_train_begin(logs)
+
+
+class WarmupDecay(keras.callbacks.Callback):
+    """Piecewise-linear learning rate over all training steps, set before every step.
+
+    Args:
+        learning_rate: the peak learning rate.
+        start: multiplier of the learning rate at the first step.
+        peak_at: fraction of training (0-1) at which the peak is reached.
+        end: multiplier of the learning rate at the last step.
+    """
+
+    def __init__(self, learning_rate: float, start: float, peak_at: float, end: float):
+        super().__init__()
+        self.learning_rate, self.start, self.peak_at, self.end = learning_rate, start, peak_at, end
+        self.epoch = 0
+
+    def multiplier(self, progress: float) -> float:
+        """The learning-rate multiplier at ``progress`` (0: first step, 1: last step)."""
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.peak_at:
+            return self.start + (1.0 - self.start) * progress / self.peak_at
+        if self.peak_at >= 1.0:
+            return 1.0
+        return 1.0 + (self.end - 1.0) * (progress - self.peak_at) / (1.0 - self.peak_at)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        if not steps or not epochs:
+            raise PluginError("warmup_decay: the number of steps per epoch is unknown; "
+                              "set train.steps_per_epoch")
+        self.model.optimizer.learning_rate = self.learning_rate * self.multiplier(
+            (self.epoch * steps + batch) / max(1, epochs * steps - 1))
+
+
+class Lookahead(keras.callbacks.Callback):
+    """Exponential moving average of all weights, copied back into the model.
+
+    Args:
+        start_epoch: first epoch (0-based) that averages.
+        every: steps between updates.
+        decay: per-step decay of the average.
+        decay_power: how sharply the averaging strengthens towards the end.
+    """
+
+    def __init__(self, start_epoch: int, every: int, decay: float, decay_power: float):
+        super().__init__()
+        self.start_epoch, self.every, self.decay, self.decay_power = (
+            start_epoch, every, decay, decay_power)
+        self.average = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch < self.start_epoch or (batch + 1) % self.every:
+            return
+        steps, epochs = self.params.get("steps") or 1, self.params.get("epochs") or 1
+        progress = (self.epoch * steps + batch + 1) / (epochs * steps)
+        self._update(self.decay ** self.every * progress ** self.decay_power)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.average is not None:
+            self.model.set_weights(self.average)
+
+    def _update(self, rho: float) -> None:
+        current = self.model.get_weights()
+        if self.average is None:
+            self.average = current
+            return
+        self.average = [rho * a + (1.0 - rho) * w if np.issubdtype(w.dtype, np.floating) else w
+                        for a, w in zip(self.average, current)]
+        self.model.set_weights(self.average)

@@ -1,0 +1,96 @@
+"""Using a finished run: evaluate, predict; image folders end to end and their errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DEFAULT_RECIPE, cifarkit, summary, write_slow_recipe
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    done = cifarkit("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=150)),
+                    "--output", str(runs))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run_dir,) = runs.iterdir()
+    s = summary(run_dir)
+    assert (run_dir / "confusion_matrix.png").is_file()
+    assert s["test_accuracy"] > 0.3  # the synthetic classes are learnable
+
+    ev = cifarkit("evaluate", str(run_dir), "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    result = json.loads(ev.stdout)
+    assert result["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-9)
+    assert result["loss"] == pytest.approx(s["test_loss"], rel=1e-5)
+    assert result["per_class_accuracy"] == pytest.approx(s["per_class_accuracy"])
+    assert np.array(result["confusion_matrix"]).sum() == s["test_examples"]
+    assert (run_dir / "evaluation" / "confusion_matrix.png").is_file()
+    table = cifarkit("evaluate", str(run_dir))
+    assert "per-class accuracy" in table.stdout and "confusion matrix" in table.stdout
+
+    images = []
+    for name, size, colour in [("a.png", (64, 48), (250, 10, 10)), ("b.jpg", (20, 20), (10, 10, 250))]:
+        Image.fromarray(np.full((size[1], size[0], 3), colour, np.uint8)).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    pr = cifarkit("predict", str(run_dir), *images, "--top", "3", "--json")
+    assert pr.returncode == 0, pr.stderr[-2000:]
+    preds = json.loads(pr.stdout)
+    assert [p["image"] for p in preds] == images
+    for p in preds:
+        assert len(p["predictions"]) == 3
+        assert all(q["class"] in s["class_names"] for q in p["predictions"])
+        probs = [q["probability"] for q in p["predictions"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    plain = cifarkit("predict", str(run_dir), images[0])
+    assert plain.stdout.startswith(images[0] + ": ")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = cifarkit("predict", str(run_dir), str(tmp_path / "bad.png"))
+    assert bad.returncode == 2 and "unreadable image" in bad.stderr and "Traceback" not in bad.stderr
+
+def make_image_folder(root: Path, classes=("cats", "dogs", "fish"), per_class=8):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", per_class // 2)):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                size = (24 + 8 * (i % 3), 40 - 4 * (i % 2))  # any size
+                pixels = np.clip(rng.normal(80 * c + 40, 20, (size[1], size[0], 3)), 0, 255)
+                ext = ".jpg" if i % 2 else ".png"
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}{ext}")
+    return root
+
+@pytest.mark.slow
+def test_image_folder_trains_and_evaluates(tmp_path):
+    folder = make_image_folder(tmp_path / "pets")
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
+                      "--set", f"data.path={folder}", "--set", "train.epochs=1",
+                      "--set", "data.batch_size=8", "--set", "model.filters=[4, 8]",
+                      "--set", "model.dropout=[0.1, 0.1]", "--output", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["class_names"] == ["cats", "dogs", "fish"] and s["test_examples"] == 12
+    ev = cifarkit("evaluate", str(run_dir), "--json")
+    assert json.loads(ev.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda root: (root / "train" / "dogs" / "3.jpg").write_bytes(b"\xff\xd8broken"), "3.jpg: unreadable image"),
+    (lambda root: [p.unlink() for p in (root / "train" / "fish").iterdir()], "fish: empty class folder"),
+    (lambda root: (root / "test" / "birds").mkdir() or
+     Image.new("RGB", (8, 8)).save(root / "test" / "birds" / "x.png"), "birds are not in"),
+    (lambda root: __import__("shutil").rmtree(root / "test"), "test: missing"),
+])
+def test_broken_image_folders_are_one_line_errors(tmp_path, damage, fragment):
+    folder = make_image_folder(tmp_path / "pets", per_class=4)
+    damage(folder)
+    out = tmp_path / "runs"
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
+                      "--set", f"data.path={folder}", "--output", str(out))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert not out.exists()

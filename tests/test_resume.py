@@ -1,0 +1,131 @@
+"""Runs people can leave alone: kill -9 and --resume, Ctrl-C, callback state,
+determinism, a crash recorded in the run directory."""
+
+import signal
+
+import numpy as np
+import pytest
+
+from cifarkit import checkpoint
+from conftest import cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
+
+
+@pytest.mark.slow
+def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir)), "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 2, proc)
+        proc.send_signal(signal.SIGKILL)
+    assert len(metrics(run_dir)) == 2 and summary(run_dir)["status"] == "running"
+    result = cifarkit("run", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming: after epoch 2 of 4" in result.stdout
+    rows = metrics(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    # reduce_lr_on_plateau's state survived: it halves the rate after every epoch but the first
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["resumed"] is True and s["resumed_from_epoch"] == 2
+    assert s["epochs_run"] == 4 and (run_dir / "model.keras").is_file()
+    assert not (run_dir / "checkpoint").exists()
+    again = cifarkit("run", "--resume", str(run_dir))
+    assert again.returncode == 2 and "already completed" in again.stderr
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3)), "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"cifarkit run --resume {run_dir}" in out
+    s = summary(run_dir)
+    assert s["status"] == "interrupted" and s["resume_command"] == f"cifarkit run --resume {run_dir}"
+    assert (run_dir / "model.keras").is_file() and len(metrics(run_dir)) == 1
+    result = cifarkit("run", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["epoch"] for r in metrics(run_dir)] == ["1", "2", "3"]
+    assert summary(run_dir)["status"] == "completed"
+
+@pytest.mark.slow
+def test_second_ctrl_c_exits_at_once(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=400)),
+                 "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert summary(run_dir)["status"] == "interrupted"
+
+def test_checkpoint_restores_callback_state(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.optimizer.build(model.trainable_variables)
+    es = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    es.wait, es.best, es.best_epoch, es.best_weights = 2, 0.5, 3, [np.ones((3, 2)), np.zeros(2)]
+    lr = keras.callbacks.ReduceLROnPlateau()
+    lr.wait, lr.best, lr.cooldown_counter = 1, 0.25, 4
+
+    class Custom(keras.callbacks.Callback):
+        state = {"seen": 7}
+
+        def get_state(self):
+            return self.state
+
+        def set_state(self, state):
+            self.state = state
+
+    checkpoint.save(tmp_path, model, [{"epoch": 1}], [es, lr, Custom()], stop_training=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    folder = checkpoint.find(tmp_path)
+    state = checkpoint.load_state(folder)
+    fresh = [keras.callbacks.EarlyStopping(restore_best_weights=True),
+             keras.callbacks.ReduceLROnPlateau(), Custom()]
+    fresh[2].state = None
+    checkpoint.restore_callbacks(folder, state, fresh)
+    assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch) == (2, 0.5, 3)
+    np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((3, 2)))
+    assert (fresh[1].wait, fresh[1].best, fresh[1].cooldown_counter) == (1, 0.25, 4)
+    assert fresh[2].state == {"seen": 7}
+
+@pytest.mark.slow
+def test_deterministic_runs_have_identical_metrics(tmp_path, cifar10_dir):
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=10)
+    texts = []
+    for out in ("a", "b"):
+        result = cifarkit("run", str(recipe), "--deterministic", "--output", str(tmp_path / out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        (run_dir,) = (tmp_path / out).iterdir()
+        assert summary(run_dir)["deterministic"] is True
+        assert "deterministic = true" in (run_dir / "recipe.toml").read_text()
+        texts.append((run_dir / "metrics.csv").read_text())
+    assert texts[0] == texts[1]
+
+@pytest.mark.slow
+def test_a_crash_during_training_is_recorded(tmp_path, cifar10_dir):
+    plugin = tmp_path / "crash.py"
+    plugin.write_text(
+        "import cifarkit\n"
+        "def crash_after_one_epoch():\n"
+        "    'Raise at the end of the first epoch.'\n"
+        "    import keras\n"
+        "    class Crash(keras.callbacks.Callback):\n"
+        "        def on_epoch_end(self, epoch, logs=None):\n"
+        "            raise RuntimeError('disk on fire')\n"
+        "    return Crash()\n"
+        "@cifarkit.hookimpl\n"
+        "def register_callbacks(register):\n"
+        "    register(crash_after_one_epoch)\n")
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=5)
+    recipe.write_text(recipe.read_text() + '\n[[callbacks]]\nplugin = "crash_after_one_epoch"\n')
+    result = cifarkit("run", str(recipe), "--plugin", str(plugin), "--output", str(tmp_path / "runs"))
+    assert result.returncode == 1 and "Traceback" in result.stderr  # a bug, not a user error
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["status"] == "failed" and "disk on fire" in s["error"]
+    log = (run_dir / "run.log").read_text()
+    assert "Traceback" in log and "RuntimeError: disk on fire" in log
