@@ -8,13 +8,13 @@ run directory exists: a failed start leaves nothing behind. The benchmark
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .checkpoint import load_state, restore_random_state
 from .data import Prepared, prepare
 from .errors import DataError, OutputError, PluginError, RecipeError
 from .recipe import Recipe
@@ -56,9 +56,10 @@ class Built:
 
 
 def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path | None = None,
-          resume: Path | None = None) -> Built:
+          resume: Path | None = None, initial_epoch: int = 0) -> Built:
     """Start the framework and build the strategy, model (restored from ``checkpoint``
-    if given), optimizer, augmentation and datasets."""
+    if given), optimizer, augmentation and datasets (positioned after ``initial_epoch``
+    epochs, so a resumed run trains on the batches an uninterrupted one would)."""
     from .distributed import is_multi_worker, worker_role
     from .framework import import_framework
 
@@ -81,6 +82,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
         if checkpoint is not None:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(checkpoint / "weights.weights.h5")
+            restore_random_state(model, load_state(checkpoint))
         check_model(model, recipe, data.input_shape, num_classes)
     augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
     batch = recipe.data.batch_size
@@ -92,14 +94,12 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
         raise DataError(f"{recipe.path}: data.batch_size: {batch} is larger than the "
                         f"{len(data.x_train)} training examples; with {replicas} replicas "
                         "every batch must be full")
-    steps = recipe.train.steps_per_epoch or (len(data.x_train) // batch if split_batches
-                                             else math.ceil(len(data.x_train) / batch))
-    from .pipeline import make_datasets
+    from .pipeline import make_datasets, steps_per_pass
 
+    steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
     train_ds, val_ds, _ = make_datasets(
         data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
-        shuffle=recipe.data.shuffle, repeat=multi or recipe.train.steps_per_epoch is not None,
-        drop_remainder=split_batches)
+        shuffle=recipe.data.shuffle, drop_remainder=split_batches, first_step=initial_epoch * steps)
     return Built(strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
                  multi, chief, task_index, workers)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import artifacts
+from .pipeline import seed_states
 
 CURRENT = "checkpoint"
 PREVIOUS = ".checkpoint-previous"
@@ -55,6 +56,8 @@ def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training:
     model.save_weights(pending / "weights.weights.h5")
     state = {
         "epochs_completed": len(rows),
+        # dropout & co.: not among the saved weights, but part of where training stands
+        "model_random_state": [np.asarray(v.numpy()).tolist() for v in seed_states([model])],
         "rows": rows,
         "stop_training": bool(stop_training),
         "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
@@ -79,6 +82,16 @@ def find(run_dir: Path) -> Path | None:
 
 def load_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "state.json").read_text())
+
+
+def restore_random_state(model, state: dict[str, Any]) -> None:
+    """Put the model's random-number states (dropout's seed generators) back."""
+    saved = state.get("model_random_state")
+    variables = seed_states([model])
+    if saved is None or len(saved) != len(variables):
+        return
+    for v, value in zip(variables, saved):
+        v.assign(np.asarray(value, dtype=np.asarray(v.numpy()).dtype))
 
 
 def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list) -> None:

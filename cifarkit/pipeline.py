@@ -2,7 +2,15 @@
 
 Images stay uint8 until the last moment: batches are cast to float32 (pixel
 values 0-255) just before augmentation; the model scales them itself.
-Augmentation runs batch-wise, in parallel, on the training split only.
+Augmentation runs batch-wise on the training split only.
+
+The training split is one stream of batches addressed by position: pass
+``p`` over the data is shuffled with a seed derived from ``(seed, p)``, and
+batch ``g`` of the stream is augmented with every augmentation layer's
+random state set to a value derived from ``(its seed, g)``. So what step
+``g`` trains on does not depend on how many batches this process has seen
+before: a resumed run (``first_step`` > 0) trains on exactly the batches the
+uninterrupted run would have, and two runs with one seed see the same data.
 """
 
 from __future__ import annotations
@@ -11,14 +19,31 @@ from typing import Any, Sequence
 
 import numpy as np
 
+#: Seed-generator counter values reserved for one batch (a layer may draw several seeds).
+SEED_STRIDE = 1024
+
+
+def seed_states(layers: Sequence[Any]) -> list:
+    """The random-state variables (Keras ``SeedGenerator`` states) of ``layers``."""
+    states: dict[int, Any] = {}
+    for layer in layers:
+        for v in getattr(layer, "variables", []):
+            if v.path.split("/")[-1] == "seed_generator_state":
+                states.setdefault(id(v), v)
+    return list(states.values())
+
 
 def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
-                  repeat: bool = False, drop_remainder: bool = False):
+                  drop_remainder: bool = False, steps_per_epoch: int | None = None,
+                  first_step: int = 0):
     """Return ``(train, validation or None, test)`` tf.data datasets.
 
-    ``drop_remainder`` drops the last partial training batch (needed with
-    several replicas: Keras fails on batches that do not split evenly).
+    ``train`` is endless: fit it with ``steps_per_epoch`` (by default one pass
+    over the data). ``first_step`` is the stream position to start at (the
+    number of training steps already done). ``drop_remainder`` drops the last
+    partial batch of each pass (needed with several replicas: Keras fails on
+    batches that do not split evenly).
     """
     import tensorflow as tf
 
@@ -31,24 +56,38 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
     def to_float(x, y):
         return tf.cast(x, tf.float32), labels(y)
 
-    def build(x: np.ndarray, y: np.ndarray, train: bool):
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        if train and shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        if train and repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=train and drop_remainder)
-        ds = ds.map(to_float, num_parallel_calls=autotune)
-        if train and augment:
-            def apply(images, y):
-                for layer in augment:
-                    images = layer(images, training=True)
-                return images, y
+    def evaluation(x: np.ndarray, y: np.ndarray):
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return ds.map(to_float, num_parallel_calls=autotune).prefetch(autotune)
 
-            ds = ds.map(apply, num_parallel_calls=autotune)
-        return ds.prefetch(autotune)
+    x, y = prepared.x_train, prepared.y_train
+    base = tf.data.Dataset.from_tensor_slices((x, y))
 
-    train = build(prepared.x_train, prepared.y_train, True)
-    val = None if prepared.x_val is None else build(prepared.x_val, prepared.y_val, False)
-    test = build(prepared.x_test, prepared.y_test, False)
-    return train, val, test
+    def one_pass(p):
+        ds = base.shuffle(len(x), seed=seed * 1_000_003 + p, reshuffle_each_iteration=False) \
+            if shuffle else base
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    train = (tf.data.Dataset.range(2**62).flat_map(one_pass)
+             .skip(first_step).enumerate(start=first_step).map(
+                 lambda g, xy: (g, *to_float(*xy)), num_parallel_calls=autotune))
+    states = seed_states(augment)
+    initial = [np.asarray(s.numpy()).copy() for s in states]
+
+    def apply(g, images, y):
+        for state, start in zip(states, initial):  # this batch's random state: (seed, g)
+            counter = tf.cast(g, state.dtype) * SEED_STRIDE
+            state.assign(tf.stack([tf.constant(start[0], state.dtype), counter]))
+        for layer in augment:
+            images = layer(images, training=True)
+        return images, y
+
+    # Sequential when layers share random state: each batch sets it, then uses it.
+    train = train.map(apply, num_parallel_calls=None if states else autotune)
+    val = None if prepared.x_val is None else evaluation(prepared.x_val, prepared.y_val)
+    return train.prefetch(autotune), val, evaluation(prepared.x_test, prepared.y_test)
+
+
+def steps_per_pass(n: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in one pass over ``n`` examples."""
+    return n // batch_size if drop_remainder else -(-n // batch_size)

@@ -53,7 +53,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     # 2. Build: framework, strategy, model, optimizer, augmentation, datasets.
     saved = checkpoint.find(resume) if resume is not None else None
     state = checkpoint.load_state(saved) if saved is not None else None
-    parts = build.build(recipe, registry, data, saved, resume)
+    parts = build.build(recipe, registry, data, saved, resume, len(state["rows"]) if state else 0)
     from . import training  # subclasses keras.callbacks.Callback: after the framework started
 
     if not parts.chief:  # other workers print nothing and write only to a temporary folder

@@ -163,8 +163,7 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
             raise Interrupted()
         return
     built.model.fit(built.train_ds, validation_data=val_ds, epochs=last_epoch,
-                    initial_epoch=initial_epoch,
-                    steps_per_epoch=built.steps if built.split_batches else recipe.train.steps_per_epoch,
+                    initial_epoch=initial_epoch, steps_per_epoch=built.steps,
                     callbacks=callbacks, shuffle=False, verbose=0)
 
 

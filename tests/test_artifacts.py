@@ -23,6 +23,7 @@ def test_concurrent_runs_get_their_own_directories(tmp_path):
         t.join()
     assert len(set(made)) == 8 and all(p.is_dir() for p in made)
 
+
 @pytest.mark.slow
 def test_two_processes_into_one_output(tmp_path, cifar10_dir):
     recipe = write_slow_recipe(tmp_path, cifar10_dir, name="twin", epochs=1, steps=5)
@@ -34,6 +35,7 @@ def test_two_processes_into_one_output(tmp_path, cifar10_dir):
     assert len(dirs) == 2
     for d in dirs:
         assert summary(d)["status"] == "completed" and summary(d)["run_dir"] == str(d)
+
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "summary.json"

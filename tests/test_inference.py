@@ -51,6 +51,7 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     bad = cifarkit("predict", str(run_dir), str(tmp_path / "bad.png"))
     assert bad.returncode == 2 and "unreadable image" in bad.stderr and "Traceback" not in bad.stderr
 
+
 def make_image_folder(root: Path, classes=("cats", "dogs", "fish"), per_class=8):
     rng = np.random.default_rng(0)
     for split, n in (("train", per_class), ("test", per_class // 2)):
@@ -63,6 +64,7 @@ def make_image_folder(root: Path, classes=("cats", "dogs", "fish"), per_class=8)
                 ext = ".jpg" if i % 2 else ".png"
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}{ext}")
     return root
+
 
 @pytest.mark.slow
 def test_image_folder_trains_and_evaluates(tmp_path):
@@ -77,6 +79,7 @@ def test_image_folder_trains_and_evaluates(tmp_path):
     assert s["class_names"] == ["cats", "dogs", "fish"] and s["test_examples"] == 12
     ev = cifarkit("evaluate", str(run_dir), "--json")
     assert json.loads(ev.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
+
 
 @pytest.mark.parametrize("damage, fragment", [
     (lambda root: (root / "train" / "dogs" / "3.jpg").write_bytes(b"\xff\xd8broken"), "3.jpg: unreadable image"),
