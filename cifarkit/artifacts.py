@@ -207,8 +207,23 @@ def resume_command(run_dir: Path) -> str:
     return f"cifarkit run --resume {shlex.quote(str(run_dir))}"
 
 
+def remove_debris(run_dir: Path) -> None:
+    """Temporary files a killed process left (call only while holding the run's lock)."""
+    import shutil
+
+    for pattern in (".*.tmp", ".model.*.keras"):
+        for path in run_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / ".checkpoint-pending", ignore_errors=True)
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A run directory's summary.json, or a user error saying what is wrong."""
+    """A run directory's summary.json, or a user error saying what is wrong.
+
+    A summary that says "running" while no process holds the run directory's
+    lock is reported as "crashed": its process ended without recording how
+    (kill -9, a native crash, a power cut). ``--resume`` continues it.
+    """
     path = Path(run_dir) / "summary.json"
     if not Path(run_dir).is_dir():
         raise OutputError(f"{run_dir}: not a run directory (not found)")
@@ -220,4 +235,9 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         raise OutputError(f"{path}: unreadable ({exc})") from None
     if not isinstance(summary, dict):
         raise OutputError(f"{path}: not a cifarkit summary")
+    if summary.get("status") == "running":
+        from .lock import is_locked
+
+        if not is_locked(Path(run_dir)):
+            summary["status"] = "crashed"
     return summary

@@ -7,6 +7,7 @@ reporter prints is also appended to the run directory's ``run.log``.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ class Reporter:
 
     # -- plumbing ------------------------------------------------------------
     def attach_log(self, path: Path) -> None:
+        """Append to ``path`` from now on; a native crash writes its Python stack there too."""
         self.log = open(path, "a", encoding="utf-8", buffering=1)
+        faulthandler.enable(self.log, all_threads=True)
 
     def line(self, text: str, style: str | None = None) -> None:
         """Print one line (above the live bar, if any) and log it."""
@@ -72,6 +75,7 @@ class Reporter:
     def close(self) -> None:
         self.stop_live()
         if self.log is not None:
+            faulthandler.disable()
             self.log.close()
             self.log = None
 

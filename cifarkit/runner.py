@@ -6,8 +6,11 @@ the run directory exists, so a failed start leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import platform
+import socket
 import shutil
 import tempfile
 import time
@@ -22,6 +25,8 @@ from rich.console import Console
 
 from . import __version__, artifacts, build, checkpoint
 from .data import Prepared
+from .errors import OutputError
+from .lock import RunLock
 from .recipe import Recipe
 from .registry import Registry
 from .reporter import Reporter
@@ -40,12 +45,23 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     With ``resume`` (an existing run directory whose ``recipe.toml`` is
     ``recipe``), continue from its last completed epoch instead.
     """
+    with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
+        previous: dict[str, Any] = {}
+        if resume is not None:
+            held.enter_context(RunLock(resume))  # before anything reads or writes it
+            previous = artifacts.read_summary(resume)
+            if previous.get("status") == "completed":
+                raise OutputError(f"{resume}: this run already completed; nothing to resume")
+            artifacts.remove_debris(resume)
+        else:
+            artifacts.check_output(Path(output).absolute())
+        return _run(recipe, registry, Path(output).absolute(), reporter or Reporter(), resume,
+                    previous, held)
+
+
+def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
+         resume: Path | None, previous: dict[str, Any], held: contextlib.ExitStack) -> RunResult:
     started = time.perf_counter()
-    reporter = reporter or Reporter()
-    output = Path(output).absolute()
-    previous = artifacts.read_summary(resume) if resume is not None else {}
-    if resume is None:
-        artifacts.check_output(output)
 
     # 1. Load: the data, in NumPy (a bad path fails here, before the framework starts).
     data = build.load_data(recipe, registry)
@@ -61,6 +77,8 @@ def run(recipe: Recipe, registry: Registry, output: Path,
 
     # 3. Open the run directory (its callbacks can still refuse their parameters).
     run_dir, plugin_callbacks = _open_run_dir(recipe, registry, parts, output, resume)
+    if resume is None:
+        held.enter_context(RunLock(run_dir))
     reporter.attach_log(run_dir / "run.log")
     rows: list[dict[str, Any]] = list(state["rows"]) if state else []
     prior_time = previous.get("wall_time_s") or sum(r.get("epoch_time_s", 0.0) for r in rows)
@@ -180,6 +198,8 @@ def _start_summary(recipe: Recipe, data: Prepared, parts: build.Built, run_dir: 
         "batch_size": recipe.data.batch_size,
         "deterministic": recipe.train.deterministic,
         "versions": _versions(),
+        "pid": os.getpid(),  # while status is "running": the process doing it
+        "host": socket.gethostname(),
     }
     if resume is not None:
         summary.update(resumed=True, resume_count=int(previous.get("resume_count", 0)) + 1,

@@ -1,0 +1,86 @@
+"""One process per run directory: an advisory lock held while a process trains in it.
+
+The lock is ``fcntl.flock`` on ``RUN_DIR/.lock``, so the operating system
+releases it when the holder exits, however it exits (kill -9 and native
+crashes included): a stale lock never blocks a later ``--resume``. The file
+holds the holder's process id and host, for the error a second process gets.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from .errors import OutputError
+
+LOCK_NAME = ".lock"
+
+
+def holder() -> str:
+    """This process, as the lock file and summary.json name it."""
+    return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+class RunLock:
+    """Exclusive use of a run directory, for as long as this object is held.
+
+    Example::
+
+        with RunLock(run_dir):
+            ...  # train into run_dir
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        path = self.run_dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create the run lock ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(f"{self.run_dir}: in use by {other}; wait for it to finish "
+                              "or stop it (Ctrl-C), then resume") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder().encode(), 0)
+        except OSError:
+            pass  # the lock holds without the note (a full disk must not stop a resume)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds ``run_dir`` (its training is really running)."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
