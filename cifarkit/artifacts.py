@@ -4,7 +4,9 @@ files goes through here (checkpoints: :mod:`cifarkit.checkpoint`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import OutputError
+from .errors import CifarkitError, OutputError
 from .params import plain
 
 
@@ -61,20 +63,73 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (h5py and Keras wrap and chain them), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path if path.is_dir() else path.parent)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def writing(path: Path, needed: int | None = None):
+    """Turn a failed write of ``path`` into one line: a full disk (with the space
+    needed and free), a read-only file system, a permission problem."""
+    try:
+        yield
+    except CifarkitError:
+        raise
+    except Exception as exc:
+        err = _os_error(exc)
+        if err is None:
+            raise
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = _free_bytes(Path(path))
+            what = f"{_size(needed)} needed" if needed else "more space needed"
+            raise OutputError(f"{path}: no space left on the device ({what}"
+                              + (f", {_size(free)} free" if free is not None else "")
+                              + "); free some space and try again") from None
+        if err.errno == errno.EROFS:
+            raise OutputError(f"{path}: cannot write: read-only file system") from None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise OutputError(f"{path}: cannot write: permission denied") from None
+        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write a file so that readers see either the old or the complete new content."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path, len(raw)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -104,15 +159,30 @@ def _csv_value(value: Any) -> Any:
 
 def save_model(model: Any, path: Path) -> None:
     """Save a Keras model atomically (temporary .keras file, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path, weights_bytes(model)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
+        os.close(fd)
+        try:
+            model.save(tmp)
+            os.chmod(tmp, _umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def weights_bytes(model: Any, with_optimizer: bool = False) -> int:
+    """About how many bytes a model's weights (and optimizer state) take on disk."""
+    variables = list(model.variables)
+    if with_optimizer and getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    total = 0
+    for v in variables:
+        size = 1
+        for d in v.shape:
+            size *= int(d or 1)
+        total += size * 4
+    return total
 
 
 def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | None = None,
@@ -215,6 +285,16 @@ def remove_debris(run_dir: Path) -> None:
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / ".checkpoint-pending", ignore_errors=True)
+
+
+def read_resumable(run_dir: Path) -> dict[str, Any]:
+    """The summary of a run to resume; ``{}`` for one killed before its first
+    summary.json (it has its recipe.toml), else :func:`read_summary`'s error."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not (run_dir / "summary.json").exists() \
+            and (run_dir / "recipe.toml").is_file():
+        return {}
+    return read_summary(run_dir)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

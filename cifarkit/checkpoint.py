@@ -5,8 +5,12 @@ model's and optimizer's variables (``weights.weights.h5``: weights, moments,
 iteration count, learning rate), the metrics history, and the state of the
 callbacks that have state (early stopping, learning-rate reduction, and any
 callback with ``get_state()`` / ``set_state(state)`` methods returning and
-taking JSON-serialisable values). It is written to a temporary folder and
-swapped in by renames, so a kill at any moment leaves a complete checkpoint.
+taking JSON-serialisable values), and the resolved recipe that trained it.
+It is written to a temporary folder and swapped in by renames, so a kill at
+any moment leaves a complete checkpoint; the one before it is kept as
+``.checkpoint-previous/``, the fallback when the newest is found damaged. A
+write that fails (a full disk) removes its half-written folder and is one
+line naming the path and the space needed.
 """
 
 from __future__ import annotations
@@ -48,40 +52,87 @@ def _num(value):
     return None if value is None else float(value)
 
 
-def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training: bool) -> None:
+def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training: bool,
+         recipe: dict[str, Any] | None = None) -> None:
     """Write a complete checkpoint for the epochs in ``rows``."""
-    pending = run_dir / PENDING
+    pending, current, previous = run_dir / PENDING, run_dir / CURRENT, run_dir / PREVIOUS
     shutil.rmtree(pending, ignore_errors=True)
-    pending.mkdir()
-    model.save_weights(pending / "weights.weights.h5")
-    state = {
-        "epochs_completed": len(rows),
-        # dropout & co.: not among the saved weights, but part of where training stands
-        "model_random_state": [np.asarray(v.numpy()).tolist() for v in seed_states([model])],
-        "rows": rows,
-        "stop_training": bool(stop_training),
-        "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
-    }
-    artifacts.atomic_write(pending / "state.json", json.dumps(state))
-    current, previous = run_dir / CURRENT, run_dir / PREVIOUS
-    shutil.rmtree(previous, ignore_errors=True)
+    if current.exists():  # at most two checkpoints on disk, also while writing
+        shutil.rmtree(previous, ignore_errors=True)
+    try:
+        with artifacts.writing(pending / WEIGHTS, artifacts.weights_bytes(model, True)):
+            pending.mkdir()
+            model.save_weights(pending / WEIGHTS)
+            state = {
+                "epochs_completed": len(rows),
+                # dropout & co.: not among the saved weights, but part of where training stands
+                "model_random_state": [np.asarray(v.numpy()).tolist()
+                                       for v in seed_states([model])],
+                "rows": rows,
+                "stop_training": bool(stop_training),
+                "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
+                "recipe": recipe,
+            }
+            artifacts.atomic_write(pending / "state.json", json.dumps(state))
+    except BaseException:
+        shutil.rmtree(pending, ignore_errors=True)
+        raise
     if current.exists():
         current.rename(previous)
     pending.rename(current)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
-def find(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder, if any."""
-    for name in (CURRENT, PREVIOUS):
-        folder = run_dir / name
-        if (folder / "state.json").is_file() and (folder / "weights.weights.h5").is_file():
-            return folder
-    return None
+WEIGHTS = "weights.weights.h5"
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """Checkpoint folders that look complete, newest first."""
+    return [run_dir / name for name in (CURRENT, PREVIOUS)
+            if (run_dir / name / "state.json").is_file() and (run_dir / name / WEIGHTS).is_file()]
 
 
 def load_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "state.json").read_text())
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Read a checkpoint through (state, weights, saved arrays); return its state.
+
+    Raises whatever reading a damaged file raises (a truncated HDF5 or NumPy
+    file, JSON that ends early).
+    """
+    import h5py
+
+    state = load_state(folder)
+    if not isinstance(state, dict) or not isinstance(state.get("rows"), list):
+        raise ValueError("state.json is not a cifarkit checkpoint state")
+    with h5py.File(folder / WEIGHTS, "r") as f:
+        f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+    for saved in state.get("callbacks") or []:
+        if saved and saved.get("best_weights"):
+            with np.load(folder / saved["best_weights"], allow_pickle=False) as arrays:
+                [arrays[k] for k in arrays.files]
+    return state
+
+
+def usable(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that reads through, with its state; ``None`` if there is none.
+
+    A damaged newest checkpoint falls back to the previous one; when every
+    checkpoint is damaged, one line says so.
+    """
+    from .errors import OutputError, first_line
+
+    problems = []
+    for folder in candidates(run_dir):
+        try:
+            return folder, verify(folder)
+        except Exception as exc:
+            problems.append(f"{folder.name}: {first_line(exc)}")
+    if problems:
+        raise OutputError(f"{run_dir}: no readable checkpoint ({'; '.join(problems)}); "
+                          "start the run again")
+    return None
 
 
 def restore_random_state(model, state: dict[str, Any]) -> None:

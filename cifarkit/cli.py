@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
     from .registry import load_registry
     from .reporter import Reporter
 
-    from .artifacts import read_summary
+    from .artifacts import read_resumable
     from .recipe import locate_recipe
     from .runner import run
 
@@ -138,7 +138,7 @@ def cmd_run(args) -> int:
             raise CifarkitError("run --resume RUN_DIR takes no RECIPE and no --set: a resumed run "
                                 "uses the recipe.toml in its run directory")
         run_dir = Path(args.resume).absolute()
-        read_summary(run_dir)  # a run directory, or a one-line error saying why not
+        read_resumable(run_dir)  # a run directory, or a one-line error saying why not
         recipe = load_recipe(run_dir / "recipe.toml", overrides, registry)
         result = run(recipe, registry, run_dir.parent, Reporter(Console()), resume=run_dir)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import platform
 import socket
@@ -25,7 +26,7 @@ from rich.console import Console
 
 from . import __version__, artifacts, build, checkpoint
 from .data import Prepared
-from .errors import OutputError
+from .errors import CifarkitError, OutputError, RecipeError
 from .lock import RunLock
 from .recipe import Recipe
 from .registry import Registry
@@ -49,10 +50,11 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         previous: dict[str, Any] = {}
         if resume is not None:
             held.enter_context(RunLock(resume))  # before anything reads or writes it
-            previous = artifacts.read_summary(resume)
-            if previous.get("status") == "completed":
-                raise OutputError(f"{resume}: this run already completed; nothing to resume")
+            previous = artifacts.read_resumable(resume)
             artifacts.remove_debris(resume)
+            if previous.get("status") == "completed":
+                checkpoint.remove(resume)  # left by a kill during the final clean-up
+                raise OutputError(f"{resume}: this run already completed; nothing to resume")
         else:
             artifacts.check_output(Path(output).absolute())
         return _run(recipe, registry, Path(output).absolute(), reporter or Reporter(), resume,
@@ -67,8 +69,9 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     data = build.load_data(recipe, registry)
 
     # 2. Build: framework, strategy, model, optimizer, augmentation, datasets.
-    saved = checkpoint.find(resume) if resume is not None else None
-    state = checkpoint.load_state(saved) if saved is not None else None
+    saved, state = (checkpoint.usable(resume) if resume is not None else None) or (None, None)
+    if state is not None:
+        check_resume_edits(recipe, state, resume)
     parts = build.build(recipe, registry, data, saved, resume, len(state["rows"]) if state else 0)
     from . import training  # subclasses keras.callbacks.Callback: after the framework started
 
@@ -77,13 +80,19 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
 
     # 3. Open the run directory (its callbacks can still refuse their parameters).
     run_dir, plugin_callbacks = _open_run_dir(recipe, registry, parts, output, resume)
-    if resume is None:
-        held.enter_context(RunLock(run_dir))
-    reporter.attach_log(run_dir / "run.log")
     rows: list[dict[str, Any]] = list(state["rows"]) if state else []
     prior_time = previous.get("wall_time_s") or sum(r.get("epoch_time_s", 0.0) for r in rows)
     summary = _start_summary(recipe, data, parts, run_dir, previous, resume, len(rows))
-    artifacts.write_json(run_dir / "summary.json", summary)
+    try:
+        if resume is None:
+            held.enter_context(RunLock(run_dir))
+            artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
+        artifacts.write_json(run_dir / "summary.json", summary)
+    except CifarkitError:  # a full disk, say: no half-made run directory stays behind
+        if resume is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    reporter.attach_log(run_dir / "run.log")
     if rows:
         artifacts.write_epoch_files(run_dir, rows)  # the checkpoint's history is the truth
     reporter.start(_facts(recipe, data, parts, summary, run_dir, len(rows) if resume else None))
@@ -96,53 +105,65 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     # 4. Train; 5. evaluate on the test split, touched once.
     images_per_epoch = (len(data.x_train) if recipe.train.steps_per_epoch is None
                         and not parts.split_batches else parts.steps * recipe.data.batch_size)
-    try:
-        with training.Signals(on_second=lambda: end(
-                "interrupted", resume_command=artifacts.resume_command(run_dir))) as signals:
+    def on_second_signal() -> int:  # exit at once, with a truthful summary
+        if summary["status"] == "completed":
+            return 0
+        artifacts.remove_debris(run_dir)  # a model.keras being written, say
+        end("interrupted", resume_command=artifacts.resume_command(run_dir))
+        return 130
+
+    # Signals stay handled until the run directory is final: the first stops
+    # training (or skips evaluation), a second exits at once, and either way
+    # summary.json says so.
+    with training.Signals(on_second=on_second_signal) as signals:
+        try:
             monitor = training.RunMonitor(reporter, run_dir, images_per_epoch, rows,
                                           plugin_callbacks, signals,
                                           (saved, state) if saved is not None else None,
-                                          stop_at_step=not parts.multi_worker)
+                                          stop_at_step=not parts.multi_worker,
+                                          recipe=recipe.resolved())
             reporter.train_begin(recipe.train.epochs, parts.steps, recipe.data.batch_size)
             # Epochs already done (or an early stop already decided) run no epoch
             # but still give callbacks their begin/end (restoring best weights).
             last = len(rows) if state and state["stop_training"] else recipe.train.epochs
             training.fit(recipe, parts, data, [*plugin_callbacks, monitor], len(rows), last,
                          signals)
-        reporter.stop_live()
-        test = _evaluate(recipe, parts, data)
-        artifacts.save_model(parts.model, run_dir / "model.keras")
-    except training.Interrupted:
-        reporter.stop_live()
-        artifacts.save_model(parts.model, run_dir / "model.keras")
-        if rows:
-            artifacts.plot_curves(rows, run_dir)
-        end("interrupted", resume_command=artifacts.resume_command(run_dir))
-        reporter.note(f"interrupted during epoch {len(rows) + 1}: model.keras holds the current "
-                      f"weights; {len(rows)} completed epoch(s) are checkpointed. Resume with:")
-        reporter.line(f"  {artifacts.resume_command(run_dir)}")
-        _close(reporter, parts, run_dir)
-        return RunResult(run_dir, summary)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        reporter.write_log(f"run {status}:\n" + "".join(traceback.format_exception(exc)))
-        end(status, error=f"{type(exc).__name__}: {exc}",
-            resume_command=artifacts.resume_command(run_dir))
-        if rows:
-            artifacts.plot_curves(rows, run_dir)
-        _close(reporter, parts, run_dir)
-        raise
+            reporter.stop_live()
+            signals.check()  # a signal just after the last epoch: evaluation can wait
+            test = _evaluate(recipe, parts, data)
+            signals.check()
+            artifacts.save_model(parts.model, run_dir / "model.keras")
+        except training.Interrupted:
+            reporter.stop_live()
+            artifacts.save_model(parts.model, run_dir / "model.keras")
+            if rows:
+                artifacts.plot_curves(rows, run_dir)
+            end("interrupted", resume_command=artifacts.resume_command(run_dir))
+            reporter.note(f"interrupted after {len(rows)} completed epoch(s), which are "
+                          "checkpointed; model.keras holds the current weights. Resume with:")
+            reporter.line(f"  {artifacts.resume_command(run_dir)}")
+            _close(reporter, parts, run_dir)
+            return RunResult(run_dir, summary)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            reporter.write_log(f"run {status}:\n" + "".join(traceback.format_exception(exc)))
+            end(status, error=f"{type(exc).__name__}: {exc}",
+                resume_command=artifacts.resume_command(run_dir))
+            if rows:
+                artifacts.plot_curves(rows, run_dir)
+            _close(reporter, parts, run_dir)
+            raise
 
-    # 6. Finish: plots, the final summary, no checkpoint left.
-    monitor_name, best, best_value = training.best_epoch(rows, plugin_callbacks)
-    artifacts.plot_curves(rows, run_dir, best)
-    artifacts.plot_confusion(test["confusion_matrix"], data.class_names,
-                             run_dir / "confusion_matrix.png")
-    summary.pop("resume_command", None)
-    summary.pop("error", None)
-    end("completed", **_results(recipe, parts, rows, test, images_per_epoch,
-                                monitor_name, best, best_value))
-    checkpoint.remove(run_dir)
+        # 6. Finish: plots, the final summary, then no checkpoint left.
+        monitor_name, best, best_value = training.best_epoch(rows, plugin_callbacks)
+        artifacts.plot_curves(rows, run_dir, best)
+        artifacts.plot_confusion(test["confusion_matrix"], data.class_names,
+                                 run_dir / "confusion_matrix.png")
+        summary.pop("resume_command", None)
+        summary.pop("error", None)
+        end("completed", **_results(recipe, parts, rows, test, images_per_epoch,
+                                    monitor_name, best, best_value))
+        checkpoint.remove(run_dir)
     reporter.finish(summary)
     if not parts.chief:
         print(f"worker {parts.task_index} of {parts.workers} finished: "
@@ -153,10 +174,51 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     return RunResult(run_dir, summary)
 
 
+#: What a resume honours when recipe.toml was edited after the run started; every
+#: other edit would silently not apply (weights, optimizer state and data order
+#: come from the checkpoint), so it is refused.
+RESUME_EDITABLE = ("name", "description", "plugins", "train.epochs", "callbacks", "data.path")
+
+
+def check_resume_edits(recipe: Recipe, state: dict[str, Any], run_dir: Path) -> None:
+    """Refuse, in one line naming the key, an edit of recipe.toml a resume cannot honour."""
+    where = f"{run_dir / 'recipe.toml'}: "
+    done = len(state.get("rows", []))
+    if recipe.train.epochs < done:
+        raise RecipeError(f"{where}train.epochs: {recipe.train.epochs} is fewer than the {done} "
+                          "epochs this run has already done")
+    before = state.get("recipe")
+    if not isinstance(before, dict):
+        return  # a checkpoint written before recipes were kept in it
+    old, new = _flat(before), _flat(recipe.resolved())
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
+                                                for e in RESUME_EDITABLE):
+            continue
+        raise RecipeError(
+            f"{where}{key}: changed since the run started ({_shown(old.get(key))} -> "
+            f"{_shown(new.get(key))}); a resume continues the same training and can honour "
+            f"only {', '.join(RESUME_EDITABLE)}: undo the edit, or start a new run")
+
+
+def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
 def _open_run_dir(recipe: Recipe, registry: Registry, parts: build.Built, output: Path,
                   resume: Path | None) -> tuple[Path, list]:
     """The run directory (new, resumed, or a non-chief worker's temporary one) and
-    the recipe's callbacks writing into it; ``recipe.toml`` written for a new one."""
+    the recipe's callbacks writing into it."""
     lr = parts.learning_rate
     if not parts.chief:
         run_dir = Path(tempfile.mkdtemp(prefix=f"cifarkit-worker{parts.task_index}-"))
@@ -169,7 +231,6 @@ def _open_run_dir(recipe: Recipe, registry: Registry, parts: build.Built, output
         run_dir = artifacts.create_run_dir(output, recipe.name)
         if run_dir != planned:  # another run took the name first: rebuild with the real path
             callbacks = build.build_callbacks(registry, recipe, run_dir, lr)
-    artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
     return run_dir, callbacks
 
 

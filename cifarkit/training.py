@@ -31,9 +31,10 @@ class Interrupted(Exception):
 
 
 class Signals:
-    """First SIGINT/SIGTERM: stop after the current step. Second: ``on_second()``, exit at once."""
+    """First SIGINT/SIGTERM: stop after the current step. Second: exit at once
+    with the status ``on_second()`` returns (after it recorded the outcome)."""
 
-    def __init__(self, on_second: Callable[[], None]):
+    def __init__(self, on_second: Callable[[], int]):
         self.requested = False
         self.on_second = on_second
         self._old: dict[int, Any] = {}
@@ -46,9 +47,13 @@ class Signals:
 
     def _handle(self, signum, frame):
         if self.requested:
-            self.on_second()
-            os._exit(130)
+            os._exit(self.on_second())
         self.requested = True
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if a signal has arrived."""
+        if self.requested:
+            raise Interrupted()
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -75,16 +80,17 @@ class RunMonitor(keras.callbacks.Callback):
         restore: ``(checkpoint folder, state)`` when resuming, else ``None``.
         stop_at_step: stop after the current step when a signal arrived
             (else the training loop checks at the epoch's end).
+        recipe: the resolved recipe, kept in each checkpoint (what a resume checks edits against).
     """
 
     def __init__(self, reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
                  plugin_callbacks: list, signals: Signals, restore: tuple | None,
-                 stop_at_step: bool = True):
+                 stop_at_step: bool = True, recipe: dict | None = None):
         super().__init__()
         self.reporter, self.run_dir, self.rows = reporter, run_dir, rows
         self.images_per_epoch = images_per_epoch
         self.plugin_callbacks, self.signals = plugin_callbacks, signals
-        self.restore, self.stop_at_step = restore, stop_at_step
+        self.restore, self.stop_at_step, self.recipe = restore, stop_at_step, recipe
 
     def on_train_begin(self, logs=None):
         if self.restore is not None:  # after the other callbacks have reset themselves
@@ -113,7 +119,7 @@ class RunMonitor(keras.callbacks.Callback):
                    images_per_s=self.images_per_epoch / train_time)
         self.rows.append(row)
         checkpoint.save(self.run_dir, self.model, self.rows, self.plugin_callbacks,
-                        self.model.stop_training)
+                        self.model.stop_training, self.recipe)
         artifacts.write_epoch_files(self.run_dir, self.rows)
         self.reporter.epoch_end(row)
 

@@ -1,12 +1,13 @@
 """Runs people can leave alone: kill -9 and --resume, Ctrl-C, callback state,
 determinism, a crash recorded in the run directory."""
 
+import errno
 import signal
 
 import numpy as np
 import pytest
 
-from cifarkit import checkpoint
+from cifarkit import OutputError, checkpoint
 from conftest import cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
 
 
@@ -114,8 +115,7 @@ def test_checkpoint_restores_callback_state(tmp_path):
 
     checkpoint.save(tmp_path, model, [{"epoch": 1}], [es, lr, Custom()], stop_training=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
-    folder = checkpoint.find(tmp_path)
-    state = checkpoint.load_state(folder)
+    folder, state = checkpoint.usable(tmp_path)
     fresh = [keras.callbacks.EarlyStopping(restore_best_weights=True),
              keras.callbacks.ReduceLROnPlateau(), Custom()]
     fresh[2].state = None
@@ -164,3 +164,50 @@ def test_a_crash_during_training_is_recorded(tmp_path, cifar10_dir):
     assert s["status"] == "failed" and "disk on fire" in s["error"]
     log = (run_dir / "run.log").read_text()
     assert "Traceback" in log and "RuntimeError: disk on fire" in log
+
+
+def tiny_model_and_early_stopping():
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.optimizer.build(model.trainable_variables)
+    es = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    es.wait, es.best, es.best_epoch, es.stopped_epoch = 0, 1.0, 0, 0
+    es.best_weights = [np.ones((3, 2)), np.zeros(2)]
+    return model, es
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize("damaged", ["weights.weights.h5", "state.json", "early_stopping_0.npz"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damaged):
+    model, es = tiny_model_and_early_stopping()
+    checkpoint.save(tmp_path, model, [{"epoch": 1}], [es], stop_training=False)
+    checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", ".checkpoint-previous"}
+    truncate(tmp_path / "checkpoint" / damaged)
+    folder, state = checkpoint.usable(tmp_path)
+    assert folder.name == ".checkpoint-previous" and state["rows"] == [{"epoch": 1}]
+    truncate(tmp_path / ".checkpoint-previous" / damaged)
+    with pytest.raises(OutputError) as info:
+        checkpoint.usable(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: no readable checkpoint (checkpoint: ")
+    assert "\n" not in message and message.endswith("start the run again")
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_nothing_half_written(tmp_path, monkeypatch):
+    model, es = tiny_model_and_early_stopping()
+    checkpoint.save(tmp_path, model, [{"epoch": 1}], [es], stop_training=False)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save_weights", full_disk)
+    with pytest.raises(OutputError, match=r"weights.weights.h5: no space left on the device "
+                                          r"\([\d.]+ (KB|bytes) needed, .* free\)"):
+        checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint"}  # the last complete one, intact
+    assert checkpoint.usable(tmp_path)[1]["rows"] == [{"epoch": 1}]
