@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import gc
+import sys
 import io
 import json
 import os
@@ -14,7 +16,7 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import CifarkitError, OutputError
 from .params import plain
@@ -83,17 +85,22 @@ def _size(n: float) -> str:
 
 
 def _free_bytes(path: Path) -> int | None:
+    """Bytes free for this user on the file system that holds ``path`` (or its nearest parent)."""
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
     try:
-        st = os.statvfs(path if path.is_dir() else path.parent)
+        st = os.statvfs(probe)
         return st.f_bavail * st.f_frsize
     except OSError:
         return None
 
 
 @contextlib.contextmanager
-def writing(path: Path, needed: int | None = None):
+def writing(path: Path, needed: int | None = None, report_free: bool = True):
     """Turn a failed write of ``path`` into one line: a full disk (with the space
     needed and free), a read-only file system, a permission problem."""
+    message = None
     try:
         yield
     except CifarkitError:
@@ -103,16 +110,61 @@ def writing(path: Path, needed: int | None = None):
         if err is None:
             raise
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = _free_bytes(Path(path))
             what = f"{_size(needed)} needed" if needed else "more space needed"
-            raise OutputError(f"{path}: no space left on the device ({what}"
-                              + (f", {_size(free)} free" if free is not None else "")
-                              + "); free some space and try again") from None
-        if err.errno == errno.EROFS:
-            raise OutputError(f"{path}: cannot write: read-only file system") from None
-        if err.errno in (errno.EACCES, errno.EPERM):
-            raise OutputError(f"{path}: cannot write: permission denied") from None
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+            message = f"{path}: no space left on the device ({what}"
+        elif err.errno == errno.EROFS:
+            message = f"{path}: cannot write: read-only file system"
+        elif err.errno in (errno.EACCES, errno.EPERM):
+            message = f"{path}: cannot write: permission denied"
+        else:
+            message = f"{path}: cannot write ({err.strerror or err})"
+        del err
+    if message is None:
+        return
+    raise OutputError(_with_free(message, path) if report_free else message)
+
+
+def _with_free(message: str, path: Path) -> str:
+    if "no space left" not in message:
+        return message
+    free = _free_bytes(Path(path))
+    return message + (f", {_size(free)} free" if free is not None else "") + \
+        "); free some space and try again"
+
+
+def guarded_write(path: Path, needed: int | None, write: Callable[[], None],
+                  cleanup: Callable[[], None]) -> None:
+    """Run ``write`` (which writes about ``needed`` bytes at ``path`` through a
+    library such as h5py); if it fails, run ``cleanup`` and raise one line (see
+    :func:`writing`). Without room for ``needed`` bytes it does not start.
+
+    The failed write's exception holds the library's open file in its frames:
+    only once that exception is gone and the file closed is the space of a
+    half-written file freed (h5py's failing final flush is silenced; left to
+    the interpreter's exit it crashed the process). So ``cleanup`` runs after.
+    """
+    free = _free_bytes(path)
+    if needed and free is not None and free < needed * 1.05 + 65536:  # room for HDF5's overhead
+        raise OutputError(f"{path}: no space left on the device ({_size(needed)} needed, "
+                          f"{_size(free)} free); free some space and try again")
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        message = None
+        try:
+            with writing(path, needed, report_free=False):
+                write()
+        except OutputError as exc:
+            message = str(exc)
+        except BaseException:
+            cleanup()
+            raise
+        if message is not None:  # the failed write's frames are gone now: close its files
+            gc.collect()
+            cleanup()
+            raise OutputError(_with_free(message, path))
+    finally:
+        sys.unraisablehook = hook
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -159,16 +211,16 @@ def _csv_value(value: Any) -> Any:
 
 def save_model(model: Any, path: Path) -> None:
     """Save a Keras model atomically (temporary .keras file, then rename)."""
-    with writing(path, weights_bytes(model)):
+    with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
         os.close(fd)
-        try:
-            model.save(tmp)
-            os.chmod(tmp, _umask_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+    def save() -> None:
+        model.save(tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+
+    guarded_write(path, weights_bytes(model), save, lambda: Path(tmp).unlink(missing_ok=True))
 
 
 def weights_bytes(model: Any, with_optimizer: bool = False) -> int:

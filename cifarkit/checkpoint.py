@@ -59,24 +59,22 @@ def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training:
     shutil.rmtree(pending, ignore_errors=True)
     if current.exists():  # at most two checkpoints on disk, also while writing
         shutil.rmtree(previous, ignore_errors=True)
-    try:
-        with artifacts.writing(pending / WEIGHTS, artifacts.weights_bytes(model, True)):
-            pending.mkdir()
-            model.save_weights(pending / WEIGHTS)
-            state = {
-                "epochs_completed": len(rows),
-                # dropout & co.: not among the saved weights, but part of where training stands
-                "model_random_state": [np.asarray(v.numpy()).tolist()
-                                       for v in seed_states([model])],
-                "rows": rows,
-                "stop_training": bool(stop_training),
-                "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
-                "recipe": recipe,
-            }
-            artifacts.atomic_write(pending / "state.json", json.dumps(state))
-    except BaseException:
-        shutil.rmtree(pending, ignore_errors=True)
-        raise
+    def write() -> None:
+        pending.mkdir()
+        model.save_weights(pending / WEIGHTS)
+        state = {
+            "epochs_completed": len(rows),
+            # dropout & co.: not among the saved weights, but part of where training stands
+            "model_random_state": [np.asarray(v.numpy()).tolist() for v in seed_states([model])],
+            "rows": rows,
+            "stop_training": bool(stop_training),
+            "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
+            "recipe": recipe,
+        }
+        artifacts.atomic_write(pending / "state.json", json.dumps(state))
+
+    artifacts.guarded_write(current, artifacts.weights_bytes(model, True), write,
+                            lambda: shutil.rmtree(pending, ignore_errors=True))
     if current.exists():
         current.rename(previous)
     pending.rename(current)

@@ -117,9 +117,10 @@ class RunMonitor(keras.callbacks.Callback):
         row["learning_rate"] = self.lr
         row.update(epoch_time_s=now - self.t0, train_time_s=train_time,
                    images_per_s=self.images_per_epoch / train_time)
-        self.rows.append(row)
-        checkpoint.save(self.run_dir, self.model, self.rows, self.plugin_callbacks,
+        done = [*self.rows, row]  # counted as done once its checkpoint is complete
+        checkpoint.save(self.run_dir, self.model, done, self.plugin_callbacks,
                         self.model.stop_training, self.recipe)
+        self.rows.append(row)
         artifacts.write_epoch_files(self.run_dir, self.rows)
         self.reporter.epoch_end(row)
 

@@ -141,3 +141,28 @@ def metrics(run_dir):
 
 def summary(run_dir):
     return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``make(size)``: a real tmpfs of ``size`` (e.g. "2m") mounted under tmp_path, and
+    ``resize(size)`` / ``read_only()`` for it; skipped where mounting is not allowed."""
+    mounts = []
+
+    class SmallFs:
+        def make(self, size: str) -> Path:
+            path = tmp_path / f"fs{len(mounts)}"
+            path.mkdir()
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                  capture_output=True)
+            if done.returncode != 0:
+                pytest.skip("cannot mount a small file system here (needs root)")
+            mounts.append(path)
+            return path
+
+        def remount(self, path: Path, options: str) -> None:
+            subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+    yield SmallFs()
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -3,13 +3,15 @@ debris from a kill cleaned by the next resume."""
 
 import signal
 import socket
+import subprocess
+import time
 
 import pytest
 
 from cifarkit import OutputError
 from cifarkit.artifacts import read_summary
 from cifarkit.lock import RunLock, is_locked
-from conftest import cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
+from conftest import DEFAULT_RECIPE, cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
 
 SEGFAULT_PLUGIN = '''
 import ctypes
@@ -96,3 +98,140 @@ def test_a_native_crash_lands_in_run_log_and_resumes(tmp_path, cifar10_dir):
     result = cifarkit("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 2
+
+
+def interrupted_or_completed(run_dir):
+    """The run ends in a state summary.json states truthfully and --resume continues."""
+    s = summary(run_dir)
+    assert s["status"] in ("interrupted", "completed"), s["status"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".model.")]
+    if s["status"] == "interrupted":
+        resumed = cifarkit("run", "--resume", str(run_dir))
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert summary(run_dir)["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_two_signals_50_ms_apart_leave_a_truthful_resumable_run(tmp_path, cifar10_dir, sig):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=200)),
+                 "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 1, proc)
+        proc.send_signal(sig)
+        time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    assert proc.returncode == 130
+    assert summary(run_dir)["status"] == "interrupted"
+    interrupted_or_completed(run_dir)
+
+
+@pytest.mark.slow
+def test_a_signal_after_the_last_epoch_is_not_ignored(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=30)),
+                 "--set", "data.limit=2000", "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 2, proc)  # training is over; evaluation follows
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    s = summary(run_dir)
+    # either the signal came in time (interrupted, exit 130) or the run had already completed
+    assert (proc.returncode, s["status"]) in ((130, "interrupted"), (0, "completed"))
+    interrupted_or_completed(run_dir)
+
+
+@pytest.mark.slow
+def test_resume_refuses_recipe_edits_it_cannot_honour(tmp_path, cifar10_dir):
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=100)),
+                 "--output", str(runs)) as proc:
+        run_dir = wait_for_rows(runs, 2, proc)
+        proc.send_signal(signal.SIGKILL)
+    original = (run_dir / "recipe.toml").read_text()
+    done = len(metrics(run_dir))
+    edits = {
+        "filters = [\n    4,\n    8,\n]": ("filters = [\n    4,\n    16,\n]", "model.filters"),
+        "learning_rate = 0.001": ("learning_rate = 0.01", "train.learning_rate"),
+        "epochs = 3": ("epochs = 1", "train.epochs"),
+    }
+    for old, (new, key) in edits.items():
+        assert old in original, old
+        (run_dir / "recipe.toml").write_text(original.replace(old, new))
+        result = cifarkit("run", "--resume", str(run_dir))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert result.stderr.startswith(f"cifarkit: error: {run_dir / 'recipe.toml'}: {key}: ")
+    # allowed: more epochs and other callback settings
+    (run_dir / "recipe.toml").write_text(original.replace("epochs = 3", "epochs = 4")
+                                         .replace("patience = 10", "patience = 5"))
+    result = cifarkit("run", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(metrics(run_dir)) == 4 >= done and summary(run_dir)["epochs_planned"] == 4
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_summary_resumes(tmp_path, cifar10_dir):
+    run_dir = tmp_path / "runs" / "r-20261126-000000"
+    run_dir.mkdir(parents=True)
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=1, steps=5)
+    done = cifarkit("run", str(recipe), "--output", str(tmp_path / "first"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (first,) = (tmp_path / "first").iterdir()
+    (run_dir / "recipe.toml").write_text((first / "recipe.toml").read_text())  # as a kill leaves it
+    (run_dir / ".recipe.toml.abc.tmp").write_text("half")
+    result = cifarkit("run", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary(run_dir)["status"] == "completed"
+    assert not (run_dir / ".recipe.toml.abc.tmp").exists()
+    # a completed run's leftover checkpoint (a kill during the final clean-up) is swept
+    (run_dir / "checkpoint").mkdir()
+    again = cifarkit("run", "--resume", str(run_dir))
+    assert again.returncode == 2 and "already completed" in again.stderr
+    assert not (run_dir / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path, cifar10_dir,
+                                                                      small_fs):
+    out = small_fs.make("3m")  # the run's small files fit; a 2.2 M-parameter checkpoint does not
+    sets = [f"data.path={cifar10_dir}", "train.epochs=2", "data.batch_size=32"]
+    result = cifarkit("run", str(DEFAULT_RECIPE), *[a for s in sets for a in ("--set", s)],
+                      "--output", str(out))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{out}/" in result.stderr and "/checkpoint: no space left on the device (" in result.stderr
+    assert " MB needed, " in result.stderr
+    (run_dir,) = out.iterdir()
+    s = summary(run_dir)
+    assert s["status"] == "failed" and s["epochs_run"] == 0
+    assert not (run_dir / ".checkpoint-pending").exists()
+    small_fs.remount(out, "size=200m")
+    resumed = cifarkit("run", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 2
+    # evaluate onto a full disk, then into a read-only place: one line each
+    filler = out / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=400"], capture_output=True)
+    full = cifarkit("evaluate", str(run_dir), "--output", str(out / "eval"))
+    assert full.returncode == 2 and "no space left on the device" in full.stderr, full.stderr[-2000:]
+    assert full.stderr.count("\n") == 1
+    filler.unlink()
+    (run_dir / "evaluation").mkdir()  # an existing folder on a file system gone read-only
+    small_fs.remount(out, "ro")
+    read_only = cifarkit("evaluate", str(run_dir))
+    assert read_only.returncode == 2 and "read-only file system" in read_only.stderr, \
+        read_only.stderr[-2000:]
+    again = cifarkit("run", "--resume", str(run_dir))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_disk_full_before_the_start_leaves_no_run_directory(tmp_path, cifar10_dir, small_fs):
+    out = small_fs.make("64k")
+    subprocess.run(["dd", "if=/dev/zero", f"of={out / 'filler'}", "bs=1k", "count=64"],
+                   capture_output=True)
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={cifar10_dir}",
+                      "--set", "train.epochs=1", "--output", str(out / "runs"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "no space left on the device" in result.stderr
+    assert list((out / "runs").iterdir()) == [] if (out / "runs").exists() else True

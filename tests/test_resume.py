@@ -206,7 +206,7 @@ def test_a_checkpoint_that_does_not_fit_leaves_nothing_half_written(tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(model, "save_weights", full_disk)
-    with pytest.raises(OutputError, match=r"weights.weights.h5: no space left on the device "
+    with pytest.raises(OutputError, match=r"checkpoint: no space left on the device "
                                           r"\([\d.]+ (KB|bytes) needed, .* free\)"):
         checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint"}  # the last complete one, intact
