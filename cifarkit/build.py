@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import load_state, restore_random_state
 from .data import Prepared, prepare
-from .errors import DataError, OutputError, PluginError, RecipeError
+from .errors import DataError, OutputError, PluginError, RecipeError, first_line
 from .recipe import Recipe
 from .registry import Registry
 
@@ -81,7 +81,11 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
         loss = compile_model(model, recipe, registry, learning_rate)
         if checkpoint is not None:
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(checkpoint / "weights.weights.h5")
+            try:
+                model.load_weights(checkpoint / "weights.weights.h5")
+            except Exception as exc:  # the model's code changed since the checkpoint
+                raise OutputError(f"{checkpoint}: does not fit the model this recipe builds "
+                                  f"({first_line(exc)}); start the run again") from None
             restore_random_state(model, load_state(checkpoint))
         check_model(model, recipe, data.input_shape, num_classes)
     augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]

@@ -27,7 +27,7 @@ from rich.console import Console
 from . import __version__, artifacts, build, checkpoint
 from .data import Prepared
 from .errors import CifarkitError, OutputError, RecipeError
-from .lock import RunLock
+from .lock import LOCK_NAME, RunLock
 from .recipe import Recipe
 from .registry import Registry
 from .reporter import Reporter
@@ -164,6 +164,7 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
         end("completed", **_results(recipe, parts, rows, test, images_per_epoch,
                                     monitor_name, best, best_value))
         checkpoint.remove(run_dir)
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)  # complete: a resume now reads "completed"
     reporter.finish(summary)
     if not parts.chief:
         print(f"worker {parts.task_index} of {parts.workers} finished: "
