@@ -17,5 +17,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
-    "StrategyError", "Range", "hookimpl", "__version__",
+    "StrategyError", "Range", "Splits", "hookimpl", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "Splits":  # what a dataset plugin returns; imported on first use (NumPy)
+        from .data import Splits
+
+        return Splits
+    raise AttributeError(f"module 'cifarkit' has no attribute {name!r}")

@@ -238,7 +238,7 @@ def weights_bytes(model: Any, with_optimizer: bool = False) -> int:
 
 
 def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | None = None,
-                metrics: Iterable[str] = ("accuracy", "loss")) -> list[Path]:
+                metrics: Iterable[str] = ("accuracy", "loss"), best_by: str = "") -> list[Path]:
     """``<metric>.png``: training and validation curves per epoch, like the seed's figures."""
     import matplotlib
 
@@ -257,7 +257,7 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | Non
                 ax.plot(epochs, values, marker="o", markersize=3, label=label)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
-                       label=f"best epoch ({best_epoch})")
+                       label=f"best epoch ({best_epoch}" + (f", by {best_by})" if best_by else ")"))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} per epoch")

@@ -89,6 +89,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
             restore_random_state(model, load_state(checkpoint))
         check_model(model, recipe, data.input_shape, num_classes)
     augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
+    check_augmentation(recipe, augment, data.input_shape)
     batch = recipe.data.batch_size
     split_batches = replicas > 1
     if split_batches and batch % replicas:
@@ -152,10 +153,34 @@ def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_
     return [registry.call(c, run_dir=run_dir, learning_rate=learning_rate) for c in recipe.callbacks]
 
 
+def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None:
+    """Each augmentation keeps the images' shape (checked on two blank images)."""
+    images = np.zeros((2, *input_shape), np.float32)
+    for call, layer in zip(recipe.augmentation, layers):
+        where = f"{call.origin}: {call.key}: augmentation {call.plugin!r}"
+        try:
+            out = layer(images, training=True)
+        except Exception as exc:
+            raise PluginError(f"{where} fails on images of shape {input_shape} "
+                              f"({first_line(exc)})") from None
+        if tuple(out.shape) != images.shape:
+            raise PluginError(f"{where} turns images of shape {input_shape} into "
+                              f"{tuple(out.shape)[1:]}; augmentations must keep the shape "
+                              "(the model is built for the data's)")
+        images = np.asarray(out, np.float32)
+
+
 def check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int) -> None:
-    """The model contract, checked on one blank image: width and probabilities."""
-    probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False), np.float32)
+    """The model contract, checked on one blank image: input, width and probabilities."""
     where = f"{recipe.model.origin}: {recipe.model.key}: model {recipe.model.plugin!r}"
+    try:
+        probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False),
+                           np.float32)
+    except Exception as exc:
+        expected = getattr(model, "input_shape", None)
+        raise PluginError(f"{where} does not take the data's images of shape {input_shape}"
+                          + (f" (it takes {tuple(expected)[1:]})" if expected else "")
+                          + f": {first_line(exc)}") from None
     if probe.ndim != 2 or probe.shape[-1] != num_classes:
         raise PluginError(f"{where} outputs shape {probe.shape[1:]}, but the dataset has "
                           f"{num_classes} classes (expected ({num_classes},))")

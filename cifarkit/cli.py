@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import CifarkitError, allowed, did_you_mean
+from .errors import CifarkitError, allowed, did_you_mean, terminal_safe
 from .hookspecs import KINDS
 
 from .scaffold import KIND_CHOICES
@@ -28,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="train, evaluate and write a run directory for a recipe",
         description="Train the recipe's model, evaluate it once on the test split and write "
-                    "a run directory: recipe.toml, metrics.csv, summary.json, model.keras, "
-                    "accuracy.png, loss.png, run.log.",
+                    "a run directory: recipe.toml, metrics.csv, timing.csv, summary.json, "
+                    "model.keras, accuracy.png, loss.png, confusion_matrix.png, run.log.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="KEY is a dotted recipe key: data.limit, train.epochs, model.dense_units, "
-               "augmentation.0.degrees,\ncallbacks.early_stopping.patience. VALUE is read as "
+               "augmentation.0.rotation,\ncallbacks.early_stopping.patience. VALUE is read as "
                "a TOML value (1, 0.5, true, [64, 128]),\nelse as a plain string.")
     run.add_argument("recipe", metavar="RECIPE", nargs="?",
                      help="recipe file, or the name of a recipe shipped with cifarkit (e.g. default)")
@@ -113,8 +114,14 @@ def cmd_predict(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
+    from .registry import load_registry
     from .scaffold import new_plugin
 
+    existing = load_registry().all()
+    taken = [p for p in existing if p.kind == args.kind and p.name == args.name]
+    if taken:
+        raise CifarkitError(f"new-plugin: a {args.kind} plugin named {args.name!r} already exists "
+                            f"({taken[0].source}); choose another name")
     root = new_plugin(args.name, args.kind, Path(args.dir))
     print(f"wrote {root}\nnext: cd {root} && pip install -e . && pytest")
     return 0
@@ -156,7 +163,9 @@ def cmd_list_plugins(args) -> int:
     from .reporter import render_plugin, render_plugins
 
     registry = load_registry(tuple(args.plugin_files))
-    plugins = registry.all()
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    plugins = sorted(registry.all() + registry.shadowed(), key=lambda p: (order[p.kind], p.name))
+    clashes = registry.conflicts()
     if args.kind:
         plugins = [p for p in plugins if p.kind == args.kind]
     if args.name:
@@ -167,8 +176,9 @@ def cmd_list_plugins(args) -> int:
                                 f"({allowed({p.name for p in plugins})})")
         plugins = chosen
     if args.json:
-        doc = {"plugins": [p.to_json() for p in plugins],
-               "broken": [b.to_json() for b in registry.broken]}
+        doc = {"plugins": [{**p.to_json(), "clash": (p.kind, p.name) in clashes} for p in plugins],
+               "broken": [b.to_json() for b in registry.broken],
+               "slow_imports": [{"source": s, "note": note} for s, note in registry.slow]}
         print(json.dumps(doc, indent=2))
         return 0
     console = Console()
@@ -176,7 +186,7 @@ def cmd_list_plugins(args) -> int:
         for p in plugins:
             render_plugin(console, p)
     else:
-        render_plugins(console, plugins, registry.broken)
+        render_plugins(console, plugins, registry.broken, clashes, registry.slow)
     return 0
 
 
@@ -191,12 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except CifarkitError as exc:
-        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # always one line
-        print(f"cifarkit: error: {message}", file=sys.stderr)
+        print(f"cifarkit: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("cifarkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cifarkit ... | head`: the reader left; that is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataError, first_line
+from .errors import DataError, first_line, terminal_safe
 
 # Exactly the globals a CIFAR python batch needs: numpy arrays. The same set
 # as keras.src.datasets.npz_utils.RestrictedUnpickler, without importing Keras.
@@ -24,7 +24,18 @@ _ALLOWED_GLOBALS = frozenset({
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
+    # protocol 5 (Python 3.8+ pickling NumPy arrays): an array from a byte buffer
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 })
+
+
+def _latin1(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """Protocol 2 stores bytes as ``_codecs.encode(text, "latin1")``: only that is allowed."""
+    if encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591") \
+            or not isinstance(text, str):
+        raise RefusedGlobal(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1", errors)
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -37,6 +48,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
         raise RefusedGlobal(f"refusing to load global {module}.{name}")
 
 
@@ -68,7 +81,12 @@ class Splits:
     class_names: list[str]
 
     def check(self, where: str) -> "Splits":
-        """Validate shapes, dtypes and label ranges; return self."""
+        """Validate shapes, dtypes and label ranges; return self.
+
+        Class names are made terminal-safe (control characters escaped), since
+        they are printed and written to summary.json.
+        """
+        self.class_names = [terminal_safe(name) for name in self.class_names]
         k = len(self.class_names)
         if k < 2:
             raise DataError(f"{where}: need at least 2 classes, found {k}")
@@ -99,14 +117,35 @@ def _batch_arrays(d: dict, label_key: str, where: str) -> tuple[np.ndarray, np.n
         shape = getattr(data, "shape", None)
         raise DataError(f"{where}: 'data' must be a uint8 array of shape (n, 3072), "
                         f"got {getattr(data, 'dtype', type(data).__name__)} {shape}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise DataError(f"{where}: {label_key!r} must be a list of integers") from None
+    labels = _int_labels(labels)
+    if labels is None:
+        raise DataError(f"{where}: {label_key!r} must be a list (or integer array) of integers")
     if labels.shape != (data.shape[0],):
         raise DataError(f"{where}: {data.shape[0]} images but {label_key!r} has shape {labels.shape}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
+
+
+def _int_labels(labels) -> np.ndarray | None:
+    """Labels as an int64 array if they are a flat list or array of integers, else None.
+
+    Checked item by item (type only), so a crafted nested list is refused at
+    its first item instead of being converted for minutes; floats, strings
+    and booleans are refused, not rounded or parsed.
+    """
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            return None
+        return labels.astype(np.int64)
+    if not isinstance(labels, list):
+        return None
+    for value in labels:
+        if type(value) is not int:
+            return None
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        return None
 
 
 class _Source:
@@ -273,6 +312,8 @@ def _read_image(path: Path, size: int) -> np.ndarray:
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to decode safely ({first_line(exc)})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: unreadable image ({first_line(exc)})") from None
 

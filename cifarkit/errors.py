@@ -44,6 +44,17 @@ def printable(text: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def terminal_safe(text: object) -> str:
+    """``text`` on one line with no control characters: escape sequences (a class
+    folder named with ANSI codes, say) are shown escaped, never obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (one line, for an error that wraps another)."""
     text = str(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ def _load_model(run_dir: Path):
     path = run_dir / "model.keras"
     if not path.is_file():
         raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
+    if not zipfile.is_zipfile(path):
+        raise OutputError(f"{path}: not a Keras model file (damaged or truncated: a .keras "
+                          "file is a zip archive)")
     _, keras = import_framework()
     try:
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.

@@ -140,7 +140,8 @@ def type_name(ann: Any) -> str:
         return f"{type_name(base)} {bounds}" if bounds[0] in "<>" else f"{type_name(base)} in {bounds}"
     args = _union_args(base)
     if args is not None:
-        return " | ".join("none" if a is NoneType else type_name(a) for a in args)
+        named = " | ".join(type_name(a) for a in args if a is not NoneType)
+        return f"{named}, or leave it unset" if NoneType in args else named
     origin = typing.get_origin(base)
     if origin is Literal:
         return " | ".join(repr(v) for v in typing.get_args(base))

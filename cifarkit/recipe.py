@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import stat
 import re
 import sys
 import typing
@@ -180,10 +181,53 @@ def _key_str(key: Key) -> str:
     return out
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; every failure is a RecipeError naming the file."""
+#: The largest recipe file cifarkit reads, and the deepest nesting of tables
+#: and arrays it accepts (a recipe needs 4 levels; anything near these is hostile).
+MAX_RECIPE_BYTES = 1_000_000
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a TOML value (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML text to a dict; too deep a nesting, or a syntax error, is one line naming ``where``."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{where}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        doc = None
+    if doc is None or _depth(doc) > MAX_DEPTH:
+        raise RecipeError(f"{where}: tables or arrays nested more than {MAX_DEPTH} levels deep")
+    return doc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; every failure is a RecipeError naming the file.
+
+    Only regular files of at most :data:`MAX_RECIPE_BYTES` are read (a named
+    pipe or a device would hang or exhaust memory).
+    """
+    try:
+        st = path.stat()
+        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {st.st_size:,} bytes is too large for a recipe "
+                              f"(at most {MAX_RECIPE_BYTES:,})")
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise RecipeError(f"{path}: not a regular file (a recipe is a .toml file)")
+        with path.open("rb") as f:
+            text = f.read(MAX_RECIPE_BYTES + 1).decode("utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
     except IsADirectoryError:
@@ -194,10 +238,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: TOML syntax error: {exc}") from None
+    return parse_toml(text, str(path))
 
 
 def _record(doc: Any, origin: Origin, origins: dict[Key, Origin], prefix: Key = ()) -> None:
@@ -286,12 +327,15 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
 _SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*=(.*)$", re.S)
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, where: str | None = None) -> Any:
     """A ``--set`` value: a TOML value if it parses as one, else the raw string."""
     try:
-        return tomllib.loads(f"v = {text.strip()}")["v"]
+        tomllib.loads(f"v = {text.strip()}")
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        pass  # parse_toml says what is wrong
+    return parse_toml(f"v = {text.strip()}", where or f"--set {printable(text)[:60]}")["v"]
 
 
 def _parse_set_key(option: str, key_text: str) -> list[str | int]:
@@ -316,7 +360,7 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
     if not m:
         raise RecipeError(f"--set {option}: expected KEY=VALUE, e.g. --set train.epochs=1")
     parts = _parse_set_key(option, m.group(1))
-    value = parse_value(m.group(2))
+    value = parse_value(m.group(2), f"--set {option[:60]}")
     node: Any = doc
     key: Key = ()
     for i, part in enumerate(parts):
@@ -348,7 +392,8 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
             _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)
         else:
             if isinstance(node, dict) and part not in node:
-                node[part] = {}
+                node[part] = {}  # made by this option: errors about it name the option
+                origins[key] = Origin(f"--set {option}", Path.cwd())
             node = node[part]
 
 
@@ -459,8 +504,8 @@ class _Validator:
                 raise self.fail(key + (k,), f"{exc} ({kind} plugin {name!r})") from None
         for spec in info.params:
             if spec.name not in params:
-                if spec.required:
-                    raise self.fail(key, f"{kind} plugin {name!r} needs parameter "
+                if spec.required:  # blame whoever chose this plugin
+                    raise self.fail(key + (name_key,), f"{kind} plugin {name!r} needs parameter "
                                     f"{spec.name!r} ({spec.type_name})")
                 params[spec.name] = copy.deepcopy(spec.default)
         labels = [self.origin(key + (k,)).label for k in (name_key, *table)]

@@ -22,6 +22,7 @@ import inspect
 import os
 import re
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "cifarkit"
 ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
+SLOW_IMPORT_S = 1.0
 BUILTIN_DIST = "cifarkit"
 
 
@@ -124,6 +126,7 @@ class Registry:
 
     pm: pluggy.PluginManager = field(init=False)
     broken: list[BrokenPlugin] = field(default_factory=list)
+    slow: list[tuple[str, str]] = field(default_factory=list)  # (source, why list-plugins is slow)
     _sources: dict[str, str] = field(default_factory=dict)
     _plugins: dict[str, dict[str, PluginInfo]] | None = None
     _conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
@@ -165,7 +168,7 @@ class Registry:
         wanted = None
         if only is not None:
             wanted = {_normalise(n) for n in only.split(",") if n.strip()}
-        seen = set()
+        seen, installed = set(), set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else "unknown"
@@ -174,15 +177,29 @@ class Registry:
                 continue
             seen.add(key)
             builtin = _normalise(dist_name) == BUILTIN_DIST
+            if not builtin:
+                installed.add(_normalise(dist_name))
             if not builtin and wanted is not None and _normalise(dist_name) not in wanted:
                 continue
             source = "built-in" if builtin else f"{dist_name} {dist.version if dist else ''}".strip()
+            started = time.perf_counter()
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not stop the others
                 self.broken.append(BrokenPlugin(source, f"cannot import {ep.value}: {_short_error(exc)}"))
                 continue
+            self._note_import(source, ep.value, time.perf_counter() - started)
             self.register(plugin, source, name=f"{dist_name}:{ep.name}")
+        for name in sorted((wanted or set()) - installed):
+            self.broken.append(BrokenPlugin(ENV_LOAD_PLUGINS, (
+                f"names {name!r}, which is not an installed cifarkit plugin package"
+                f"{did_you_mean(name, installed)} ({allowed(installed)})")))
+
+    def _note_import(self, source: str, what: str, seconds: float) -> None:
+        if seconds > SLOW_IMPORT_S:
+            self.slow.append((source, f"importing {what} took {seconds:.1f} s; import heavy "
+                                      "libraries (Keras, TensorFlow) inside the factory, not at "
+                                      "the module's top level"))
 
     def load_file(self, path: str | os.PathLike) -> None:
         """Import a local plugin file (trusted Python code) and register it."""
@@ -197,11 +214,13 @@ class Registry:
             raise PluginError(f"{path}: not a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[modname] = module
+        started = time.perf_counter()
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(modname, None)
             raise PluginError(f"{path}: plugin file failed to import: {_short_error(exc, path)}") from None
+        self._note_import(str(path), path.name, time.perf_counter() - started)
         before = len(self.broken)
         self.register(module, str(path), name=f"file:{path}")
         if len(self.broken) > before:
@@ -250,6 +269,12 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._collect()[kind])
+
+    def shadowed(self) -> list[PluginInfo]:
+        """Plugins hidden by another of the same kind and name (a recipe naming them is refused)."""
+        plugins = self._collect()
+        return [info for (kind, name), infos in self._conflicts.items() for info in infos
+                if info is not plugins[kind].get(name)]
 
     def conflicts(self) -> dict[tuple[str, str], list[PluginInfo]]:
         self._collect()

@@ -19,6 +19,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 from rich.table import Table
 
+from .errors import terminal_safe
+
 PLAIN_INTERVAL_S = 30.0
 
 
@@ -199,26 +201,50 @@ def _show(value) -> str:
     return json.dumps(value) if isinstance(value, (str, list, bool)) else str(value)
 
 
-def render_plugins(console, plugins, broken) -> None:
-    """``cifarkit list-plugins``: one table per kind, then the plugins that failed to load."""
+def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
+    """``cifarkit list-plugins``: one table per kind (plain lines on a narrow or
+    non-terminal console, which never cut a name or a value), then clashes,
+    the plugins that failed to load and slow imports."""
     from .hookspecs import KINDS
 
+    clashes = clashes or {}
+    tables = console.is_terminal and console.width >= 120
     for kind in KINDS:
         group = [p for p in plugins if p.kind == kind]
         if not group:
             continue
-        table = Table(title=f"{kind} plugins", title_justify="left", show_lines=False)
-        table.add_column("name", style="bold cyan", no_wrap=True)
-        table.add_column("source")
-        table.add_column("summary")
-        table.add_column("parameters (default)", overflow="fold")
+        if tables:
+            table = Table(title=f"{kind} plugins", title_justify="left", show_lines=False)
+            table.add_column("name", style="bold cyan", no_wrap=True)
+            table.add_column("source")
+            table.add_column("summary")
+            table.add_column("parameters (default)")
+        else:
+            console.print(f"{kind} plugins:", style="bold", highlight=False)
         for p in group:
             params = ", ".join(
                 f"{s.name}" + ("" if s.required else f"={_show(s.default)}") for s in p.params)
-            table.add_row(p.name, p.source, p.summary, params or "-")
-        console.print(table)
+            name = p.name + (" (clash)" if (p.kind, p.name) in clashes else "")
+            if tables:
+                table.add_row(name, p.source, p.summary, params or "-")
+            else:
+                console.print(f"  {name} [{p.source}]: {p.summary}", highlight=False,
+                              markup=False, soft_wrap=True)
+                if params:
+                    console.print(f"      {params}", highlight=False, markup=False, soft_wrap=True)
+        if tables:
+            console.print(table)
+    for (kind, name), infos in clashes.items():
+        console.print(f"[bold red]clash[/] two {kind} plugins are named {name!r}: "
+                      + " and ".join(terminal_safe(i.source) for i in infos)
+                      + "; a recipe that names it is refused: uninstall or rename one",
+                      highlight=False, soft_wrap=True)
     for b in broken:
-        console.print(f"[bold red]broken[/] {b.source}: {b.error}", highlight=False)
+        console.print(f"[bold red]broken[/] {terminal_safe(b.source)}: {terminal_safe(b.error)}",
+                      highlight=False, soft_wrap=True)
+    for source, note in slow:
+        console.print(f"[yellow]slow[/] {terminal_safe(source)}: {terminal_safe(note)}",
+                      highlight=False, soft_wrap=True)
 
 
 def render_plugin(console, p) -> None:

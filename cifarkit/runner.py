@@ -26,7 +26,7 @@ from rich.console import Console
 
 from . import __version__, artifacts, build, checkpoint
 from .data import Prepared
-from .errors import CifarkitError, OutputError, RecipeError
+from .errors import CifarkitError, OutputError, RecipeError, plural, terminal_safe
 from .lock import LOCK_NAME, RunLock
 from .recipe import Recipe
 from .registry import Registry
@@ -147,7 +147,7 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             reporter.write_log(f"run {status}:\n" + "".join(traceback.format_exception(exc)))
-            end(status, error=f"{type(exc).__name__}: {exc}",
+            end(status, error=terminal_safe(f"{type(exc).__name__}: {exc}"),
                 resume_command=artifacts.resume_command(run_dir))
             if rows:
                 artifacts.plot_curves(rows, run_dir)
@@ -156,7 +156,7 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
 
         # 6. Finish: plots, the final summary, then no checkpoint left.
         monitor_name, best, best_value = training.best_epoch(rows, plugin_callbacks)
-        artifacts.plot_curves(rows, run_dir, best)
+        artifacts.plot_curves(rows, run_dir, best, best_by=monitor_name)
         artifacts.plot_confusion(test["confusion_matrix"], data.class_names,
                                  run_dir / "confusion_matrix.png")
         summary.pop("resume_command", None)
@@ -284,7 +284,8 @@ def _facts(recipe: Recipe, data: Prepared, parts: build.Built, summary: dict, ru
                     + (f", {parts.workers} workers, this is the chief" if parts.multi_worker else "")
                     + ")",
         "augmentation": ", ".join(a.plugin for a in recipe.augmentation) or "none",
-        "training": f"{tr.epochs} epochs x {parts.steps} steps, batch {recipe.data.batch_size}, "
+        "training": f"{plural(tr.epochs, 'epoch')} x {plural(parts.steps, 'step')}, "
+                    f"batch {recipe.data.batch_size}, "
                     f"{tr.optimizer.plugin} lr {parts.learning_rate:g}"
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
         "run directory": str(run_dir),

@@ -175,11 +175,19 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
 
 
 def best_epoch(rows: list[dict[str, Any]], callbacks: list) -> tuple[str, int | None, float | None]:
-    """The best epoch by the early-stopping monitor (else val_loss, else loss)."""
+    """The best epoch by the early-stopping monitor (else val_loss, else loss).
+
+    With early stopping, its own choice (which honours ``min_delta`` and
+    ``start_from_epoch``): the epoch whose weights it restores.
+    """
     monitor, mode = None, "min"
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.EarlyStopping):
             monitor, mode = cb.monitor, cb.mode
+            chosen = getattr(cb, "best_epoch", None)
+            if isinstance(chosen, int) and 0 <= chosen < len(rows) and cb.best is not None \
+                    and math.isfinite(float(cb.best)) and rows[chosen].get(monitor) is not None:
+                return monitor, rows[chosen]["epoch"], rows[chosen][monitor]
             break
     if monitor is None or not any(r.get(monitor) is not None for r in rows):
         monitor = "val_loss" if any("val_loss" in r for r in rows) else "loss"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import cifarkit
+from cifarkit.errors import plural
 from cifarkit import Range
 
 
@@ -31,11 +32,12 @@ def seed_cnn(input_shape, num_classes,
 
     if len(filters) != len(dropout):
         raise cifarkit.PluginError(
-            f"seed_cnn: filters has {len(filters)} blocks but dropout has {len(dropout)} rates; "
+            f"seed_cnn: filters has {plural(len(filters), 'block')} but dropout has "
+            f"{plural(len(dropout), 'rate')}; "
             "give one dropout rate per block")
     if not filters or input_shape[0] % (2 ** len(filters)) or input_shape[1] % (2 ** len(filters)):
         raise cifarkit.PluginError(
-            f"seed_cnn: {len(filters)} pooling blocks need an image size divisible by "
+            f"seed_cnn: {plural(len(filters), 'pooling block')} need an image size divisible by "
             f"{2 ** len(filters)}, got {input_shape[0]}x{input_shape[1]}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
@@ -90,7 +92,7 @@ def airbench(input_shape, num_classes, sample_images,
     side = min(height, width) - whiten_kernel + 1
     if side < 2 ** len(widths):
         raise cifarkit.PluginError(
-            f"airbench: {len(widths)} pooling blocks need images of at least "
+            f"airbench: {plural(len(widths), 'pooling block')} need images of at least "
             f"{2 ** len(widths) + whiten_kernel - 1} pixels a side, got {height}x{width}")
     sample = np.asarray(sample_images, np.float32)[:5000]
     mean = sample.mean(axis=(0, 1, 2))
