@@ -120,7 +120,8 @@ def cmd_new_plugin(args) -> int:
     existing = load_registry().all()
     taken = [p for p in existing if p.kind == args.kind and p.name == args.name]
     if taken:
-        raise CifarkitError(f"new-plugin: a {args.kind} plugin named {args.name!r} already exists "
+        article = "an" if args.kind[0] in "aeiou" else "a"
+        raise CifarkitError(f"new-plugin: {article} {args.kind} plugin named {args.name!r} already exists "
                             f"({taken[0].source}); choose another name")
     root = new_plugin(args.name, args.kind, Path(args.dir))
     print(f"wrote {root}\nnext: cd {root} && pip install -e . && pytest")
