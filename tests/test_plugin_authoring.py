@@ -37,6 +37,7 @@ def test_tutorial_code_blocks_are_the_example_files():
             seen.add(rel)
     assert {"cifarkit_tutorial/resnet.py", "cifarkit_tutorial/cutout.py",
             "cifarkit_tutorial/lr_logger.py", "cifarkit_tutorial/split_cpu.py",
+            "cifarkit_tutorial/npz_dataset.py", "cifarkit_tutorial/lion.py",
             "recipe.toml", "pyproject.toml", "tests/test_tutorial.py"} <= seen
 
 

@@ -54,3 +54,17 @@ def test_split_cpu_trains_on_two_replicas(make_recipe, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["replicas"] == 2
+
+
+def test_npz_dataset_and_lion_train_together(tmp_path, make_recipe, run_recipe):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(64) % 2, x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(16) % 2, class_names=np.array(["left", "right"]))
+    recipe = make_recipe({"data": {"dataset": "npz_arrays", "path": str(path)},
+                          "train": {"optimizer": "lion", "learning_rate": 1e-4}})
+    result = run_recipe(recipe)
+    assert result.summary["status"] == "completed"
+    assert result.summary["class_names"] == ["left", "right"]
+    assert result.summary["test_examples"] == 16
