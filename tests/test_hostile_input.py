@@ -227,3 +227,30 @@ def test_an_augmentation_that_changes_the_shape_is_named(tmp_path, cifar10_dir):
 def test_pickle_helper_round_trip_is_real():
     raw = io.BytesIO(pickle.dumps({b"labels": [1]}, protocol=5)).getvalue()
     assert unpickle(raw, "x") == {"labels": [1]}
+
+
+def test_a_model_built_for_another_image_size_is_one_line(tmp_path, cifar10_dir):
+    plugin = tmp_path / "fixed.py"
+    plugin.write_text("import cifarkit\n\n"
+                      "def mnist_mlp(input_shape, num_classes):\n    \"\"\"Built for 28x28.\"\"\"\n"
+                      "    import keras\n"
+                      "    return keras.Sequential([keras.Input((28, 28, 3)), keras.layers.Flatten(),\n"
+                      "                             keras.layers.Dense(num_classes, activation='softmax')])\n\n"
+                      "@cifarkit.hookimpl\ndef register_models(register):\n    register(mnist_mlp)\n")
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
+                      "--set", f"data.path={cifar10_dir}", "--set", "model.plugin=mnist_mlp",
+                      "--output", str(tmp_path / "runs"))
+    one_line_error(result, "model: model 'mnist_mlp' does not take the data's images of shape "
+                           "(32, 32, 3) (it takes (28, 28, 3))")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_best_epoch_is_the_one_early_stopping_chose():
+    keras = pytest.importorskip("keras")
+    from cifarkit.training import best_epoch
+
+    es = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=0.5)
+    es.best, es.best_epoch = 1.0, 0  # epoch 2's 0.9 did not beat 1.0 by min_delta
+    rows = [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.9}]
+    assert best_epoch(rows, [es]) == ("val_loss", 1, 1.0)
+    assert best_epoch(rows, []) == ("val_loss", 2, 0.9)  # no early stopping: the lowest
