@@ -79,7 +79,7 @@ def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
     result = run_pytest(TUTORIAL, "-o", f"cache_dir={tmp_path}",
                         env={"PYTHONPATH": str(installed_tutorial)})
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
 
 
 @pytest.mark.slow
