@@ -2,6 +2,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -166,3 +167,28 @@ def small_fs(tmp_path):
     yield SmallFs()
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def write_plugin(path: Path, hook: str, factory: str) -> Path:
+    """A local plugin file: ``factory`` (one function's source) registered through ``hook``."""
+    name = re.match(r"def (\w+)", factory.strip()).group(1)
+    path.write_text(f"import cifarkit\n\n\n{factory.strip()}\n\n\n@cifarkit.hookimpl\n"
+                    f"def {hook}(register):\n    register({name})\n")
+    return path
+
+
+@contextlib.contextmanager
+def slow_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 150, *args: str):
+    """``(process, run directory)`` of a slow recipe's run, once ``rows`` epochs are done;
+    the process is always reaped."""
+    runs = tmp_path / "runs"
+    with running("run", str(write_slow_recipe(tmp_path, data, epochs=epochs, steps=steps)),
+                 "--output", str(runs), *args) as proc:
+        yield proc, wait_for_rows(runs, rows, proc)
+
+
+def killed_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 150) -> Path:
+    """The run directory of a slow recipe's run killed (-9) once ``rows`` epochs are done."""
+    with slow_run(tmp_path, data, rows, epochs, steps) as (proc, run_dir):
+        proc.send_signal(9)
+    return run_dir

@@ -14,7 +14,8 @@ from cifarkit.hookspecs import DATA_KEYS, KINDS
 from cifarkit.recipe import DataConfig, PluginCall, Recipe, TrainConfig, load_recipe
 from cifarkit.registry import Registry
 from cifarkit.scaffold import KIND_CHOICES, plugin_files
-from conftest import DEFAULT_RECIPE, cifarkit as run_cli
+from conftest import DEFAULT_RECIPE, write_plugin
+from conftest import cifarkit as run_cli
 
 HOOK_OF = {kind.name: kind.hook for kind in KINDS.values()}
 
@@ -52,15 +53,11 @@ def test_a_factory_that_returns_the_wrong_thing_is_one_line(kind, result):
 
 
 def test_an_optimizer_named_by_a_string_is_refused_end_to_end(tmp_path, cifar10_dir):
-    plugin = tmp_path / "opt.py"
-    plugin.write_text(
-        "import cifarkit\n\n"
-        "def lazy_adam(learning_rate):\n"
-        "    \"\"\"Adam by name.\"\"\"\n"
-        "    return 'adam'\n\n"
-        "@cifarkit.hookimpl\n"
-        "def register_optimizers(register):\n"
-        "    register(lazy_adam)\n")
+    plugin = write_plugin(tmp_path / "opt.py", "register_optimizers", """
+def lazy_adam(learning_rate):
+    \"\"\"Adam by name.\"\"\"
+    return "adam"
+""")
     out = tmp_path / "runs"
     result = run_cli("run", str(DEFAULT_RECIPE), "--plugin", str(plugin), "--output", str(out),
                      "--set", f"data.path={cifar10_dir}", "--set", "train.optimizer=lazy_adam")

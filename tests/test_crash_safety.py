@@ -11,7 +11,8 @@ import pytest
 from cifarkit import OutputError
 from cifarkit.artifacts import read_summary
 from cifarkit.lock import RunLock, is_locked
-from conftest import DEFAULT_RECIPE, cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
+from conftest import (DEFAULT_RECIPE, cifarkit, killed_run, metrics, running, slow_run, summary,
+                      wait_for_rows, write_slow_recipe)
 
 SEGFAULT_PLUGIN = '''
 import ctypes
@@ -49,10 +50,7 @@ def test_the_lock_admits_one_holder_and_dies_with_it(tmp_path):
 
 @pytest.mark.slow
 def test_resume_of_a_run_that_is_still_training_is_refused(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=300)),
-                 "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
+    with slow_run(tmp_path, cifar10_dir, 1, 3, 300) as (proc, run_dir):
         s = summary(run_dir)
         assert s["pid"] == proc.pid and s["host"] == socket.gethostname()
         second = cifarkit("run", "--resume", str(run_dir))
@@ -114,10 +112,7 @@ def interrupted_or_completed(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_two_signals_50_ms_apart_leave_a_truthful_resumable_run(tmp_path, cifar10_dir, sig):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=200)),
-                 "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
+    with slow_run(tmp_path, cifar10_dir, 1, 3, 200) as (proc, run_dir):
         proc.send_signal(sig)
         time.sleep(0.05)
         proc.send_signal(sig)
@@ -143,11 +138,7 @@ def test_a_signal_after_the_last_epoch_is_not_ignored(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_resume_refuses_recipe_edits_it_cannot_honour(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=100)),
-                 "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 2, proc)
-        proc.send_signal(signal.SIGKILL)
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=2, epochs=3, steps=100)
     original = (run_dir / "recipe.toml").read_text()
     done = len(metrics(run_dir))
     edits = {

@@ -1,6 +1,5 @@
 """Hostile or odd input ends in seconds with one line, and errors name the right place."""
 
-import io
 import json
 import os
 import pickle
@@ -16,7 +15,7 @@ from cifarkit.data import read_cifar10, read_image_folder, unpickle
 from cifarkit.errors import DataError, RecipeError
 from cifarkit.recipe import load_recipe
 from cifarkit.testing import cifar10_files
-from conftest import DEFAULT_RECIPE, cifarkit
+from conftest import DEFAULT_RECIPE, cifarkit, write_plugin
 
 
 def one_line_error(result, *fragments, seconds=None):
@@ -179,11 +178,10 @@ def test_a_misspelt_load_plugins_name_is_reported():
 
 
 def test_list_plugins_shows_both_sides_of_a_clash_and_never_cuts_a_name(tmp_path):
-    plugin = tmp_path / "shadow.py"
-    plugin.write_text("import cifarkit\n\n"
-                      "def adamw(learning_rate, a_very_long_parameter_name_indeed: int = 1234567):\n"
-                      "    \"\"\"My AdamW.\"\"\"\n\n"
-                      "@cifarkit.hookimpl\ndef register_optimizers(register):\n    register(adamw)\n")
+    plugin = write_plugin(tmp_path / "shadow.py", "register_optimizers", """
+def adamw(learning_rate, a_very_long_parameter_name_indeed: int = 1234567):
+    \"\"\"My AdamW.\"\"\"
+""")
     result = cifarkit("list-plugins", "--plugin", str(plugin), env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("adamw (clash)") == 2
@@ -210,38 +208,35 @@ def test_run_help_lists_the_run_directory_and_a_working_example():
         assert name in result.stdout
 
 
-def test_an_augmentation_that_changes_the_shape_is_named(tmp_path, cifar10_dir):
-    plugin = tmp_path / "crop.py"
-    plugin.write_text("import cifarkit\n\n"
-                      "def crop(seed: int | None = None):\n    \"\"\"Crops.\"\"\"\n"
-                      "    import keras\n    return keras.layers.CenterCrop(24, 24)\n\n"
-                      "@cifarkit.hookimpl\ndef register_augmentations(register):\n    register(crop)\n")
+CROP = """
+def crop(seed: int | None = None):
+    \"\"\"Crops.\"\"\"
+    import keras
+    return keras.layers.CenterCrop(24, 24)
+"""
+MNIST_MLP = """
+def mnist_mlp(input_shape, num_classes):
+    \"\"\"Built for 28x28.\"\"\"
+    import keras
+    return keras.Sequential([keras.Input((28, 28, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+"""
+
+
+@pytest.mark.parametrize("hook, source, choose, expected", [
+    ("register_augmentations", CROP, 'augmentation=[{plugin = "crop"}]',
+     "augmentation[0]: augmentation 'crop' turns images of shape (32, 32, 3) into (24, 24, 3)"),
+    ("register_models", MNIST_MLP, "model.plugin=mnist_mlp",
+     "model: model 'mnist_mlp' does not take the data's images of shape (32, 32, 3) "
+     "(it takes (28, 28, 3))"),
+])
+def test_a_plugin_that_does_not_fit_the_images_is_named(tmp_path, cifar10_dir, hook, source,
+                                                        choose, expected):
+    plugin = write_plugin(tmp_path / "plugin.py", hook, source)
     result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
-                      "--set", f"data.path={cifar10_dir}", "--set", "augmentation=[{plugin = \"crop\"}]",
+                      "--set", f"data.path={cifar10_dir}", "--set", choose,
                       "--output", str(tmp_path / "runs"))
-    one_line_error(result, "augmentation[0]: augmentation 'crop' turns images of shape (32, 32, 3) "
-                           "into (24, 24, 3)")
-    assert not (tmp_path / "runs").exists()
-
-
-def test_pickle_helper_round_trip_is_real():
-    raw = io.BytesIO(pickle.dumps({b"labels": [1]}, protocol=5)).getvalue()
-    assert unpickle(raw, "x") == {"labels": [1]}
-
-
-def test_a_model_built_for_another_image_size_is_one_line(tmp_path, cifar10_dir):
-    plugin = tmp_path / "fixed.py"
-    plugin.write_text("import cifarkit\n\n"
-                      "def mnist_mlp(input_shape, num_classes):\n    \"\"\"Built for 28x28.\"\"\"\n"
-                      "    import keras\n"
-                      "    return keras.Sequential([keras.Input((28, 28, 3)), keras.layers.Flatten(),\n"
-                      "                             keras.layers.Dense(num_classes, activation='softmax')])\n\n"
-                      "@cifarkit.hookimpl\ndef register_models(register):\n    register(mnist_mlp)\n")
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
-                      "--set", f"data.path={cifar10_dir}", "--set", "model.plugin=mnist_mlp",
-                      "--output", str(tmp_path / "runs"))
-    one_line_error(result, "model: model 'mnist_mlp' does not take the data's images of shape "
-                           "(32, 32, 3) (it takes (28, 28, 3))")
+    one_line_error(result, expected)
     assert not (tmp_path / "runs").exists()
 
 

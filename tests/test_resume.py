@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 
 from cifarkit import OutputError, checkpoint
-from conftest import cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe
+from conftest import (cifarkit, killed_run, metrics, running, slow_run, summary, wait_for_rows,
+                      write_slow_recipe)
 
 
 @pytest.mark.slow
 def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir)), "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 2, proc)
-        proc.send_signal(signal.SIGKILL)
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=2)
     assert len(metrics(run_dir)) == 2 and summary(run_dir)["status"] == "running"
     result = cifarkit("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -83,10 +81,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=400)),
-                 "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
+    with slow_run(tmp_path, cifar10_dir, 1, 3, 400) as (proc, run_dir):
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
