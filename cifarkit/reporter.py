@@ -17,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import terminal_safe
@@ -174,7 +175,8 @@ class Reporter:
 
 def render_evaluation(console, result: dict[str, Any], class_names: list[str], title: str) -> None:
     """Print accuracy, loss, per-class accuracy and the confusion matrix as rich tables."""
-    console.print(f"[bold]{title}[/]: accuracy {100 * result['accuracy']:.2f} %, "
+    console.print(f"[bold]{escape(terminal_safe(title))}[/]: "
+                  f"accuracy {100 * result['accuracy']:.2f} %, "
                   f"loss {result['loss']:.4f} on {result['examples']:,} examples", highlight=False)
     per = Table(title="per-class accuracy", title_justify="left")
     per.add_column("class")
@@ -182,16 +184,16 @@ def render_evaluation(console, result: dict[str, Any], class_names: list[str], t
     per.add_column("examples", justify="right")
     for i, name in enumerate(class_names):
         acc = result["per_class_accuracy"][name]
-        per.add_row(name, "-" if acc is None else f"{100 * acc:.1f} %",
+        per.add_row(escape(name), "-" if acc is None else f"{100 * acc:.1f} %",
                     str(sum(result["confusion_matrix"][i])))
     console.print(per)
     if len(class_names) <= 20:
         cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         cm.add_column("")
         for name in class_names:
-            cm.add_column(name[:6], justify="right")
+            cm.add_column(escape(name[:6]), justify="right")
         for name, row in zip(class_names, result["confusion_matrix"]):
-            cm.add_row(name, *[str(v) for v in row])
+            cm.add_row(escape(name), *[str(v) for v in row])
         console.print(cm)
 
 
@@ -226,7 +228,7 @@ def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
                 f"{s.name}" + ("" if s.required else f"={_show(s.default)}") for s in p.params)
             name = p.name + (" (clash)" if (p.kind, p.name) in clashes else "")
             if tables:
-                table.add_row(name, p.source, p.summary, params or "-")
+                table.add_row(*(escape(v) for v in (name, p.source, p.summary, params or "-")))
             else:
                 console.print(f"  {name} [{p.source}]: {p.summary}", highlight=False,
                               markup=False, soft_wrap=True)
@@ -235,15 +237,17 @@ def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
         if tables:
             console.print(table)
     for (kind, name), infos in clashes.items():
-        console.print(f"[bold red]clash[/] two {kind} plugins are named {name!r}: "
-                      + " and ".join(terminal_safe(i.source) for i in infos)
+        console.print(f"[bold red]clash[/] two {kind} plugins are named {escape(repr(name))}: "
+                      + " and ".join(escape(terminal_safe(i.source)) for i in infos)
                       + "; a recipe that names it is refused: uninstall or rename one",
                       highlight=False, soft_wrap=True)
     for b in broken:
-        console.print(f"[bold red]broken[/] {terminal_safe(b.source)}: {terminal_safe(b.error)}",
+        console.print(f"[bold red]broken[/] {escape(terminal_safe(b.source))}: "
+                      f"{escape(terminal_safe(b.error))}",
                       highlight=False, soft_wrap=True)
     for source, note in slow:
-        console.print(f"[yellow]slow[/] {terminal_safe(source)}: {terminal_safe(note)}",
+        console.print(f"[yellow]slow[/] {escape(terminal_safe(source))}: "
+                      f"{escape(terminal_safe(note))}",
                       highlight=False, soft_wrap=True)
 
 

@@ -249,3 +249,18 @@ def test_the_best_epoch_is_the_one_early_stopping_chose():
     rows = [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.9}]
     assert best_epoch(rows, [es]) == ("val_loss", 1, 1.0)
     assert best_epoch(rows, []) == ("val_loss", 2, 0.9)  # no early stopping: the lowest
+
+
+def test_markup_in_class_names_is_printed_as_text():
+    from rich.console import Console
+
+    from cifarkit.reporter import render_evaluation
+
+    console = Console(record=True, width=120, color_system=None)
+    names = ["[bold]cat[/]", "dog"]
+    result = {"accuracy": 0.5, "loss": 1.0, "examples": 2,
+              "per_class_accuracy": {"[bold]cat[/]": 1.0, "dog": 0.0},
+              "confusion_matrix": [[1, 0], [1, 0]]}
+    render_evaluation(console, result, names, "run on [red]data[/]")
+    text = console.export_text()
+    assert "[bold]cat[/]" in text and "run on [red]data[/]" in text
