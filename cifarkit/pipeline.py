@@ -5,7 +5,7 @@ values 0-255) just before augmentation; the model scales them itself.
 Augmentation runs batch-wise on the training split only.
 
 The training split is one stream of batches addressed by position: pass
-``p`` over the data is shuffled with a seed derived from ``(seed, p)``, and
+``p`` over the data is a stateless permutation keyed by ``(seed, p)``, and
 batch ``g`` of the stream is augmented with every augmentation layer's
 random state set to a value derived from ``(its seed, g)``. So what step
 ``g`` trains on does not depend on how many batches this process has seen
@@ -61,16 +61,24 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
         return ds.map(to_float, num_parallel_calls=autotune).prefetch(autotune)
 
     x, y = prepared.x_train, prepared.y_train
-    base = tf.data.Dataset.from_tensor_slices((x, y))
+    n = len(x)
+    images, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
 
     def one_pass(p):
-        ds = base.shuffle(len(x), seed=seed * 1_000_003 + p, reshuffle_each_iteration=False) \
-            if shuffle else base
-        return ds.batch(batch_size, drop_remainder=drop_remainder)
+        """Pass ``p`` over the data as batches of indices: a stateless permutation seeded by
+        ``(seed, p)``, whatever the global seed and however far this process has got."""
+        indices = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder)
+        if not shuffle:
+            return indices
+        key = tf.stack([tf.constant(seed, tf.int64), p])
+        return indices.map(lambda i: tf.random.experimental.index_shuffle(i, key, n - 1))
+
+    def fetch(g, i):
+        return (g, *to_float(tf.gather(images, i), tf.gather(targets, i)))
 
     train = (tf.data.Dataset.range(2**62).flat_map(one_pass)
-             .skip(first_step).enumerate(start=first_step).map(
-                 lambda g, xy: (g, *to_float(*xy)), num_parallel_calls=autotune))
+             .skip(first_step).enumerate(start=first_step)
+             .map(fetch, num_parallel_calls=autotune))
     states = seed_states(augment)
     initial = [np.asarray(s.numpy()).copy() for s in states]
 

@@ -206,3 +206,26 @@ def test_a_checkpoint_that_does_not_fit_leaves_nothing_half_written(tmp_path, mo
         checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint"}  # the last complete one, intact
     assert checkpoint.usable(tmp_path)[1]["rows"] == [{"epoch": 1}]
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_the_training_stream_is_addressed_by_step(seed):
+    keras = pytest.importorskip("keras")
+    from cifarkit.data import Prepared
+    from cifarkit.pipeline import make_datasets
+
+    keras.utils.set_random_seed(seed)  # as a run does; 0 once broke the shuffle
+    x = (np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3))).astype(np.uint8)
+    prepared = Prepared(x, np.arange(10), None, None, x[:4], np.arange(4), list("abcdefghij"))
+
+    def labels(first_step, count):
+        train, _, _ = make_datasets(prepared, 4, 10, False, [], seed=seed, first_step=first_step)
+        batches = iter(train)
+        return [next(batches)[1].numpy().tolist() for _ in range(count)]
+
+    whole = labels(0, 6)
+    assert [len(b) for b in whole] == [4, 4, 2, 4, 4, 2]  # passes keep their partial batch
+    for p in (whole[:3], whole[3:]):
+        assert sorted(sum(p, [])) == list(range(10))  # each pass is a permutation
+    assert whole[:3] != whole[3:]  # reshuffled per pass
+    assert labels(3, 3) == whole[3:] and labels(4, 2) == whole[4:]  # a resume continues it
