@@ -264,3 +264,23 @@ def test_markup_in_class_names_is_printed_as_text():
     render_evaluation(console, result, names, "run on [red]data[/]")
     text = console.export_text()
     assert "[bold]cat[/]" in text and "run on [red]data[/]" in text
+
+
+def test_escape_sequences_in_a_plugin_error_reach_the_terminal_escaped(tmp_path, cifar10_dir):
+    plugin = write_plugin(tmp_path / "loud.py", "register_augmentations", """
+def loud(seed: int | None = None):
+    \"\"\"Refuses, colourfully.\"\"\"
+    raise cifarkit.PluginError("bad \\x1b[31mvalue\\x1b[0m\\rover")
+""")
+    result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
+                      "--set", f"data.path={cifar10_dir}", "--set", 'augmentation=[{plugin = "loud"}]',
+                      "--output", str(tmp_path / "runs"))
+    one_line_error(result, "bad \\x1b[31mvalue\\x1b[0m\\rover")
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr
+
+
+def test_counts_are_spelt_right():
+    from cifarkit.errors import plural
+
+    assert (plural(1, "epoch"), plural(2, "epoch"), plural(0, "block")) == ("1 epoch", "2 epochs",
+                                                                          "0 blocks")
