@@ -8,17 +8,19 @@ import contextlib
 import csv
 import errno
 import gc
-import sys
 import io
 import json
 import os
 import shlex
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import CifarkitError, OutputError
+from .lock import is_locked
 from .params import plain
 
 
@@ -220,7 +222,8 @@ def save_model(model: Any, path: Path) -> None:
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
 
-    guarded_write(path, weights_bytes(model), save, lambda: Path(tmp).unlink(missing_ok=True))
+    guarded_write(path, weights_bytes(model, with_optimizer=True), save,
+                  lambda: Path(tmp).unlink(missing_ok=True))
 
 
 def weights_bytes(model: Any, with_optimizer: bool = False) -> int:
@@ -331,8 +334,6 @@ def resume_command(run_dir: Path) -> str:
 
 def remove_debris(run_dir: Path) -> None:
     """Temporary files a killed process left (call only while holding the run's lock)."""
-    import shutil
-
     for pattern in (".*.tmp", ".model.*.keras"):
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
@@ -367,9 +368,6 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         raise OutputError(f"{path}: unreadable ({exc})") from None
     if not isinstance(summary, dict):
         raise OutputError(f"{path}: not a cifarkit summary")
-    if summary.get("status") == "running":
-        from .lock import is_locked
-
-        if not is_locked(Path(run_dir)):
-            summary["status"] = "crashed"
+    if summary.get("status") == "running" and not is_locked(Path(run_dir)):
+        summary["status"] = "crashed"
     return summary

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_state, restore_random_state
+from .checkpoint import WEIGHTS, restore_random_state
 from .data import Prepared, prepare
 from .errors import DataError, OutputError, PluginError, RecipeError, first_line
 from .recipe import Recipe
@@ -55,11 +55,12 @@ class Built:
         return self.replicas > 1
 
 
-def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path | None = None,
-          resume: Path | None = None, initial_epoch: int = 0) -> Built:
-    """Start the framework and build the strategy, model (restored from ``checkpoint``
-    if given), optimizer, augmentation and datasets (positioned after ``initial_epoch``
-    epochs, so a resumed run trains on the batches an uninterrupted one would)."""
+def build(recipe: Recipe, registry: Registry, data: Prepared,
+          restore: tuple[Path, dict[str, Any]] | None = None, resume: Path | None = None) -> Built:
+    """Start the framework and build the strategy, model, optimizer, augmentation and
+    datasets. With ``restore`` (a checkpoint folder and its state), the model and
+    optimizer continue from it and the datasets after its epochs, so a resumed run
+    trains on the batches an uninterrupted one would."""
     from .distributed import is_multi_worker, worker_role
     from .framework import import_framework
 
@@ -71,7 +72,8 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
     multi = is_multi_worker(strategy)
     chief, task_index, workers = worker_role(strategy) if multi else (True, 0, 1)
     if multi and resume is not None:
-        raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; start the run again")
+        raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; "
+                          "start the run again")
     replicas = int(strategy.num_replicas_in_sync)
     learning_rate = recipe.train.learning_rate * (
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
@@ -79,14 +81,15 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
     with strategy.scope():
         model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train)
         loss = compile_model(model, recipe, registry, learning_rate)
-        if checkpoint is not None:
+        if restore is not None:
+            folder, state = restore
             model.optimizer.build(model.trainable_variables)
             try:
-                model.load_weights(checkpoint / "weights.weights.h5")
+                model.load_weights(folder / WEIGHTS)
             except Exception as exc:  # the model's code changed since the checkpoint
-                raise OutputError(f"{checkpoint}: does not fit the model this recipe builds "
+                raise OutputError(f"{folder}: does not fit the model this recipe builds "
                                   f"({first_line(exc)}); start the run again") from None
-            restore_random_state(model, load_state(checkpoint))
+            restore_random_state(model, state)
         check_model(model, recipe, data.input_shape, num_classes)
     augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
     check_augmentation(recipe, augment, data.input_shape)
@@ -104,7 +107,8 @@ def build(recipe: Recipe, registry: Registry, data: Prepared, checkpoint: Path |
     steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
     train_ds, val_ds, _ = make_datasets(
         data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
-        shuffle=recipe.data.shuffle, drop_remainder=split_batches, first_step=initial_epoch * steps)
+        shuffle=recipe.data.shuffle, drop_remainder=split_batches,
+        first_step=(len(restore[1]["rows"]) if restore else 0) * steps)
     return Built(strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
                  multi, chief, task_index, workers)
 

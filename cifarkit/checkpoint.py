@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import artifacts
+from .errors import OutputError, RecipeError, first_line
 from .pipeline import seed_states
 
 CURRENT = "checkpoint"
@@ -59,6 +60,7 @@ def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training:
     shutil.rmtree(pending, ignore_errors=True)
     if current.exists():  # at most two checkpoints on disk, also while writing
         shutil.rmtree(previous, ignore_errors=True)
+
     def write() -> None:
         pending.mkdir()
         model.save_weights(pending / WEIGHTS)
@@ -119,8 +121,6 @@ def usable(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     A damaged newest checkpoint falls back to the previous one; when every
     checkpoint is damaged, one line says so.
     """
-    from .errors import OutputError, first_line
-
     problems = []
     for folder in candidates(run_dir):
         try:
@@ -166,3 +166,49 @@ def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list) -> N
 def remove(run_dir: Path) -> None:
     for name in (CURRENT, PREVIOUS, PENDING):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+#: What a resume honours when recipe.toml was edited after the run started; every
+#: other edit would silently not apply (weights, optimizer state and data order
+#: come from the checkpoint), so it is refused.
+RESUME_EDITABLE = ("name", "description", "plugins", "train.epochs", "callbacks", "data.path")
+
+
+def check_edits(epochs: int, resolved: dict[str, Any], state: dict[str, Any],
+                run_dir: Path) -> None:
+    """Refuse, in one line naming the key, an edit of recipe.toml a resume cannot honour.
+
+    ``epochs`` and ``resolved`` describe the recipe as it is now, ``state``
+    is the checkpoint's (which keeps the resolved recipe that trained it).
+    """
+    where = f"{run_dir / 'recipe.toml'}: "
+    done = len(state.get("rows", []))
+    if epochs < done:
+        raise RecipeError(f"{where}train.epochs: {epochs} is fewer than the {done} "
+                          "epochs this run has already done")
+    before = state.get("recipe")
+    if not isinstance(before, dict):
+        return  # a checkpoint written before recipes were kept in it
+    old, new = _flat(before), _flat(resolved)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
+                                                for e in RESUME_EDITABLE):
+            continue
+        raise RecipeError(
+            f"{where}{key}: changed since the run started ({_shown(old.get(key))} -> "
+            f"{_shown(new.get(key))}); a resume continues the same training and can honour "
+            f"only {', '.join(RESUME_EDITABLE)}: undo the edit, or start a new run")
+
+
+def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)

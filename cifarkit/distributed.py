@@ -58,7 +58,8 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def custom_fit(model, strategy, train_ds, *, steps: int, epochs: int, initial_epoch: int,
-               global_batch: int, loss: str, label_smoothing: float, metrics: tuple[str, ...],
+               global_batch: int, loss: str, one_hot: bool, label_smoothing: float,
+               metrics: tuple[str, ...],
                callbacks: list, jit_compile: bool, stop_requested) -> None:
     """Train like ``model.fit`` under a multi-worker strategy.
 
@@ -75,7 +76,6 @@ def custom_fit(model, strategy, train_ds, *, steps: int, epochs: int, initial_ep
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(train_ds.with_options(options)))
-    one_hot = loss == "categorical_crossentropy"
     loss_fn = make_loss(loss, label_smoothing, reduction=None)
     optimizer = model.optimizer
     scales_loss = hasattr(optimizer, "scale_loss")

@@ -35,8 +35,7 @@ def seed_states(layers: Sequence[Any]) -> list:
 
 def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
-                  drop_remainder: bool = False, steps_per_epoch: int | None = None,
-                  first_step: int = 0):
+                  drop_remainder: bool = False, first_step: int = 0):
     """Return ``(train, validation or None, test)`` tf.data datasets.
 
     ``train`` is endless: fit it with ``steps_per_epoch`` (by default one pass

@@ -144,6 +144,11 @@ def _schema(cls) -> dict[str, tuple[Any, Any]]:
     return {f.name: (hints[f.name], f) for f in fields(cls) if f.metadata.get("key", True)}
 
 
+def _base(ann: Any) -> Any:
+    """An annotation without its ``Annotated`` extras."""
+    return typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+
+
 def _plugin_ref(ann: Any) -> PluginRef | None:
     if typing.get_origin(ann) is Annotated:
         return next((m for m in typing.get_args(ann)[1:] if isinstance(m, PluginRef)), None)
@@ -200,17 +205,24 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def parse_toml(text: str, where: str) -> dict[str, Any]:
-    """TOML text to a dict; too deep a nesting, or a syntax error, is one line naming ``where``."""
+def _loads(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads`` with nesting bounded (one line naming ``where``); syntax errors
+    stay ``TOMLDecodeError`` for the caller to word."""
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{where}: TOML syntax error: {exc}") from None
     except RecursionError:
         doc = None
     if doc is None or _depth(doc) > MAX_DEPTH:
         raise RecipeError(f"{where}: tables or arrays nested more than {MAX_DEPTH} levels deep")
     return doc
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML text to a dict; too deep a nesting, or a syntax error, is one line naming ``where``."""
+    try:
+        return _loads(text, where)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{where}: TOML syntax error: {exc}") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -330,12 +342,9 @@ _SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*=(.*)$", re.S)
 def parse_value(text: str, where: str | None = None) -> Any:
     """A ``--set`` value: a TOML value if it parses as one, else the raw string."""
     try:
-        tomllib.loads(f"v = {text.strip()}")
+        return _loads(f"v = {text.strip()}", where or f"--set {printable(text)[:60]}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-    except RecursionError:
-        pass  # parse_toml says what is wrong
-    return parse_toml(f"v = {text.strip()}", where or f"--set {printable(text)[:60]}")["v"]
 
 
 def _parse_set_key(option: str, key_text: str) -> list[str | int]:
@@ -424,7 +433,7 @@ class _Validator:
     def table(self, cls: type, table: dict, key: Key, **given: Any) -> Any:
         """Read one schema dataclass from its TOML table (``given``: non-key fields)."""
         schema = _schema(cls)
-        inline = [n for n, (ann, _) in schema.items() if (_plugin_ref(ann) or PluginRef("")).inline]
+        inline = [n for n, (ann, _) in schema.items() if getattr(_plugin_ref(ann), "inline", False)]
         if not inline:  # with an inline plugin, its parameters are the other keys
             self.check_keys(table, schema, key)
         values = dict(given)
@@ -440,8 +449,7 @@ class _Validator:
                 what = f"[{name}] table with plugin = \"...\" ({allowed(self.registry.names(ref.kind))})" \
                     if ref else f"key {name!r}"
                 raise self.fail(key, f"missing {what}")
-            base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
-            if name not in table and _plugin_ref(ann) is None and not is_dataclass(base):
+            if name not in table and _plugin_ref(ann) is None and not is_dataclass(_base(ann)):
                 values[name] = raw  # a plain default: already its declared type
             elif name in inline:
                 raw = {name: raw, **{k: v for k, v in table.items() if k not in schema}}
@@ -452,8 +460,7 @@ class _Validator:
         return cls(**values)
 
     def value(self, ann: Any, raw: Any, key: Key) -> Any:
-        ref = _plugin_ref(ann)
-        base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+        ref, base = _plugin_ref(ann), _base(ann)
         if ref is not None and typing.get_origin(base) is tuple:
             if not isinstance(raw, (list, tuple)):
                 raise self.fail(key, f"expected an array of tables ([[{key[-1]}]]), "

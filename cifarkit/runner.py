@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import platform
-import socket
 import shutil
+import socket
 import tempfile
 import time
 import traceback
@@ -26,7 +25,7 @@ from rich.console import Console
 
 from . import __version__, artifacts, build, checkpoint
 from .data import Prepared
-from .errors import CifarkitError, OutputError, RecipeError, plural, terminal_safe
+from .errors import CifarkitError, OutputError, plural, terminal_safe
 from .lock import LOCK_NAME, RunLock
 from .recipe import Recipe
 from .registry import Registry
@@ -71,8 +70,8 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     # 2. Build: framework, strategy, model, optimizer, augmentation, datasets.
     saved, state = (checkpoint.usable(resume) if resume is not None else None) or (None, None)
     if state is not None:
-        check_resume_edits(recipe, state, resume)
-    parts = build.build(recipe, registry, data, saved, resume, len(state["rows"]) if state else 0)
+        checkpoint.check_edits(recipe.train.epochs, recipe.resolved(), state, resume)
+    parts = build.build(recipe, registry, data, (saved, state) if saved else None, resume)
     from . import training  # subclasses keras.callbacks.Callback: after the framework started
 
     if not parts.chief:  # other workers print nothing and write only to a temporary folder
@@ -105,6 +104,7 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     # 4. Train; 5. evaluate on the test split, touched once.
     images_per_epoch = (len(data.x_train) if recipe.train.steps_per_epoch is None
                         and not parts.split_batches else parts.steps * recipe.data.batch_size)
+
     def on_second_signal() -> int:  # exit at once, with a truthful summary
         if summary["status"] == "completed":
             return 0
@@ -173,47 +173,6 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
               "(the chief, worker 0, writes the run directory)", flush=True)
     _close(reporter, parts, run_dir)
     return RunResult(run_dir, summary)
-
-
-#: What a resume honours when recipe.toml was edited after the run started; every
-#: other edit would silently not apply (weights, optimizer state and data order
-#: come from the checkpoint), so it is refused.
-RESUME_EDITABLE = ("name", "description", "plugins", "train.epochs", "callbacks", "data.path")
-
-
-def check_resume_edits(recipe: Recipe, state: dict[str, Any], run_dir: Path) -> None:
-    """Refuse, in one line naming the key, an edit of recipe.toml a resume cannot honour."""
-    where = f"{run_dir / 'recipe.toml'}: "
-    done = len(state.get("rows", []))
-    if recipe.train.epochs < done:
-        raise RecipeError(f"{where}train.epochs: {recipe.train.epochs} is fewer than the {done} "
-                          "epochs this run has already done")
-    before = state.get("recipe")
-    if not isinstance(before, dict):
-        return  # a checkpoint written before recipes were kept in it
-    old, new = _flat(before), _flat(recipe.resolved())
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
-                                                for e in RESUME_EDITABLE):
-            continue
-        raise RecipeError(
-            f"{where}{key}: changed since the run started ({_shown(old.get(key))} -> "
-            f"{_shown(new.get(key))}); a resume continues the same training and can honour "
-            f"only {', '.join(RESUME_EDITABLE)}: undo the edit, or start a new run")
-
-
-def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _shown(value: Any) -> str:
-    return "unset" if value is None else json.dumps(value)
 
 
 def _open_run_dir(recipe: Recipe, registry: Registry, parts: build.Built, output: Path,
