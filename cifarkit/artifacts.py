@@ -317,15 +317,42 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
     save_png(fig, path)
 
 
-TIMING = ("epoch_time_s", "train_time_s", "images_per_s")
+TIMING = ("epoch_time_s", "train_time_s", "images_per_s", "compiled")
+
+
+def compile_times(rows: list[dict[str, Any]]) -> list[float | None]:
+    """Each epoch's compilation (tracing, XLA) time, estimated.
+
+    An epoch marked ``compiled`` (the first a process trains: a resume compiles
+    again) pays it: its training time less that of the next epoch that did
+    not (else the previous one). Other epochs: 0. ``None`` where no epoch
+    without compilation exists to compare with.
+    """
+    plain = [r["train_time_s"] for r in rows if not r.get("compiled")]
+    out: list[float | None] = []
+    for i, row in enumerate(rows):
+        if not row.get("compiled"):
+            out.append(0.0)
+            continue
+        later = [r["train_time_s"] for r in rows[i + 1:] if not r.get("compiled")]
+        reference = later[0] if later else (plain[-1] if plain else None)
+        out.append(None if reference is None else max(0.0, row["train_time_s"] - reference))
+    return out
 
 
 def write_epoch_files(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """metrics.csv (deterministic values only) and timing.csv (seconds, images/s)."""
+    """metrics.csv (deterministic values only) and timing.csv (seconds, the first epoch's
+    compilation apart from steady training, images/s)."""
     write_metrics_csv(run_dir / "metrics.csv",
                       [{k: v for k, v in r.items() if k not in TIMING} for r in rows])
-    write_metrics_csv(run_dir / "timing.csv",
-                      [{"epoch": r["epoch"], **{k: r.get(k) for k in TIMING}} for r in rows])
+    timing = []
+    for r, compile_s in zip(rows, compile_times(rows)):
+        timing.append({"epoch": r["epoch"], "epoch_time_s": r.get("epoch_time_s"),
+                       "train_time_s": r.get("train_time_s"), "compile_time_s": compile_s,
+                       "steady_train_time_s": None if compile_s is None
+                       else r["train_time_s"] - compile_s,
+                       "images_per_s": r.get("images_per_s")})
+    write_metrics_csv(run_dir / "timing.csv", timing)
 
 
 def resume_command(run_dir: Path) -> str:

@@ -35,6 +35,7 @@ def load_data(recipe: Recipe, registry: Registry) -> Prepared:
 class Built:
     """A run's parts, ready to train."""
 
+    backend: str
     strategy: Any
     model: Any
     loss: Any
@@ -61,20 +62,25 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     datasets. With ``restore`` (a checkpoint folder and its state), the model and
     optimizer continue from it and the datasets after its epochs, so a resumed run
     trains on the batches an uninterrupted one would."""
-    from .distributed import is_multi_worker, worker_role
-    from .framework import import_framework
+    from . import framework
+    from .distributed import is_multi_worker, replicas as count_replicas, worker_role
 
-    tf, keras = import_framework()
-    if recipe.train.deterministic:
+    backend = framework.requested(recipe.train.backend)
+    keras = framework.start(backend, recipe.train.deterministic)
+    if recipe.train.deterministic and backend == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(recipe.seed)
+    framework.set_random_seed(keras, recipe.seed)
     strategy = registry.call(recipe.strategy)
+    if backend == "jax":  # fit, predict and new variables follow the global distribution
+        keras.distribution.set_distribution(strategy)
     multi = is_multi_worker(strategy)
     chief, task_index, workers = worker_role(strategy) if multi else (True, 0, 1)
     if multi and resume is not None:
         raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; "
                           "start the run again")
-    replicas = int(strategy.num_replicas_in_sync)
+    replicas = count_replicas(strategy)
     learning_rate = recipe.train.learning_rate * (
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
     num_classes = len(data.class_names)
@@ -108,8 +114,9 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     train_ds, val_ds, _ = make_datasets(
         data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
         shuffle=recipe.data.shuffle, drop_remainder=split_batches,
-        first_step=(len(restore[1]["rows"]) if restore else 0) * steps)
-    return Built(strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
+        first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
+        names=[a.plugin for a in recipe.augmentation])
+    return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
                  multi, chief, task_index, workers)
 
 

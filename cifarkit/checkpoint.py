@@ -190,6 +190,7 @@ def check_edits(epochs: int, resolved: dict[str, Any], state: dict[str, Any],
     if not isinstance(before, dict):
         return  # a checkpoint written before recipes were kept in it
     old, new = _flat(before), _flat(resolved)
+    old.setdefault("train.backend", "tensorflow")  # recipes kept before train.backend existed
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
                                                 for e in RESUME_EDITABLE):

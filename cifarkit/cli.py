@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CifarkitError, allowed, did_you_mean, terminal_safe
+from .framework import BACKENDS
 from .hookspecs import KINDS
 
 from .scaffold import KIND_CHOICES
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run from its last completed epoch")
     run.add_argument("--deterministic", action="store_true",
                      help="TensorFlow op determinism (same as --set train.deterministic=true)")
+    run.add_argument("--backend", choices=BACKENDS,
+                     help="Keras backend (same as --set train.backend=NAME; default: the "
+                          "recipe's train.backend, else KERAS_BACKEND, else tensorflow)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe key (repeatable)")
     run.add_argument("--output", "-o", default="runs", metavar="DIR",
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", metavar="PATH", help="another copy of the data (sets data.path)")
     ev.add_argument("--output", metavar="DIR", help="where to write (default: RUN_DIR/evaluation)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    ev.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
 
     pr = sub.add_parser("predict", help="classify image files with a run's model",
                         description="Class names and probabilities for PNG or JPEG files of any "
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", metavar="IMAGE", nargs="+")
     pr.add_argument("--top", type=int, default=3, metavar="K", help="classes per image (default 3)")
     pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
     return parser
 
 
@@ -91,7 +97,7 @@ def cmd_evaluate(args) -> int:
 
     result = evaluate_run(Path(args.run_dir), args.data,
                           Path(args.output) if args.output else None,
-                          console=None if args.json else Console())
+                          console=None if args.json else Console(), backend=args.backend)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -102,7 +108,8 @@ def cmd_predict(args) -> int:
 
     from .inference import predict_images
 
-    results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top)
+    results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top,
+                             backend=args.backend)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -139,12 +146,14 @@ def cmd_run(args) -> int:
     from .recipe import locate_recipe
     from .runner import run
 
-    overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
+    overrides = (list(args.overrides)
+                 + (["train.deterministic=true"] if args.deterministic else [])
+                 + ([f"train.backend={args.backend}"] if args.backend else []))
     registry = load_registry(tuple(args.plugin_files))
     if args.resume:
-        if args.recipe or args.overrides:
-            raise CifarkitError("run --resume RUN_DIR takes no RECIPE and no --set: a resumed run "
-                                "uses the recipe.toml in its run directory")
+        if args.recipe or args.overrides or args.backend:
+            raise CifarkitError("run --resume RUN_DIR takes no RECIPE, --set or --backend: a "
+                                "resumed run uses the recipe.toml in its run directory")
         run_dir = Path(args.resume).absolute()
         read_resumable(run_dir)  # a run directory, or a one-line error saying why not
         recipe = load_recipe(run_dir / "recipe.toml", overrides, registry)

@@ -28,7 +28,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def replicas(strategy) -> int:
+    """How many parts each batch is split into: tf.distribute's replicas in sync, or
+    the size of a keras.distribution mesh's batch axis (JAX)."""
+    if _backend() == "jax":
+        mesh = strategy.device_mesh
+        return int(mesh.shape[list(mesh.axis_names).index(strategy.batch_dim_name)])
+    return int(strategy.num_replicas_in_sync)
+
+
 def is_multi_worker(strategy) -> bool:
+    if _backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -48,7 +65,17 @@ def worker_role(strategy) -> tuple[bool, int, int]:
 
 
 def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Predictions on this worker alone, batch by batch (no collectives)."""
+    """Predictions on this worker alone, batch by batch (no collectives).
+
+    On JAX, ``model.predict`` under the run's distribution, with the last batch
+    padded to a full one (every batch must split evenly over the devices).
+    """
+    if _backend() == "jax":
+        n = len(x)
+        pad = -n % batch_size
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0)[:n], np.float32)
     import tensorflow as tf
 
     forward = tf.function(lambda images: model(images, training=False))

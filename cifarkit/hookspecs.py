@@ -88,10 +88,12 @@ def register_models(register):
 def register_strategies(register):
     """Register distribution-strategy factories.
 
-    A factory returns a ``tf.distribute.Strategy`` (this is one of the two
-    places where TensorFlow code belongs). If the hardware it asks for is
-    not present it raises :class:`cifarkit.StrategyError` naming what it
-    tried and what is available.
+    A factory returns a ``tf.distribute.Strategy`` on the TensorFlow backend
+    and a ``keras.distribution.Distribution`` on the JAX backend
+    (``keras.backend.backend()`` says which is running; strategies are one
+    of the two places where backend code belongs). If the hardware it asks
+    for is not present, or it has no form for the running backend, it raises
+    :class:`cifarkit.StrategyError` naming what it tried and what to use.
 
     Injected: none.
     """
@@ -154,6 +156,10 @@ def _keras(path: str):
 
 
 def _strategy_type():
+    import keras
+
+    if keras.backend.backend() == "jax":  # their base class (not itself exported)
+        return keras.distribution.DataParallel.__base__
     import tensorflow as tf
 
     return tf.distribute.Strategy
@@ -205,7 +211,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("model", "register_models", frozenset({"input_shape", "num_classes", "sample_images"}),
          _PLUGIN, "a keras.Model", _keras("Model")),
     Kind("strategy", "register_strategies", frozenset(), _PLUGIN,
-         "a tf.distribute.Strategy", _strategy_type),
+         "a tf.distribute.Strategy (tensorflow backend) or a "
+         "keras.distribution DataParallel or ModelParallel (jax backend)", _strategy_type),
     Kind("callback", "register_callbacks", frozenset({"run_dir", "learning_rate"}), _PLUGIN,
          "a keras.callbacks.Callback", _keras("callbacks.Callback")),
     Kind("dataset", "register_datasets", frozenset(), DATA_KEYS | _PLUGIN,

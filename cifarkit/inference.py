@@ -13,10 +13,15 @@ from .build import load_data
 from .data import read_images
 from .errors import DataError, OutputError, first_line
 from .evaluation import make_loss, predict_tta, score
-from .framework import import_framework
+from . import framework
 from .recipe import load_recipe
 from .registry import load_registry
 from .reporter import render_evaluation
+
+
+def _start(backend: str | None) -> None:
+    """Select the backend before anything imports Keras: ``--backend``, else the run's."""
+    framework.select(framework.requested(backend))
 
 
 def _load_model(run_dir: Path):
@@ -26,7 +31,7 @@ def _load_model(run_dir: Path):
     if not zipfile.is_zipfile(path):
         raise OutputError(f"{path}: not a Keras model file (damaged or truncated: a .keras "
                           "file is a zip archive)")
-    _, keras = import_framework()
+    keras = framework.import_keras()
     try:
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.
         return keras.models.load_model(path, compile=False)
@@ -35,13 +40,15 @@ def _load_model(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | None = None,
-                 console=None) -> dict[str, Any]:
-    """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s."""
+                 console=None, backend: str | None = None) -> dict[str, Any]:
+    """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s,
+    on ``backend`` (else the backend the run trained on)."""
     run_dir = run_dir.absolute()
     summary = artifacts.read_summary(run_dir)
     registry = load_registry()
     sets = [f"data.path={Path(data_path).absolute()}"] if data_path else []
     recipe = load_recipe(run_dir / "recipe.toml", sets, registry)
+    _start(backend or recipe.train.backend)
     data = load_data(recipe, registry)
     model = _load_model(run_dir)
     classes = model.output_shape[-1]
@@ -75,11 +82,14 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     return result
 
 
-def predict_images(run_dir: Path, images: list[Path], top: int = 3) -> list[dict[str, Any]]:
-    """Top-``top`` classes and probabilities for each image file."""
+def predict_images(run_dir: Path, images: list[Path], top: int = 3,
+                   backend: str | None = None) -> list[dict[str, Any]]:
+    """Top-``top`` classes and probabilities for each image file (on ``backend``, else
+    the run's)."""
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}")
     summary = artifacts.read_summary(run_dir)
+    _start(backend or summary.get("backend"))
     class_names = summary.get("class_names")
     for path in images:
         if not path.is_file():

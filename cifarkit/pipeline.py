@@ -1,4 +1,5 @@
-"""The tf.data input pipeline (TensorFlow code lives here and in strategies).
+"""The tf.data input pipeline of the TensorFlow backend (TensorFlow code lives
+here and in strategies; the JAX backend's pipeline is :mod:`cifarkit.jax_pipeline`).
 
 Images stay uint8 until the last moment: batches are cast to float32 (pixel
 values 0-255) just before augmentation; the model scales them itself.
@@ -35,8 +36,9 @@ def seed_states(layers: Sequence[Any]) -> list:
 
 def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
-                  drop_remainder: bool = False, first_step: int = 0):
-    """Return ``(train, validation or None, test)`` tf.data datasets.
+                  drop_remainder: bool = False, first_step: int = 0, names=()):
+    """Return ``(train, validation or None, test)`` tf.data datasets
+    (on the JAX backend: :func:`cifarkit.jax_pipeline.make_datasets`'s stream and arrays).
 
     ``train`` is endless: fit it with ``steps_per_epoch`` (by default one pass
     over the data). ``first_step`` is the stream position to start at (the
@@ -44,6 +46,13 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
     partial batch of each pass (needed with several replicas: Keras fails on
     batches that do not split evenly).
     """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        from .jax_pipeline import make_datasets as jax_datasets
+
+        return jax_datasets(prepared, batch_size, num_classes, one_hot, augment, seed, shuffle,
+                            drop_remainder, first_step, names)
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE

@@ -18,7 +18,7 @@ import stat
 import re
 import sys
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +99,9 @@ class TrainConfig:
     jit_compile: bool | Literal["auto"] = "auto"
     learning_rate_scaling: Literal["none", "linear"] = "none"
     tta: Literal["none", "flip", "flip_translate"] = "none"
+    # Unset: the KERAS_BACKEND environment variable, else tensorflow. A run
+    # directory's recipe.toml names the backend the run used.
+    backend: Literal["tensorflow", "jax"] | None = None
 
     @property
     def one_hot(self) -> bool:
@@ -123,6 +126,10 @@ class Recipe:
         default_factory=lambda: {"plugin": "one_device"})  # type: ignore[assignment]
     train: TrainConfig = field(default_factory=dict)  # type: ignore[arg-type]
     callbacks: Annotated[tuple[PluginCall, ...], PluginRef("callback")] = ()
+
+    def with_backend(self, backend: str) -> "Recipe":
+        """This recipe with ``train.backend`` set (what a run directory records)."""
+        return replace(self, train=replace(self.train, backend=backend))
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved recipe as a TOML-ready dict (no ``extends``)."""

@@ -129,7 +129,7 @@ class Reporter:
         if self._progress is not None and self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
-        skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s"}
+        skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s", "compiled"}
         metrics = "  ".join(_fmt_metric(k, v) for k, v in row.items() if k not in skip)
         self.line(f"epoch {row['epoch']}/{self._epochs}  {metrics}  "
                   f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}")
@@ -164,6 +164,9 @@ class Reporter:
             ("epochs run", f"{summary.get('epochs_run')} of {summary.get('epochs_planned')}"
                            + (" (stopped early)" if summary.get("stopped_early") else "")),
             ("wall time", format_duration(summary.get("wall_time_s") or 0.0)),
+            ("training time", format_duration(summary.get("train_time_s") or 0.0)
+             + ("" if summary.get("compile_time_s") is None else
+                f" ({format_duration(summary['compile_time_s'])} of it compiling)")),
             ("throughput", f"{num(summary.get('train_images_per_s'), ',.0f')} images/s (training)"),
             ("run directory", str(summary.get("run_dir"))),
         ]

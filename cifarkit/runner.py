@@ -45,6 +45,12 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     With ``resume`` (an existing run directory whose ``recipe.toml`` is
     ``recipe``), continue from its last completed epoch instead.
     """
+    from . import framework
+
+    # Before anything imports Keras: the backend is fixed for the process, and
+    # the run directory's recipe.toml names it (a resume runs on the same one).
+    recipe = recipe.with_backend(framework.requested(recipe.train.backend))
+    framework.select(recipe.train.backend, recipe.train.deterministic)
     with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
         previous: dict[str, Any] = {}
         if resume is not None:
@@ -218,7 +224,8 @@ def _start_summary(recipe: Recipe, data: Prepared, parts: build.Built, run_dir: 
         "epochs_planned": recipe.train.epochs,
         "batch_size": recipe.data.batch_size,
         "deterministic": recipe.train.deterministic,
-        "versions": _versions(),
+        "backend": parts.backend,
+        "versions": _versions(parts.backend),
         "pid": os.getpid(),  # while status is "running": the process doing it
         "host": socket.gethostname(),
     }
@@ -239,6 +246,8 @@ def _facts(recipe: Recipe, data: Prepared, parts: build.Built, summary: dict, ru
                 f"{summary['validation_examples']:,} validation / {len(data.x_test):,} test, "
                 f"{len(data.class_names)} classes",
         "model": f"{recipe.model.plugin} ({summary['parameters']:,} parameters)",
+        "backend": f"{parts.backend} (Keras {summary['versions']['keras']}, "
+                   f"{parts.backend} {summary['versions'].get(parts.backend, '?')})",
         "strategy": f"{recipe.strategy.plugin} ({replicas}"
                     + (f", {parts.workers} workers, this is the chief" if parts.multi_worker else "")
                     + ")",
@@ -278,6 +287,9 @@ def _results(recipe: Recipe, parts: build.Built, rows: list, test: dict, images_
 
     measured = rows[1:] if len(rows) > 1 else rows
     train_time = sum(r["train_time_s"] for r in measured)
+    compiles = artifacts.compile_times(rows)
+    compile_time = None if None in compiles else sum(compiles)  # type: ignore[arg-type]
+    total_train = sum(r["train_time_s"] for r in rows)
     tta = recipe.train.tta
     return {
         "test_accuracy": test["accuracy"],
@@ -290,6 +302,9 @@ def _results(recipe: Recipe, parts: build.Built, rows: list, test: dict, images_
         "best_epoch": best,
         "best_monitor": monitor,
         "best_value": best_value,
+        "train_time_s": total_train,
+        "compile_time_s": compile_time,
+        "steady_train_time_s": None if compile_time is None else total_train - compile_time,
         "train_images_per_s": images_per_epoch * len(measured) / train_time if train_time else None,
         "train_images_per_s_note": ("steady state: the first epoch (graph tracing) is excluded"
                                     if len(rows) > 1 else "one epoch, including graph tracing"),
@@ -303,12 +318,11 @@ def _close(reporter: Reporter, parts: build.Built, run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
+def _versions(backend: str) -> dict[str, str]:
+    from .framework import versions
 
-    return {"cifarkit": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {"cifarkit": __version__, **versions(backend), "numpy": np.__version__,
+            "python": platform.python_version()}
 
 
 def _now() -> str:

@@ -91,22 +91,33 @@ class RunMonitor(keras.callbacks.Callback):
         self.images_per_epoch = images_per_epoch
         self.plugin_callbacks, self.signals = plugin_callbacks, signals
         self.restore, self.stop_at_step, self.recipe = restore, stop_at_step, recipe
+        self._trained = False
 
     def on_train_begin(self, logs=None):
         if self.restore is not None:  # after the other callbacks have reset themselves
             checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = self.t_last = time.perf_counter()
+        self.t0 = self.t_last = self._shown = time.perf_counter()
         self.lr = _learning_rate(self.model)
         self.reporter.epoch_begin(epoch + 1)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.t_last = time.perf_counter()
         if batch == 0:  # the rate the epoch's first step used (a schedule may set it per step)
             self.lr = _learning_rate(self.model)
-        self.reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+        # Reading a step's logs waits for the device to finish it: done for the
+        # progress display a few times a second, and on the epoch's last step (so
+        # train_time_s ends when the work does, also where steps run asynchronously).
+        now = time.perf_counter()
+        last = batch + 1 >= ((self.params or {}).get("steps") or 0)
+        if last or now - self._shown >= 0.1:
+            self.reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            self._shown = now = time.perf_counter()
+        self.t_last = now
         if self.signals.requested and self.stop_at_step:
+            sync = getattr(self.model, "jax_state_sync", None)
+            if sync is not None:  # JAX: the step's weights are still outside the model
+                sync()
             raise Interrupted()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -116,7 +127,9 @@ class RunMonitor(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
         row["learning_rate"] = self.lr
         row.update(epoch_time_s=now - self.t0, train_time_s=train_time,
-                   images_per_s=self.images_per_epoch / train_time)
+                   images_per_s=self.images_per_epoch / train_time,
+                   compiled=not self._trained)  # this process's first epoch compiles the step
+        self._trained = True
         done = [*self.rows, row]  # counted as done once its checkpoint is complete
         checkpoint.save(self.run_dir, self.model, done, self.plugin_callbacks,
                         self.model.stop_training, self.recipe)
@@ -169,9 +182,10 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
         if signals.requested:
             raise Interrupted()
         return
+    arrays = {"validation_batch_size": recipe.data.batch_size} if built.backend == "jax" else {}
     built.model.fit(built.train_ds, validation_data=val_ds, epochs=last_epoch,
                     initial_epoch=initial_epoch, steps_per_epoch=built.steps,
-                    callbacks=callbacks, shuffle=False, verbose=0)
+                    callbacks=callbacks, shuffle=False, verbose=0, **arrays)
 
 
 def best_epoch(rows: list[dict[str, Any]], callbacks: list) -> tuple[str, int | None, float | None]:

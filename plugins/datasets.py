@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import cifarkit
 from cifarkit import Range
-from cifarkit.framework import import_framework
+from cifarkit.framework import import_keras
 from cifarkit.data import Splits, keras_download, read_cifar10, read_cifar100, read_image_folder
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -38,7 +38,7 @@ def cifar10(path: Path | None = None) -> Splits:
             return read_cifar10(cached)
 
         def load():
-            _, keras = import_framework()
+            keras = import_keras()  # on the run's backend (selected before the data loads)
             return keras.datasets.cifar10.load_data()
 
         return keras_download("cifar10", load, CIFAR10_CLASSES)
@@ -60,7 +60,7 @@ def cifar100(path: Path | None = None, label_mode: Literal["fine", "coarse"] = "
             return read_cifar100(cached, label_mode)
 
         def load():
-            _, keras = import_framework()
+            keras = import_keras()  # on the run's backend (selected before the data loads)
             return keras.datasets.cifar100.load_data(label_mode=label_mode)
 
         splits = keras_download("cifar100", load, [f"class_{i}" for i in range(100 if label_mode == "fine" else 20)])

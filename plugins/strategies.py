@@ -1,4 +1,11 @@
-"""Built-in distribution strategies (tf.distribute: the one place for TensorFlow code)."""
+"""Built-in distribution strategies: tf.distribute on the TensorFlow backend,
+keras.distribution on the JAX backend (the one place for TensorFlow code).
+
+``one_device`` and ``tpu`` work on both backends; ``mirrored`` and
+``multi_worker_mirrored`` are tf.distribute strategies and ``data_parallel``
+is JAX's: naming one on the other backend is a one-line error that names the
+strategy to use instead.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,44 @@ def _canonical(device: str) -> str:
     if not m:
         raise StrategyError(f"{device!r} is not a device name (expected e.g. '/gpu:0' or '/cpu:0')")
     return f"/device:{m.group(1).upper()}:{m.group(2)}"
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def _only_on(backend: str, name: str, instead: str) -> None:
+    """Refuse, in one line naming ``instead``, a strategy called on the other backend."""
+    running = _backend()
+    if running != backend:
+        engine = "tf.distribute" if backend == "tensorflow" else "keras.distribution"
+        raise StrategyError(f"{name} is a {engine} strategy ({backend} backend); on the "
+                            f"{running} backend use {instead}")
+
+
+def _jax_devices(devices: list[str]) -> list[str]:
+    """Device names ('/gpu:0', 'GPU:0', 'gpu:0') as keras.distribution names them,
+    checked against the devices JAX sees."""
+    import keras
+
+    available = keras.distribution.list_devices()
+    out = []
+    for device in devices:
+        kind, _, index = _canonical(device).removeprefix("/device:").partition(":")
+        name = f"{kind.lower()}:{index}"
+        if name not in available:
+            raise StrategyError(f"device {device!r} is not present on this machine "
+                                f"(available: {', '.join(available) or 'none'})")
+        out.append(name)
+    return out
+
+
+def _data_parallel(devices: list[str]):
+    import keras
+
+    return keras.distribution.DataParallel(devices=devices)
 
 
 def _check_devices(devices: list[str]) -> list[str]:
@@ -49,6 +94,12 @@ def one_device(device: str = "auto"):
         device: "auto" (the first GPU, else the CPU) or a device name such as
             "/gpu:1" or "/cpu:0".
     """
+    if _backend() == "jax":  # keras.distribution over that one device
+        import keras
+
+        if device == "auto":
+            return _data_parallel(keras.distribution.list_devices()[:1])
+        return _data_parallel(_jax_devices([device]))
     import tensorflow as tf
 
     if device == "auto":
@@ -67,6 +118,7 @@ def mirrored(devices: list[str] | None = None,
         cross_device_ops: how gradients are all-reduced ("auto" lets
             TensorFlow choose).
     """
+    _only_on("tensorflow", "mirrored", "'data_parallel' (all local devices)")
     import tensorflow as tf
 
     if devices is None:
@@ -93,7 +145,13 @@ def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = N
         zone: GCE zone of a TPU given by name (unset: from the environment).
         project: GCP project of a TPU given by name (unset: from the environment).
         timeout_s: give up connecting after this many seconds.
+
+    On the JAX backend (a Cloud TPU VM with JAX's TPU build): data
+    parallelism over the TPU cores JAX sees; ``tpu``, ``zone`` and
+    ``project`` must stay unset there (JAX uses the VM's own TPU).
     """
+    if _backend() == "jax":
+        return _jax_tpu(tpu, zone, project)
     import tensorflow as tf
 
     name = tpu or os.environ.get("TPU_NAME")
@@ -126,6 +184,47 @@ def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = N
     return tf.distribute.TPUStrategy(outcome["resolver"])
 
 
+def _jax_tpu(tpu, zone, project):
+    import keras
+
+    named = [k for k, v in (("tpu", tpu), ("zone", zone), ("project", project)) if v]
+    if named:
+        raise StrategyError(f"tpu: strategy.{named[0]} connects to a remote TPU, which only the "
+                            "tensorflow backend does; on the jax backend run on the TPU VM and "
+                            "leave it unset")
+    cores = keras.distribution.list_devices("tpu") if _jax_platforms() & {"tpu"} else []
+    if not cores:
+        raise StrategyError("tpu: JAX sees no TPU on this machine (devices: "
+                            f"{', '.join(keras.distribution.list_devices())}); use one_device "
+                            "or data_parallel")
+    return _data_parallel(cores)
+
+
+def _jax_platforms() -> set[str]:
+    import jax
+
+    return {d.platform for d in jax.devices()}
+
+
+def data_parallel(devices: list[str] | None = None):
+    """Synchronous data parallelism over the devices of one machine (keras.distribution).
+
+    The JAX backend's counterpart of ``mirrored``: the batch is split across
+    the devices, the model's weights are replicated.
+
+    Args:
+        devices: device names such as "gpu:0"; unset means every local
+            accelerator (all GPUs or TPU cores), else the CPU.
+    """
+    _only_on("jax", "data_parallel", "'mirrored' (all local GPUs)")
+    import keras
+
+    if devices is not None and not devices:
+        raise StrategyError("data_parallel: devices is an empty list")
+    return _data_parallel(keras.distribution.list_devices() if devices is None
+                          else _jax_devices(devices))
+
+
 def multi_worker_mirrored(workers: list[str] | None = None,
                           task_index: Annotated[int, Range(0)] | None = None,
                           communication: Literal["auto", "ring", "nccl"] = "auto",
@@ -143,6 +242,9 @@ def multi_worker_mirrored(workers: list[str] | None = None,
         communication: collective implementation ("ring" on CPUs, "nccl" on GPUs).
         timeout_s: seconds a collective (and start-up) may wait for the other workers.
     """
+    _only_on("tensorflow", "multi_worker_mirrored",
+             "'data_parallel' on one machine (cifarkit has no multi-process JAX runs yet: "
+             "docs/distributed.md)")
     import tensorflow as tf
 
     if workers is not None:
@@ -189,3 +291,4 @@ def register_strategies(register):
     register(mirrored)
     register(tpu)
     register(multi_worker_mirrored)
+    register(data_parallel)
