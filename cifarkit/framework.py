@@ -112,6 +112,15 @@ def set_random_seed(keras, seed: int) -> None:
         del sys.modules["tensorflow"]
 
 
+def sync_weights(model) -> None:
+    """On JAX, put the latest step's weights back into the model's variables (``fit``
+    keeps them outside the model until the epoch ends; the next step then starts from
+    the variables). Call it before reading or writing weights during an epoch."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Hide what native code writes to fd 2; replay it if the block fails."""

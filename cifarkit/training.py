@@ -22,6 +22,7 @@ from .data import Prepared
 from .distributed import custom_fit
 from .distributed import predict as predict_locally
 from .evaluation import score
+from .framework import sync_weights
 from .recipe import Recipe
 from .reporter import Reporter
 
@@ -115,9 +116,7 @@ class RunMonitor(keras.callbacks.Callback):
             self._shown = now = time.perf_counter()
         self.t_last = now
         if self.signals.requested and self.stop_at_step:
-            sync = getattr(self.model, "jax_state_sync", None)
-            if sync is not None:  # JAX: the step's weights are still outside the model
-                sync()
+            sync_weights(self.model)  # JAX: the step's weights are still outside the model
             raise Interrupted()
 
     def on_epoch_end(self, epoch, logs=None):

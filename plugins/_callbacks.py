@@ -10,8 +10,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
 
 from cifarkit import PluginError
+from cifarkit.framework import sync_weights
 
 
 class DirCreatingCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -22,8 +24,39 @@ class DirCreatingCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_train_begin(logs)
 
 
+@keras.saving.register_keras_serializable(package="cifarkit")
+class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Piecewise-linear learning rate over ``total_steps``, computed from the optimizer's
+    step count inside the training step (so it costs no host round trip per step).
+
+    Args:
+        learning_rate: the peak learning rate.
+        start: multiplier of the learning rate at the first step.
+        peak_at: fraction of training (0-1) at which the peak is reached.
+        end: multiplier of the learning rate at the last step.
+        total_steps: steps in the whole run.
+    """
+
+    def __init__(self, learning_rate: float, start: float, peak_at: float, end: float,
+                 total_steps: int):
+        self.learning_rate, self.start, self.peak_at, self.end = learning_rate, start, peak_at, end
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        progress = ops.clip(ops.cast(step, "float32") / max(1, self.total_steps - 1), 0.0, 1.0)
+        rising = self.start + (1.0 - self.start) * progress / max(self.peak_at, 1e-12)
+        falling = (1.0 + (self.end - 1.0) * (progress - self.peak_at) / (1.0 - self.peak_at)
+                   if self.peak_at < 1.0 else ops.ones_like(progress))
+        return self.learning_rate * ops.where(progress < self.peak_at, rising, falling)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "start": self.start,
+                "peak_at": self.peak_at, "end": self.end, "total_steps": self.total_steps}
+
+
 class WarmupDecay(keras.callbacks.Callback):
-    """Piecewise-linear learning rate over all training steps, set before every step.
+    """Piecewise-linear learning rate over all training steps: installs a
+    :class:`WarmupDecaySchedule` on the optimizer when training begins.
 
     Args:
         learning_rate: the peak learning rate.
@@ -35,27 +68,35 @@ class WarmupDecay(keras.callbacks.Callback):
     def __init__(self, learning_rate: float, start: float, peak_at: float, end: float):
         super().__init__()
         self.learning_rate, self.start, self.peak_at, self.end = learning_rate, start, peak_at, end
-        self.epoch = 0
 
     def multiplier(self, progress: float) -> float:
         """The learning-rate multiplier at ``progress`` (0: first step, 1: last step)."""
-        progress = min(max(progress, 0.0), 1.0)
-        if progress < self.peak_at:
-            return self.start + (1.0 - self.start) * progress / self.peak_at
-        if self.peak_at >= 1.0:
-            return 1.0
-        return 1.0 + (self.end - 1.0) * (progress - self.peak_at) / (1.0 - self.peak_at)
+        schedule = WarmupDecaySchedule(1.0, self.start, self.peak_at, self.end, 2)
+        return float(schedule(min(max(progress, 0.0), 1.0)))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+    # Installed as soon as fit hands over the model and its step counts (before it
+    # builds the training step, which then computes the rate from the optimizer's
+    # iteration count). It replaces the optimizer's rate without the public setter,
+    # which would drop the rate variable: the optimizer keeps its variables, so
+    # checkpoints and the JAX trainer's state keep their shape.
+    def set_model(self, model):
+        super().set_model(model)
+        self._install()
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def set_params(self, params):
+        super().set_params(params)
+        self._install()
+
+    def _install(self):
+        optimizer = getattr(getattr(self, "model", None), "optimizer", None)
+        if optimizer is None or not self.params:
+            return
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if not steps or not epochs:
             raise PluginError("warmup_decay: the number of steps per epoch is unknown; "
                               "set train.steps_per_epoch")
-        self.model.optimizer.learning_rate = self.learning_rate * self.multiplier(
-            (self.epoch * steps + batch) / max(1, epochs * steps - 1))
+        optimizer._learning_rate = WarmupDecaySchedule(
+            self.learning_rate, self.start, self.peak_at, self.end, epochs * steps)
 
 
 class Lookahead(keras.callbacks.Callback):
@@ -90,6 +131,7 @@ class Lookahead(keras.callbacks.Callback):
             self.model.set_weights(self.average)
 
     def _update(self, rho: float) -> None:
+        sync_weights(self.model)
         current = self.model.get_weights()
         if self.average is None:
             self.average = current

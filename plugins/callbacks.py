@@ -129,13 +129,20 @@ def tensorboard(run_dir: Path, log_dir: str = "tensorboard",
         histogram_freq: epochs between weight histograms (0: none).
         write_graph: write the model graph.
         update_freq: "epoch" or "batch".
+
+    On the JAX backend the same files are written without TensorFlow (scalars,
+    histograms and the model's conceptual graph; no op-level graph).
     """
     import keras
 
+    where = str(_inside(run_dir, log_dir, "tensorboard: log_dir"))
+    if keras.backend.backend() == "jax":
+        from cifarkit_plugins._tensorboard import EventWriter
+
+        return EventWriter(where, histogram_freq, write_graph, update_freq)
     return keras.callbacks.TensorBoard(
-        log_dir=str(_inside(run_dir, log_dir, "tensorboard: log_dir")),
-        histogram_freq=histogram_freq, write_graph=write_graph, update_freq=update_freq,
-        profile_batch=0)
+        log_dir=where, histogram_freq=histogram_freq, write_graph=write_graph,
+        update_freq=update_freq, profile_batch=0)
 
 
 def warmup_decay(learning_rate: float,

@@ -107,16 +107,16 @@ def write_slow_recipe(tmp_path, data, name="r", epochs=4, steps=150):
                              SLOW_EPOCHS.format(epochs=epochs, steps=steps))
 
 
-def start(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "120"}
+def start(*args, cwd=None, env=None):
+    env = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "cifarkit", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @contextlib.contextmanager
-def running(*args):
+def running(*args, env=None):
     """A ``cifarkit`` process that is always killed and reaped, even when the test fails."""
-    proc = start(*args)
+    proc = start(*args, env=env)
     try:
         yield proc
     finally:

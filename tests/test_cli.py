@@ -137,7 +137,20 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
     timing = list(csv.DictReader((run_dir / "timing.csv").open()))
-    assert [set(r) for r in timing] == [{"epoch", "epoch_time_s", "train_time_s", "images_per_s"}] * 2
+    assert [set(r) for r in timing] == [{"epoch", "epoch_time_s", "train_time_s", "compile_time_s",
+                                         "steady_train_time_s", "images_per_s"}] * 2
+    # compilation is the first epoch's extra time over the second's; the second compiles nothing
+    first, second = ({k: float(v) for k, v in r.items()} for r in timing)
+    close = dict(rel=1e-4, abs=1e-4)  # timing.csv keeps 6 significant digits
+    assert first["compile_time_s"] == pytest.approx(
+        max(0.0, first["train_time_s"] - second["train_time_s"]), **close)
+    assert first["steady_train_time_s"] == pytest.approx(
+        first["train_time_s"] - first["compile_time_s"], **close)
+    assert second["compile_time_s"] == 0.0
+    assert summary["backend"] == "tensorflow"
+    assert summary["compile_time_s"] == pytest.approx(first["compile_time_s"], **close)
+    assert abs(summary["steady_train_time_s"] + summary["compile_time_s"]
+               - summary["train_time_s"]) < 1e-6
     assert set(summary["per_class_accuracy"]) == set(summary["class_names"])
     for png in ("accuracy.png", "loss.png", "confusion_matrix.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

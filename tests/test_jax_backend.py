@@ -1,0 +1,236 @@
+"""The JAX backend: the same recipes, plugins and run directory, without TensorFlow.
+
+Runs happen in subprocesses (Keras picks its backend once per process); the
+JAX ones with tests/no_tensorflow on PYTHONPATH, which makes `import
+tensorflow` fail and logs every attempt, so an attempt something swallows is
+caught too.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cifarkit import StrategyError
+from conftest import (ROOT, cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe,
+                      write_tiny_recipe)
+
+pytest.importorskip("jax", reason="the jax extra is not installed")
+
+BLOCK = str(ROOT / "tests" / "no_tensorflow")
+
+# Every built-in callback but reduce_lr_on_plateau, which cannot share the rate
+# with warmup_decay; the JAX resume tests below use it.
+EVERY_CALLBACK = """\
+[strategy]
+plugin = "one_device"
+[train]
+epochs = 2
+steps_per_epoch = 4
+mixed_precision = "mixed_bfloat16"
+tta = "flip"
+[[callbacks]]
+plugin = "model_checkpoint"
+[[callbacks]]
+plugin = "csv_logger"
+[[callbacks]]
+plugin = "tensorboard"
+histogram_freq = 1
+update_freq = "batch"
+[[callbacks]]
+plugin = "warmup_decay"
+[[callbacks]]
+plugin = "lookahead"
+start_epoch = 0
+every = 2
+"""
+
+
+def no_tf(tmp_path, **extra):
+    """Environment for a subprocess that cannot import TensorFlow (attempts are logged)."""
+    return {"PYTHONPATH": BLOCK, "CIFARKIT_BLOCKED_LOG": str(tmp_path / "blocked.log"), **extra}
+
+
+def assert_no_tensorflow(tmp_path):
+    log = tmp_path / "blocked.log"
+    assert not log.exists(), log.read_text()[-3000:]
+
+
+def evaluate_json(run_dir, backend, env=None):
+    result = cifarkit("evaluate", str(run_dir), "--json", "--backend", backend, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_a_recipe_runs_on_jax_without_tensorflow_and_its_model_loads_on_both(tmp_path,
+                                                                            cifar10_dir):
+    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "every", 16, EVERY_CALLBACK)
+    env = no_tf(tmp_path)
+    result = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "runs"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_tensorflow(tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["backend"] == "jax"
+    assert "jax" in s["versions"] and "tensorflow" not in s["versions"]
+    assert 'backend = "jax"' in (run_dir / "recipe.toml").read_text()
+    assert s["compile_time_s"] is not None and s["steady_train_time_s"] > 0
+    for name in ("model.keras", "checkpoints/best.keras", "training_log.csv", "accuracy.png",
+                 "confusion_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    events = list((run_dir / "tensorboard").glob("*/events.out.tfevents.*"))
+    assert {e.parent.name for e in events} == {"train", "validation"}
+    lrs = [float(r["learning_rate"]) for r in metrics(run_dir)]
+    assert lrs[0] != lrs[1]  # warmup_decay's schedule moved the rate inside the jitted step
+
+    # evaluate and predict on JAX, still without TensorFlow; then the same model on TensorFlow.
+    on_jax = evaluate_json(run_dir, "jax", env)
+    assert on_jax["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-9)
+    image = tmp_path / "cat.png"
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(image)
+    predicted = cifarkit("predict", str(run_dir), str(image), "--json", env=env)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert len(json.loads(predicted.stdout)[0]["predictions"]) == 3
+    assert_no_tensorflow(tmp_path)
+    on_tf = evaluate_json(run_dir, "tensorflow")
+    assert on_tf["accuracy"] == pytest.approx(s["test_accuracy"], abs=1 / 40 + 1e-9)
+    assert on_tf["loss"] == pytest.approx(on_jax["loss"], rel=0.02)
+
+
+@pytest.mark.slow
+def test_a_tensorflow_model_loads_on_jax(tmp_path, cifar10_dir):
+    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "tf", 16,
+                               '[strategy]\nplugin = "one_device"\n[train]\nepochs = 1\n')
+    result = cifarkit("run", str(recipe), "-o", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    on_jax = evaluate_json(run_dir, "jax", no_tf(tmp_path))
+    assert_no_tensorflow(tmp_path)
+    assert on_jax["accuracy"] == pytest.approx(summary(run_dir)["test_accuracy"], abs=1 / 40 + 1e-9)
+    assert on_jax["loss"] == pytest.approx(summary(run_dir)["test_loss"], rel=0.02)
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_resume_on_jax_match_the_uninterrupted_run(tmp_path, cifar10_dir):
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=60)
+    env = no_tf(tmp_path)
+    whole = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "whole"), env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    runs = tmp_path / "parts"
+    with running("run", str(recipe), "--backend", "jax", "-o", str(runs), env=env) as proc:
+        run_dir = wait_for_rows(runs, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 130 and summary(run_dir)["status"] == "interrupted"
+    assert (run_dir / "model.keras").is_file()
+    resumed = cifarkit("run", "--resume", str(run_dir), env=env)  # recipe.toml names jax
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_no_tensorflow(tmp_path)
+    (whole_dir,) = (tmp_path / "whole").iterdir()
+    expected, got = metrics(whole_dir), metrics(run_dir)
+    assert [r["epoch"] for r in got] == ["1", "2", "3"]
+    for want, row in zip(expected, got):
+        for key in ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"):
+            assert float(row[key]) == pytest.approx(float(want[key]), rel=1e-4), (row["epoch"], key)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_on_jax(tmp_path, cifar10_dir):
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=60)
+    runs = tmp_path / "runs"
+    with running("run", str(recipe), "--backend", "jax", "-o", str(runs),
+                 env=no_tf(tmp_path)) as proc:
+        run_dir = wait_for_rows(runs, 1, proc)
+        proc.send_signal(signal.SIGKILL)
+    resumed = cifarkit("run", "--resume", str(run_dir), env=no_tf(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 3
+    assert_no_tensorflow(tmp_path)
+
+
+@pytest.mark.slow
+def test_data_parallel_splits_batches_over_two_devices(tmp_path, cifar10_dir):
+    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "dp", 16,
+                               '[strategy]\nplugin = "data_parallel"\n[train]\nepochs = 2\n')
+    env = no_tf(tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "runs"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["replicas"] == 2 and s["status"] == "completed"
+    assert s["validation_examples"] % 16  # validation's last batch was padded, not dropped
+    assert_no_tensorflow(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_tf_distribute_strategy_on_jax_names_the_one_to_use(tmp_path, cifar10_dir):
+    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "m", 16)  # default: mirrored
+    result = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "runs"),
+                      env=no_tf(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "mirrored is a tf.distribute strategy" in result.stderr
+    assert "use 'data_parallel'" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_jax_strategy_on_tensorflow_names_the_one_to_use():
+    from cifarkit_plugins.strategies import data_parallel
+
+    with pytest.raises(StrategyError, match="on the tensorflow backend use 'mirrored'"):
+        data_parallel()
+
+
+def test_keras_backend_and_train_backend(monkeypatch):
+    from cifarkit import framework
+    from cifarkit.errors import RecipeError
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert framework.requested(None) == "jax"
+    assert framework.requested("tensorflow") == "tensorflow"  # the recipe or --backend wins
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    with pytest.raises(RecipeError, match="KERAS_BACKEND=torch: cifarkit runs on the "
+                                          "tensorflow or jax backend"):
+        framework.requested(None)
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert framework.requested(None) == "tensorflow"
+
+
+@pytest.mark.slow
+def test_augmentation_on_jax_is_the_same_kind_as_on_tensorflow(tmp_path):
+    """random_flip mirrors about half the images on both backends; a batch's
+    augmentation depends on its position in the stream, not on what ran before."""
+    script = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from cifarkit.jax_pipeline import Augmenter
+        from cifarkit_plugins.augmentations import random_flip
+        layer = random_flip(seed=3)
+        images = np.tile(np.arange(32, dtype=np.float32)[None, None, :, None], (256, 32, 1, 3))
+        layer(images[:2], training=True)
+        augment = Augmenter([layer], ["random_flip"])
+        out = [np.asarray(augment(images, step)) for step in (0, 1, 0)]
+        flipped = [float((o[:, 0, 0, 0] == 31).mean()) for o in out]
+        kept = all(((o == images) | (o == images[:, :, ::-1])).all() for o in out)
+        print(json.dumps({"flipped": flipped, "kept": kept, "same": bool((out[0] == out[2]).all()),
+                          "differ": bool((out[0] != out[1]).any())}))
+    """)
+    env = {**os.environ, **no_tf(tmp_path), "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["kept"] and got["same"] and got["differ"]
+    assert all(0.35 < f < 0.65 for f in got["flipped"])
+
+    import numpy as np
+    from cifarkit_plugins.augmentations import random_flip
+    images = np.tile(np.arange(32, dtype=np.float32)[None, None, :, None], (256, 32, 1, 3))
+    out = np.asarray(random_flip(seed=3)(images, training=True))
+    assert 0.35 < float((out[:, 0, 0, 0] == 31).mean()) < 0.65  # TensorFlow: the same kind
+    assert_no_tensorflow(tmp_path)
