@@ -561,6 +561,11 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         raise v.fail(("train", "label_smoothing"),
                      "label smoothing needs loss = 'categorical_crossentropy'")
     _check_monitors(v, recipe.callbacks, recipe.train.metrics, recipe.data.validation_split)
+    rates = [i for i, c in enumerate(recipe.callbacks)
+             if c.plugin in ("warmup_decay", "reduce_lr_on_plateau")]
+    if len(rates) > 1 and len({recipe.callbacks[i].plugin for i in rates}) > 1:
+        raise v.fail(("callbacks", rates[-1]), "warmup_decay and reduce_lr_on_plateau both set "
+                     "the learning rate; keep one of them")
     name = recipe.name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise v.fail(("name",), f"{name!r} is not usable as a run-directory name "

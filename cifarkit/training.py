@@ -103,9 +103,11 @@ class RunMonitor(keras.callbacks.Callback):
         self.lr = _learning_rate(self.model)
         self.reporter.epoch_begin(epoch + 1)
 
-    def on_train_batch_end(self, batch, logs=None):
-        if batch == 0:  # the rate the epoch's first step used (a schedule may set it per step)
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:  # the rate the epoch's first step uses (after callbacks set it)
             self.lr = _learning_rate(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
         # Reading a step's logs waits for the device to finish it: done for the
         # progress display a few times a second, and on the epoch's last step (so
         # train_time_s ends when the work does, also where steps run asynchronously).

@@ -187,6 +187,18 @@ def test_a_jax_strategy_on_tensorflow_names_the_one_to_use():
         data_parallel()
 
 
+def test_two_callbacks_that_set_the_learning_rate_are_refused(registry, write):
+    from cifarkit.errors import RecipeError
+    from cifarkit.recipe import load_recipe
+
+    path = write("r.toml", f'extends = "{ROOT / "recipes" / "default.toml"}"\n'
+                           '[[callbacks]]\nplugin = "warmup_decay"\n'
+                           '[[callbacks]]\nplugin = "reduce_lr_on_plateau"\n')
+    with pytest.raises(RecipeError, match=r"callbacks\[\d\]: warmup_decay and "
+                                          "reduce_lr_on_plateau both set the learning rate"):
+        load_recipe(path, [], registry)
+
+
 def test_keras_backend_and_train_backend(monkeypatch):
     from cifarkit import framework
     from cifarkit.errors import RecipeError
