@@ -18,15 +18,27 @@ Installing cifarkit makes these fixtures available in every test session:
     with ``overrides`` (a dict shaped like the TOML) merged on top by the
     same rules as ``extends``.
 ``run_recipe``
-    ``run_recipe(recipe, *sets) -> RunResult``: validates and trains the
-    recipe in-process against ``cifarkit_registry``, quietly, into a
-    temporary output folder; returns ``.run_dir`` and ``.summary``.
+    ``run_recipe(recipe, *sets, backend=None) -> RunResult``: validates and
+    trains the recipe in-process against ``cifarkit_registry``, quietly,
+    into a temporary output folder; returns ``.run_dir`` and ``.summary``.
+    With a ``backend`` other than the one Keras runs on in this process, the
+    run happens in a ``cifarkit run --backend`` subprocess (Keras picks its
+    backend once per process) with the built-ins and the plugins under test.
+``cifarkit_backend``
+    Parametrized over ``"tensorflow"`` and ``"jax"`` (skipped where that
+    backend is not installed): a test that takes it runs once per backend;
+    pass it on as ``run_recipe(..., backend=cifarkit_backend)``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,17 +116,66 @@ def make_recipe(tmp_path, tiny_cifar10):
     return make
 
 
+@pytest.fixture(params=["tensorflow", "jax"])
+def cifarkit_backend(request) -> str:
+    """Each Keras backend cifarkit runs on, where it is installed."""
+    if importlib.util.find_spec(request.param) is None:
+        pytest.skip(f"the {request.param} backend is not installed")
+    return request.param
+
+
+def _plugin_files(request) -> list[str]:
+    """The plugins under test as ``--plugin`` files, for a subprocess."""
+    refs = list(request.config.getini("cifarkit_plugins"))
+    for marker in request.node.iter_markers("cifarkit_plugins"):
+        refs.extend(marker.args)
+    files = []
+    for ref in map(str, refs):
+        if ref.endswith(".py"):
+            path = Path(ref)
+            files.append(str(path if path.is_absolute() else Path(request.config.rootpath) / path))
+        else:
+            files.append(importlib.import_module(ref).__file__)
+    return files
+
+
+def _run_in_subprocess(recipe, sets, backend: str, output: Path, plugin_files: list[str]):
+    from cifarkit.errors import CifarkitError
+    from cifarkit.runner import RunResult
+
+    args = [sys.executable, "-m", "cifarkit", "run", str(recipe), "--backend", backend,
+            "--output", str(output)]
+    for item in sets:
+        args += ["--set", item]
+    for file in plugin_files:
+        args += ["--plugin", file]
+    env = {**os.environ, "CIFARKIT_LOAD_PLUGINS": "", "KERAS_BACKEND": backend}
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    if done.returncode == 2:  # a one-line user error, raised here as in-process
+        raise CifarkitError(done.stderr.strip().removeprefix("cifarkit: error: "))
+    if done.returncode != 0:
+        raise AssertionError(f"cifarkit run --backend {backend} failed:\n{done.stderr[-4000:]}")
+    (run_dir,) = [d for d in output.iterdir() if d.is_dir()]
+    return RunResult(run_dir, json.loads((run_dir / "summary.json").read_text()))
+
+
 @pytest.fixture
-def run_recipe(tmp_path, cifarkit_registry):
-    """Helper: train a recipe in-process for a few steps; returns a RunResult."""
-    def run(recipe: str | Path, *sets: str, registry=None):
+def run_recipe(request, tmp_path, cifarkit_registry):
+    """Helper: train a recipe for a few steps (in-process, or on another backend in a
+    subprocess); returns a RunResult."""
+    def run(recipe: str | Path, *sets: str, registry=None, backend: str | None = None):
         from rich.console import Console
 
+        from cifarkit import framework
         from cifarkit.recipe import load_recipe
         from cifarkit.reporter import Reporter
         from cifarkit.runner import run as run_training
 
+        if backend is not None and backend != (framework.active() or framework.requested(None)):
+            return _run_in_subprocess(recipe, sets, backend, tmp_path / f"runs-{backend}",
+                                      _plugin_files(request))
         registry = registry or cifarkit_registry
+        sets = (*sets, f"train.backend={backend}") if backend else sets
         loaded = load_recipe(recipe, list(sets), registry)
         reporter = Reporter(Console(file=io.StringIO(), width=120))
         return run_training(loaded, registry, tmp_path / "runs", reporter)
