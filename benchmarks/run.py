@@ -22,7 +22,10 @@ shared and noisy):
   1024) over a bfloat16 matmul;
 * CLI start-up: ``cifarkit --help`` and ``cifarkit list-plugins`` against
   ``python -c "import tensorflow"``;
-* peak memory (RSS) of a short ``cifarkit run`` of the default recipe.
+* peak memory (RSS) of a short ``cifarkit run`` of the default recipe;
+* the default recipe on the JAX backend against the TensorFlow backend: two
+  ``cifarkit run`` commands each (one_device, steady images/s from
+  summary.json), interleaved (needs the jax extra).
 
 Data: real CIFAR-10 (the JPEG copy in ../shared/data, converted once with
 ../shared/tools/cifar10_batches.py into a cache folder) when present, else
@@ -283,6 +286,33 @@ def peak_rss_of_run(data_path: Path | None, limit: int, steps: int) -> float:
                              *sets, "--output", out])
 
 
+def backend_rates(data_path: Path | None, limit: int, steps: int, repeats: int) -> dict[str, list]:
+    """Steady training images/s of ``cifarkit run recipes/default.toml`` on each backend
+    (one_device, ``steps`` steps per epoch, 2 epochs: the second is the steady one),
+    interleaved; the figure is summary.json's ``train_images_per_s``."""
+    import tempfile
+
+    rates: dict[str, list] = {"tensorflow": [], "jax": []}
+    with tempfile.TemporaryDirectory() as out:
+        if data_path is None:
+            from cifarkit.testing import write_cifar10
+
+            data_path = write_cifar10(Path(out) / "data", n_train=limit, n_test=256)
+        for r in range(repeats):
+            for backend in rates:
+                runs = Path(out) / f"{backend}-{r}"
+                subprocess.run([sys.executable, "-m", "cifarkit", "run",
+                                str(ROOT / "recipes" / "default.toml"), "--backend", backend,
+                                "--set", f"data.path={data_path}", "--set", f"data.limit={limit}",
+                                "--set", "train.epochs=2", "--set", f"train.steps_per_epoch={steps}",
+                                "--set", "strategy.plugin=one_device", "--output", str(runs)],
+                               check=True, capture_output=True)
+                (run_dir,) = runs.iterdir()
+                rates[backend].append(json.loads((run_dir / "summary.json").read_text())
+                                      ["train_images_per_s"])
+    return rates
+
+
 def cpu_description() -> str:
     """The CPU's model name, family/model numbers and its wide-vector flags (Linux), or platform's guess.
 
@@ -344,6 +374,10 @@ def main(argv=None) -> int:
     start = startup(3 if quick else 5)
     data_dir = CACHE / "cifar-10-batches-py" if source.startswith("CIFAR") else None
     rss = peak_rss_of_run(data_dir, 2048, 10 if quick else 40)
+    by_backend = backend_rates(data_dir, 2048, 15 if quick else 40, repeats)
+    backend = {k: statistics.median(v) for k, v in by_backend.items()}
+    console.print("  default recipe by backend: " + ", ".join(
+        f"{k} {', '.join(f'{r:,.0f}' for r in v)} images/s" for k, v in by_backend.items()))
 
     tf_import = start["python -c 'import tensorflow'"]
     rows = [
@@ -367,6 +401,9 @@ def main(argv=None) -> int:
         ("start-up: cifarkit list-plugins vs import tensorflow", f"{start['cifarkit list-plugins']:.2f} s",
          f"{tf_import:.2f} s", start["cifarkit list-plugins"] / tf_import, "< 0.1"),
         ("peak RSS of a short default-recipe run", f"{rss:,.0f} MiB", "-", None, "-"),
+        ("default recipe on the JAX backend vs the TensorFlow backend (cifarkit run, steady)",
+         f"{backend['jax']:,.0f} img/s", f"{backend['tensorflow']:,.0f} img/s",
+         backend["jax"] / backend["tensorflow"], "-"),
     ]
     table = Table(title=f"cifarkit benchmarks ({'quick' if quick else 'full'}; data: {source})",
                   title_justify="left")
@@ -388,7 +425,7 @@ def main(argv=None) -> int:
             "training_flops_per_image": flops, "matmul_flops_per_s": peak,
             "matmul_bfloat16_flops_per_s": peak_bf16, "fast_recipe_images_per_s": [f[0] for f in fast],
             "fast_recipe_training_flops_per_image": fast_flops, "startup_s": start,
-            "peak_rss_mib": rss,
+            "peak_rss_mib": rss, "default_recipe_images_per_s_by_backend": by_backend,
             "rows": [{"measurement": w, "cifarkit": o, "baseline": b, "ratio": r, "goal": g}
                      for w, o, b, r, g in rows]}, indent=2))
     return 0

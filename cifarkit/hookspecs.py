@@ -56,8 +56,11 @@ def register_augmentations(register):
     shape ``(batch, height, width, channels)``, pixel values 0-255, and
     returns a batch of the same shape and range. cifarkit applies the
     recipe's ``[[augmentation]]`` entries in order, batch-wise on the
-    training split of the tf.data pipeline only (never on validation or
-    test data), calling each layer with ``training=True``.
+    training split only (never on validation or test data), calling each
+    layer with ``training=True``: inside the tf.data pipeline on the
+    TensorFlow backend, in one ``jax.jit``-compiled function on the JAX
+    backend (so the layer must trace: plain ``keras.ops`` and
+    ``keras.random`` with a ``SeedGenerator``).
 
     Injected: ``seed`` (int: the recipe's seed plus the entry's position, for
     reproducible randomness).
