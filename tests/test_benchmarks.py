@@ -64,3 +64,25 @@ def test_peak_rss_is_the_commands_own_not_this_processs():
     used = bench.peak_rss_mib([sys.executable, "-c", "x = bytearray(300 << 20)"])
     assert held.sum() == 1 << 27
     assert 300 < used < 700  # the child's 300 MiB plus Python, not this process's 1 GiB
+
+
+def test_gpu_table_reads_the_runs_gpu_sh_made(tmp_path, capsys, monkeypatch):
+    import json
+
+    spec = importlib.util.spec_from_file_location("gpu_table", ROOT / "benchmarks" / "gpu_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    monkeypatch.setattr(table, "device_name", lambda: "NVIDIA H200")
+    for name, accuracy, steady, compile_s, wall in (("fast", 0.9061, 1.83, 21.0, 35.2),
+                                                    ("default", 0.71, 6.75, 9.0, 60.0)):
+        run_dir = tmp_path / f"runs-{name}" / f"{name}-20261127-000000"
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({
+            "test_accuracy": accuracy, "steady_train_time_s": steady, "compile_time_s": compile_s,
+            "train_examples": 45000, "epochs_run": 3, "versions": {"jax": "0.11.2", "keras": "3.15.1"}}))
+        (tmp_path / f"runs-{name}.wall_s").write_text(str(wall))
+    table.main(tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("NVIDIA H200, JAX 0.11.2, Keras 3.15.1, ")
+    assert "| fast | 3 | 90.61 % | 1.83 | 21.00 | 73,770 | 35.2 |" in out
+    assert "| default | 3 | 71.00 % | 6.75 | 9.00 | 20,000 | 60.0 |" in out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_RECIPE, cifarkit, summary, write_slow_recipe
+from conftest import DEFAULT_RECIPE, ROOT, cifarkit, summary, write_slow_recipe
 
 
 @pytest.mark.slow
@@ -67,17 +67,24 @@ def make_image_folder(root: Path, classes=("cats", "dogs", "fish"), per_class=8)
 
 
 @pytest.mark.slow
-def test_image_folder_trains_and_evaluates(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_image_folder_trains_and_evaluates(tmp_path, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
     folder = make_image_folder(tmp_path / "pets")
+    # on JAX, with `import tensorflow` made to fail (tests/no_tensorflow)
+    env = {"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow")} if backend == "jax" else None
     result = cifarkit("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
                       "--set", f"data.path={folder}", "--set", "train.epochs=1",
                       "--set", "data.batch_size=8", "--set", "model.filters=[4, 8]",
-                      "--set", "model.dropout=[0.1, 0.1]", "--output", str(tmp_path / "runs"))
+                      "--set", "model.dropout=[0.1, 0.1]", "--set", "strategy.plugin=one_device",
+                      "--backend", backend, "--output", str(tmp_path / "runs"), env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     s = summary(run_dir)
     assert s["class_names"] == ["cats", "dogs", "fish"] and s["test_examples"] == 12
-    ev = cifarkit("evaluate", str(run_dir), "--json")
+    assert s["backend"] == backend
+    ev = cifarkit("evaluate", str(run_dir), "--json", env=env)
     assert json.loads(ev.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
 
 
