@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifacts, build, checkpoint
+from . import __version__, artifacts, build, checkpoint, framework
 from .data import Prepared
 from .errors import CifarkitError, OutputError, plural, terminal_safe
 from .lock import LOCK_NAME, RunLock
@@ -45,8 +45,6 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     With ``resume`` (an existing run directory whose ``recipe.toml`` is
     ``recipe``), continue from its last completed epoch instead.
     """
-    from . import framework
-
     # Before anything imports Keras: the backend is fixed for the process, and
     # the run directory's recipe.toml names it (a resume runs on the same one).
     recipe = recipe.with_backend(framework.requested(recipe.train.backend))
@@ -319,9 +317,7 @@ def _close(reporter: Reporter, parts: build.Built, run_dir: Path) -> None:
 
 
 def _versions(backend: str) -> dict[str, str]:
-    from .framework import versions
-
-    return {"cifarkit": __version__, **versions(backend), "numpy": np.__version__,
+    return {"cifarkit": __version__, **framework.versions(backend), "numpy": np.__version__,
             "python": platform.python_version()}
 
 
