@@ -17,6 +17,22 @@ from cifarkit.testing import write_cifar10
 # only, in this process and every subprocess, unless a test opts in explicitly.
 os.environ["CIFARKIT_LOAD_PLUGINS"] = ""
 
+# Importing jax sets TF_CPP_MIN_LOG_LEVEL=1 in its process when unset, and
+# TensorFlow imports jax when it is installed (tf.lite does). Subprocesses
+# started later would inherit it and show TensorFlow's warnings, which cifarkit
+# hides only when the variable is unset: each test gets the session's value back.
+_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def _tf_log_level_as_the_user_set_it():
+    yield
+    if _TF_LOG_LEVEL is None:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = _TF_LOG_LEVEL
+
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = ROOT / "recipes" / "default.toml"
 
