@@ -184,6 +184,27 @@ def test_a_tf_distribute_strategy_on_jax_names_the_one_to_use(tmp_path, cifar10_
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sets, fragment", [
+    (["strategy.plugin=tpu"], "tpu: JAX sees no TPU on this machine (devices: cpu:0)"),
+    (["strategy.plugin=tpu", 'strategy.tpu="my-tpu"'],
+     "tpu: strategy.tpu connects to a remote TPU, which only the tensorflow backend does"),
+    (["strategy.plugin=one_device", 'strategy.device="/gpu:0"'],
+     "device '/gpu:0' is not present on this machine (available: cpu:0)"),
+    (["strategy.plugin=multi_worker_mirrored"],
+     "multi_worker_mirrored is a tf.distribute strategy (tensorflow backend); on the jax "
+     "backend use 'data_parallel' on one machine"),
+])
+def test_jax_strategies_that_cannot_start_are_one_line(tmp_path, cifar10_dir, sets, fragment):
+    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "s", 16)
+    args = [a for s in sets for a in ("--set", s)]
+    result = cifarkit("run", str(recipe), *args, "--backend", "jax", "-o", str(tmp_path / "runs"),
+                      env=no_tf(tmp_path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert fragment in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_a_jax_strategy_on_tensorflow_names_the_one_to_use():
     from cifarkit_plugins.strategies import data_parallel
 
