@@ -94,7 +94,7 @@ def cifarkit_train_dataset(x, y, layers, seed=42, batch=BATCH):
     from cifarkit.pipeline import make_datasets
 
     prepared = Prepared(x, y, None, None, x[:batch], y[:batch], [str(i) for i in range(10)])
-    train, _, _ = make_datasets(prepared, batch, 10, True, layers, seed=seed)
+    train, _ = make_datasets(prepared, batch, 10, True, layers, seed=seed)
     return train
 
 

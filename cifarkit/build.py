@@ -111,7 +111,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     from .pipeline import make_datasets, steps_per_pass
 
     steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
-    train_ds, val_ds, _ = make_datasets(
+    train_ds, val_ds = make_datasets(
         data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
         shuffle=recipe.data.shuffle, drop_remainder=split_batches,
         first_step=(len(restore[1]["rows"]) if restore else 0) * steps,

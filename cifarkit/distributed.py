@@ -27,24 +27,20 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _backend() -> str:
-    import keras
-
-    return keras.backend.backend()
+from . import framework
 
 
 def replicas(strategy) -> int:
     """How many parts each batch is split into: tf.distribute's replicas in sync, or
     the size of a keras.distribution mesh's batch axis (JAX)."""
-    if _backend() == "jax":
+    if framework.active() == "jax":
         mesh = strategy.device_mesh
         return int(mesh.shape[list(mesh.axis_names).index(strategy.batch_dim_name)])
     return int(strategy.num_replicas_in_sync)
 
 
 def is_multi_worker(strategy) -> bool:
-    if _backend() != "tensorflow":
+    if framework.active() != "tensorflow":
         return False
     import tensorflow as tf
 
@@ -70,7 +66,7 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     On JAX, ``model.predict`` under the run's distribution, with the last batch
     padded to a full one (every batch must split evenly over the devices).
     """
-    if _backend() == "jax":
+    if framework.active() == "jax":
         n = len(x)
         pad = -n % batch_size
         if pad:

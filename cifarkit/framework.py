@@ -88,17 +88,6 @@ def versions(backend: str) -> dict[str, str]:
     return out
 
 
-def devices(backend: str) -> list[str]:
-    """The accelerators (else CPUs) the backend sees, as 'platform:id' strings."""
-    if backend == "jax":
-        import jax
-
-        return [f"{d.platform}:{d.id}" for d in jax.devices()]
-    import tensorflow as tf
-
-    return [d.name for d in tf.config.list_logical_devices()]
-
-
 def set_random_seed(keras, seed: int) -> None:
     """``keras.utils.set_random_seed``, which on the JAX backend would import TensorFlow
     (only to seed it, when it is installed): that import is refused for the call."""

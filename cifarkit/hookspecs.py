@@ -92,7 +92,7 @@ def register_strategies(register):
     """Register distribution-strategy factories.
 
     A factory returns a ``tf.distribute.Strategy`` on the TensorFlow backend
-    and a ``keras.distribution.Distribution`` on the JAX backend
+    and a keras.distribution ``DataParallel`` or ``ModelParallel`` on the JAX backend
     (``keras.backend.backend()`` says which is running; strategies are one
     of the two places where backend code belongs). If the hardware it asks
     for is not present, or it has no form for the running backend, it raises

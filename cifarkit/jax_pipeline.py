@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import PluginError, first_line
-from .pipeline import SEED_STRIDE, seed_states
+from .pipeline import SEED_STRIDE, seed_states, steps_per_pass
 
 
 def labels(y: np.ndarray, num_classes: int, one_hot: bool) -> np.ndarray:
@@ -51,12 +51,8 @@ class Augmenter:
 
     def values(self, step: int) -> list[np.ndarray]:
         """Every layer's random state for batch ``step``: (its seed, step x stride)."""
-        out = []
-        for start in self.starts:
-            counter = (step * SEED_STRIDE) % (np.iinfo(start.dtype).max + 1) \
-                if np.issubdtype(start.dtype, np.integer) else step * SEED_STRIDE
-            out.append(np.array([start[0], counter], dtype=start.dtype))
-        return out
+        return [np.array([start[0], step * SEED_STRIDE % (np.iinfo(start.dtype).max + 1)],
+                         dtype=start.dtype) for start in self.starts]  # wraps as on TensorFlow
 
     def __call__(self, images: np.ndarray, step: int):
         """Batch ``step``'s images (uint8 or float32, 0-255), augmented, as float32."""
@@ -77,10 +73,9 @@ class TrainStream:
                  seed: int, shuffle: bool, drop_remainder: bool, first_step: int):
         self.x, self.y, self.batch_size = x, y, batch_size
         self.augment, self.seed, self.shuffle = augment, seed, shuffle
-        n = len(x)
-        self.steps = n // batch_size if drop_remainder else -(-n // batch_size)
+        self.steps = steps_per_pass(len(x), batch_size, drop_remainder)
         self.step = first_step
-        self._pass, self._order = -1, np.arange(n)
+        self._pass, self._order = -1, np.arange(len(x))
 
     def _indices(self, step: int) -> np.ndarray:
         p, b = divmod(step, self.steps)
@@ -103,12 +98,11 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
                   drop_remainder: bool = False, first_step: int = 0,
                   names: Sequence[str] = ()):
-    """``(train stream, (x_val, y_val) or None, (x_test, y_test))`` for ``fit`` on JAX."""
+    """``(train stream, (x_val, y_val) or None)`` for ``fit`` on JAX."""
     augmenter = Augmenter(augment, names or [type(a).__name__ for a in augment])
     y = labels(prepared.y_train, num_classes, one_hot)
     train = TrainStream(prepared.x_train, y, batch_size, augmenter, seed, shuffle,
                         drop_remainder, first_step).batches()
     val = None if prepared.x_val is None else (
         prepared.x_val.astype(np.float32), labels(prepared.y_val, num_classes, one_hot))
-    test = (prepared.x_test.astype(np.float32), labels(prepared.y_test, num_classes, one_hot))
-    return train, val, test
+    return train, val

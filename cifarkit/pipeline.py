@@ -37,8 +37,9 @@ def seed_states(layers: Sequence[Any]) -> list:
 def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
                   augment: Sequence[Any], seed: int, shuffle: bool = True,
                   drop_remainder: bool = False, first_step: int = 0, names=()):
-    """Return ``(train, validation or None, test)`` tf.data datasets
-    (on the JAX backend: :func:`cifarkit.jax_pipeline.make_datasets`'s stream and arrays).
+    """Return ``(train, validation or None)`` tf.data datasets (on the JAX backend:
+    :func:`cifarkit.jax_pipeline.make_datasets`'s stream and arrays). The test
+    split is not here: it is predicted once, from its arrays, after training.
 
     ``train`` is endless: fit it with ``steps_per_epoch`` (by default one pass
     over the data). ``first_step`` is the stream position to start at (the
@@ -46,9 +47,9 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
     partial batch of each pass (needed with several replicas: Keras fails on
     batches that do not split evenly).
     """
-    import keras
+    from . import framework
 
-    if keras.backend.backend() == "jax":
+    if framework.active() == "jax":
         from .jax_pipeline import make_datasets as jax_datasets
 
         return jax_datasets(prepared, batch_size, num_classes, one_hot, augment, seed, shuffle,
@@ -101,7 +102,7 @@ def make_datasets(prepared, batch_size: int, num_classes: int, one_hot: bool,
     # Sequential when layers share random state: each batch sets it, then uses it.
     train = train.map(apply, num_parallel_calls=None if states else autotune)
     val = None if prepared.x_val is None else evaluation(prepared.x_val, prepared.y_val)
-    return train.prefetch(autotune), val, evaluation(prepared.x_test, prepared.y_test)
+    return train.prefetch(autotune), val
 
 
 def steps_per_pass(n: int, batch_size: int, drop_remainder: bool) -> int:

@@ -61,13 +61,14 @@ def pytest_configure(config):
         "markers", "cifarkit_plugins(*modules): extra cifarkit plugins for cifarkit_registry")
 
 
-def _register(registry, ref: str, rootdir: Path) -> None:
-    if ref.endswith(".py"):
-        path = Path(ref)
-        registry.load_file(path if path.is_absolute() else rootdir / path)
-        return
-    module = importlib.import_module(ref)
-    registry.register(module, f"{ref} (under test)", name=f"under-test:{ref}")
+def _under_test(request) -> list[str | Path]:
+    """The plugins under test (ini option, then markers): module names, or ``.py``
+    files as absolute paths (given relative to the rootdir)."""
+    refs = [str(r) for r in request.config.getini("cifarkit_plugins")]
+    for marker in request.node.iter_markers("cifarkit_plugins"):
+        refs.extend(str(r) for r in marker.args)
+    root = Path(request.config.rootpath)
+    return [root / ref if ref.endswith(".py") else ref for ref in refs]  # root / absolute = absolute
 
 
 @pytest.fixture
@@ -77,11 +78,12 @@ def cifarkit_registry(request):
 
     registry = Registry()
     registry.load_entrypoints(only="")  # built-ins only
-    refs = list(request.config.getini("cifarkit_plugins"))
-    for marker in request.node.iter_markers("cifarkit_plugins"):
-        refs.extend(marker.args)
-    for ref in refs:
-        _register(registry, str(ref), Path(request.config.rootpath))
+    for ref in _under_test(request):
+        if isinstance(ref, Path):
+            registry.load_file(ref)
+        else:
+            registry.register(importlib.import_module(ref), f"{ref} (under test)",
+                              name=f"under-test:{ref}")
     return registry
 
 
@@ -126,17 +128,8 @@ def cifarkit_backend(request) -> str:
 
 def _plugin_files(request) -> list[str]:
     """The plugins under test as ``--plugin`` files, for a subprocess."""
-    refs = list(request.config.getini("cifarkit_plugins"))
-    for marker in request.node.iter_markers("cifarkit_plugins"):
-        refs.extend(marker.args)
-    files = []
-    for ref in map(str, refs):
-        if ref.endswith(".py"):
-            path = Path(ref)
-            files.append(str(path if path.is_absolute() else Path(request.config.rootpath) / path))
-        else:
-            files.append(importlib.import_module(ref).__file__)
-    return files
+    return [str(ref) if isinstance(ref, Path) else importlib.import_module(ref).__file__
+            for ref in _under_test(request)]
 
 
 def _run_in_subprocess(recipe, sets, backend: str, output: Path, plugin_files: list[str]):

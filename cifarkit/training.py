@@ -177,7 +177,8 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
         custom_fit(built.model, built.strategy, built.train_ds, steps=built.steps,
                    epochs=last_epoch, initial_epoch=initial_epoch,
                    global_batch=recipe.data.batch_size, loss=recipe.train.loss,
-                   one_hot=recipe.train.one_hot, label_smoothing=recipe.train.label_smoothing, metrics=recipe.train.metrics,
+                   one_hot=recipe.train.one_hot, label_smoothing=recipe.train.label_smoothing,
+                   metrics=recipe.train.metrics,
                    callbacks=callbacks, jit_compile=recipe.train.jit_compile is True,
                    stop_requested=lambda: signals.requested)
         if signals.requested:

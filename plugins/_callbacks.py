@@ -69,11 +69,6 @@ class WarmupDecay(keras.callbacks.Callback):
         super().__init__()
         self.learning_rate, self.start, self.peak_at, self.end = learning_rate, start, peak_at, end
 
-    def multiplier(self, progress: float) -> float:
-        """The learning-rate multiplier at ``progress`` (0: first step, 1: last step)."""
-        schedule = WarmupDecaySchedule(1.0, self.start, self.peak_at, self.end, 2)
-        return float(schedule(min(max(progress, 0.0), 1.0)))
-
     # Installed as soon as fit hands over the model and its step counts (before it
     # builds the training step, which then computes the rate from the optimizer's
     # iteration count). It replaces the optimizer's rate without the public setter,

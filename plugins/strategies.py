@@ -17,7 +17,7 @@ import threading
 from typing import Annotated, Literal
 
 import cifarkit
-from cifarkit import Range, StrategyError
+from cifarkit import Range, StrategyError, framework
 from cifarkit.errors import first_line
 
 
@@ -30,9 +30,7 @@ def _canonical(device: str) -> str:
 
 
 def _backend() -> str:
-    import keras
-
-    return keras.backend.backend()
+    return framework.active() or framework.requested(None)
 
 
 def _only_on(backend: str, name: str, instead: str) -> None:
@@ -192,18 +190,12 @@ def _jax_tpu(tpu, zone, project):
         raise StrategyError(f"tpu: strategy.{named[0]} connects to a remote TPU, which only the "
                             "tensorflow backend does; on the jax backend run on the TPU VM and "
                             "leave it unset")
-    cores = keras.distribution.list_devices("tpu") if _jax_platforms() & {"tpu"} else []
+    cores = [d for d in keras.distribution.list_devices() if d.startswith("tpu:")]
     if not cores:
         raise StrategyError("tpu: JAX sees no TPU on this machine (devices: "
                             f"{', '.join(keras.distribution.list_devices())}); use one_device "
                             "or data_parallel")
     return _data_parallel(cores)
-
-
-def _jax_platforms() -> set[str]:
-    import jax
-
-    return {d.platform for d in jax.devices()}
 
 
 def data_parallel(devices: list[str] | None = None):

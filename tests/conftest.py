@@ -156,6 +156,16 @@ def metrics(run_dir):
     return list(csv.DictReader((run_dir / "metrics.csv").open()))
 
 
+def assert_same_epochs(expected_dir, run_dir, epochs: int, rel: float) -> None:
+    """``run_dir`` has ``epochs`` rows with the training and validation figures of
+    ``expected_dir``'s (to ``rel``)."""
+    expected, got = metrics(expected_dir), metrics(run_dir)
+    assert [r["epoch"] for r in got] == [str(e) for e in range(1, epochs + 1)]
+    for want, row in zip(expected, got):
+        for key in ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"):
+            assert float(row[key]) == pytest.approx(float(want[key]), rel=rel), (row["epoch"], key)
+
+
 def summary(run_dir):
     return json.loads((run_dir / "summary.json").read_text())
 

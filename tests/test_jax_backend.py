@@ -17,8 +17,8 @@ import textwrap
 import pytest
 
 from cifarkit import StrategyError
-from conftest import (ROOT, cifarkit, metrics, running, summary, wait_for_rows, write_slow_recipe,
-                      write_tiny_recipe)
+from conftest import (ROOT, assert_same_epochs, cifarkit, metrics, running, summary,
+                      wait_for_rows, write_slow_recipe, write_tiny_recipe)
 
 # Not imported here: importing jax sets TF_CPP_MIN_LOG_LEVEL=1 in this process,
 # which every later subprocess would inherit (TensorFlow's warnings then show).
@@ -137,11 +137,7 @@ def test_ctrl_c_and_resume_on_jax_match_the_uninterrupted_run(tmp_path, cifar10_
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_no_tensorflow(tmp_path)
     (whole_dir,) = (tmp_path / "whole").iterdir()
-    expected, got = metrics(whole_dir), metrics(run_dir)
-    assert [r["epoch"] for r in got] == ["1", "2", "3"]
-    for want, row in zip(expected, got):
-        for key in ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"):
-            assert float(row[key]) == pytest.approx(float(want[key]), rel=1e-4), (row["epoch"], key)
+    assert_same_epochs(whole_dir, run_dir, 3, rel=1e-4)
 
 
 @pytest.mark.slow
