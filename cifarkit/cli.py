@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where run directories go (default: runs/)")
     run.add_argument("--plugin", dest="plugin_files", action="append", default=[], metavar="PATH",
                      help="also load plugins from this Python file (trusted code; repeatable)")
+    run.add_argument("--trust-run", action="store_true",
+                     help="with --resume: run the plugin files the run directory's recipe names "
+                          "even if another user's cifarkit made it (docs/runs.md)")
 
     lp = sub.add_parser("list-plugins", help="list every registered plugin",
                         description="List registered plugins: kind, name, source, summary and "
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", metavar="DIR", help="where to write (default: RUN_DIR/evaluation)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ev.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
+    _trust_arguments(ev)
 
     pr = sub.add_parser("predict", help="classify image files with a run's model",
                         description="Class names and probabilities for PNG or JPEG files of any "
@@ -90,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _trust_arguments(parser) -> None:
+    parser.add_argument("--plugin", dest="plugin_files", action="append", default=[],
+                        metavar="PATH", help="load plugins from this Python file (trusted "
+                        "code; repeatable): one the run's recipe names, say")
+    parser.add_argument("--trust-run", action="store_true",
+                        help="run the plugin files and read the data path that RUN_DIR's "
+                             "recipe names even though your cifarkit did not make it "
+                             "(a run directory is data; docs/runs.md)")
+
+
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
@@ -97,7 +111,8 @@ def cmd_evaluate(args) -> int:
 
     result = evaluate_run(Path(args.run_dir), args.data,
                           Path(args.output) if args.output else None,
-                          console=None if args.json else Console(), backend=args.backend)
+                          console=None if args.json else Console(), backend=args.backend,
+                          trust_run=args.trust_run, plugin_files=tuple(args.plugin_files))
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -156,7 +171,10 @@ def cmd_run(args) -> int:
                                 "resumed run uses the recipe.toml in its run directory")
         run_dir = Path(args.resume).absolute()
         read_resumable(run_dir)  # a run directory, or a one-line error saying why not
-        recipe = load_recipe(run_dir / "recipe.toml", overrides, registry)
+        from .trust import is_own
+
+        recipe = load_recipe(run_dir / "recipe.toml", overrides, registry,
+                             trusted=args.trust_run or is_own(run_dir))
         result = run(recipe, registry, run_dir.parent, Reporter(Console()), resume=run_dir)
     else:
         if not args.recipe:

@@ -13,9 +13,17 @@ from collections.abc import Iterable
 
 
 class CifarkitError(Exception):
-    """Base class of every error the user can fix by changing their input."""
+    """Base class of every error the user can fix by changing their input.
+
+    The message is kept on one line with no control characters, whatever it
+    quotes (a path with a newline, a class name with escape sequences): they are
+    shown escaped, so every user error prints as one line.
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(terminal_safe(a) if isinstance(a, str) else a for a in args))
 
 
 class RecipeError(CifarkitError):

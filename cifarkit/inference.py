@@ -14,9 +14,22 @@ from .data import read_images
 from .errors import DataError, OutputError, first_line
 from .evaluation import make_loss, predict_tta, score
 from . import framework
-from .recipe import load_recipe
+from .recipe import FOREIGN_HINT, load_recipe
 from .registry import load_registry
 from .reporter import render_evaluation
+from .trust import is_own
+
+
+def _refuse_foreign_paths(recipe, registry) -> None:
+    """A foreign recipe's dataset paths (its plugin's ``Path`` parameters) are not read."""
+    call = recipe.data.dataset
+    info = registry.get("dataset", call.plugin)
+    chosen = [(p.name, call.params.get(p.name)) for p in info.params
+              if p.is_path and call.params.get(p.name) not in (None, [], ())]
+    if chosen:
+        name, value = chosen[0]
+        raise DataError(f"{recipe.path}: data.{name}: {FOREIGN_HINT}, and it would read "
+                        f"{value}; pass --data PATH to choose the data, or --trust-run")
 
 
 def _start(backend: str | None) -> None:
@@ -40,14 +53,23 @@ def _load_model(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | None = None,
-                 console=None, backend: str | None = None) -> dict[str, Any]:
+                 console=None, backend: str | None = None, trust_run: bool = False,
+                 plugin_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s,
-    on ``backend`` (else the backend the run trained on)."""
+    on ``backend`` (else the backend the run trained on).
+
+    A run directory this user's cifarkit did not make (:mod:`cifarkit.trust`) runs
+    none of its plugin files and reads no data path of its choosing, unless
+    ``trust_run``; ``plugin_files`` are files the user vouches for.
+    """
     run_dir = run_dir.absolute()
     summary = artifacts.read_summary(run_dir)
-    registry = load_registry()
+    registry = load_registry(tuple(plugin_files))
     sets = [f"data.path={Path(data_path).absolute()}"] if data_path else []
-    recipe = load_recipe(run_dir / "recipe.toml", sets, registry)
+    trusted = trust_run or is_own(run_dir)
+    recipe = load_recipe(run_dir / "recipe.toml", sets, registry, trusted=trusted)
+    if not trusted and not data_path:
+        _refuse_foreign_paths(recipe, registry)
     _start(backend or recipe.train.backend)
     data = load_data(recipe, registry)
     model = _load_model(run_dir)

@@ -91,6 +91,18 @@ class ParamSpec:
     def type_name(self) -> str:
         return type_name(self.annotation)
 
+    @property
+    def is_path(self) -> bool:
+        """Whether the parameter names files (a ``pathlib.Path``, optional or in a list):
+        what a plugin reads from the file system, so cifarkit knows without its name."""
+        stack = [self.annotation]
+        while stack:
+            ann = stack.pop()
+            if ann is Path:
+                return True
+            stack.extend(a for a in typing.get_args(ann) if not isinstance(a, (str, int, float)))
+        return False
+
     def to_json(self) -> dict:
         return {
             "name": self.name,

@@ -578,11 +578,19 @@ def _entries(n: int) -> str:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                registry: Registry | None = None) -> Recipe:
-    """Read, merge, override and validate a recipe. Raises only CifarkitError."""
+                registry: Registry | None = None, trusted: bool = True) -> Recipe:
+    """Read, merge, override and validate a recipe. Raises only CifarkitError.
+
+    ``trusted=False`` (a run directory someone else made, see
+    :mod:`cifarkit.trust`): the recipe may not ``extends`` another file, and
+    its ``plugins`` files are not imported unless already loaded (``--plugin
+    FILE``); either is one line saying what it would have read or run.
+    """
     from .registry import load_registry
 
     path = Path(path).expanduser().absolute()
+    if not trusted:
+        _check_foreign(path, registry)
     origins: dict[Key, Origin] = {}
     doc = _load_chain(path, origins)
     for option in overrides:
@@ -590,3 +598,29 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if registry is None:
         registry = load_registry()
     return validate(doc, path, origins, registry, tuple(overrides))
+
+
+FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe.toml was "
+                "edited since)")
+
+
+def _check_foreign(path: Path, registry: Registry | None) -> None:
+    """Refuse what a foreign recipe would read or run: ``extends`` and unloaded plugin files."""
+    doc = read_toml(path)
+    if "extends" in doc:
+        raise RecipeError(f"{path}: extends: {FOREIGN_HINT}, and it would read "
+                          f"{printable(doc['extends'])!r}; pass --trust-run if you trust it")
+    files = doc.get("plugins", [])
+    if not isinstance(files, list):
+        return  # validation words the error
+    pending = []
+    for ref in files:
+        if not isinstance(ref, str):
+            continue
+        file = (path.parent / ref).expanduser().absolute()
+        if registry is None or not registry.pm.has_plugin(f"file:{file}"):
+            pending.append(str(file))
+    if pending:
+        raise RecipeError(f"{path}: plugins: {FOREIGN_HINT}, and it would run the plugin "
+                          f"file(s) {', '.join(pending)}; pass --plugin FILE for each one you "
+                          "trust, or --trust-run")

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifacts, build, checkpoint, framework
+from . import __version__, artifacts, build, checkpoint, framework, trust
+from .trust import SIGNATURE_NAME
 from .data import Prepared
 from .errors import CifarkitError, OutputError, plural, terminal_safe
 from .lock import LOCK_NAME, RunLock
@@ -89,7 +90,9 @@ def _run(recipe: Recipe, registry: Registry, output: Path, reporter: Reporter,
     try:
         if resume is None:
             held.enter_context(RunLock(run_dir))
-            artifacts.atomic_write(run_dir / "recipe.toml", recipe.dumps())
+            text = recipe.dumps()
+            artifacts.atomic_write(run_dir / "recipe.toml", text)
+            artifacts.atomic_write(run_dir / SIGNATURE_NAME, trust.signature(text) + "\n")
         artifacts.write_json(run_dir / "summary.json", summary)
     except CifarkitError:  # a full disk, say: no half-made run directory stays behind
         if resume is None:

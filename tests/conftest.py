@@ -8,10 +8,25 @@ import sys
 import time
 from pathlib import Path
 
+import tempfile
+
 import pytest
+
+# Hypothesis keeps caches (constants, charmaps) under .hypothesis/ in the working
+# directory: outside the checkout instead, per test session.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      tempfile.mkdtemp(prefix="cifarkit-hypothesis-"))
+from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from cifarkit.registry import Registry
 from cifarkit.testing import write_cifar10
+
+# Hypothesis: the same examples on every run (a fresh clone's CI cannot fail by
+# chance), and no example database written into the checkout (.hypothesis/).
+# HYPOTHESIS_PROFILE=explore searches anew each run, still without a database.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The suite must not depend on other cifarkit plugins installed beside it: built-ins
 # only, in this process and every subprocess, unless a test opts in explicitly.

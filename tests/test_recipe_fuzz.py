@@ -67,3 +67,26 @@ def test_random_text_raises_only_user_errors(text, sets):
 @given(set_options)
 def test_random_sets_on_the_default_recipe(sets):
     check((Path(__file__).parent.parent / "recipes" / "default.toml").read_text(), sets)
+
+
+def test_an_extends_path_with_a_newline_is_one_line(tmp_path):
+    """Found by Hypothesis: the error's path part quoted the newline raw."""
+    path = tmp_path / "recipe.toml"
+    path.write_text('extends = "\\n"\n')
+    try:
+        load_recipe(path, [], REGISTRY)
+    except CifarkitError as exc:
+        assert "\n" not in str(exc) and "not found" in str(exc)
+    else:
+        raise AssertionError("extends of a missing file loaded")
+
+
+def test_the_fuzz_is_derandomised_and_writes_nothing_into_the_checkout():
+    import os
+
+    from hypothesis import settings
+
+    assert settings.default.derandomize is True
+    assert settings.default.database is None
+    storage = Path(os.environ["HYPOTHESIS_STORAGE_DIRECTORY"]).resolve()
+    assert Path(__file__).resolve().parent.parent not in storage.parents
