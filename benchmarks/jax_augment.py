@@ -18,7 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np  # noqa: E402
 
-from cifarkit.jax_pipeline import Augmenter  # noqa: E402
+from cifarkit.backends.jax import Augmenter  # noqa: E402
 from cifarkit_plugins import augmentations as aug  # noqa: E402
 
 

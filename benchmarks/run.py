@@ -90,11 +90,11 @@ def seed_generator():
 
 
 def cifarkit_train_dataset(x, y, layers, seed=42, batch=BATCH):
+    from cifarkit.backends import Stream, get
     from cifarkit.data import Prepared
-    from cifarkit.pipeline import make_datasets
 
     prepared = Prepared(x, y, None, None, x[:batch], y[:batch], [str(i) for i in range(10)])
-    train, _ = make_datasets(prepared, batch, 10, True, layers, seed=seed)
+    train, _ = get("tensorflow").datasets(prepared, layers, Stream(batch, 10, True, seed))
     return train
 
 
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cifarkit.framework import import_framework
+    from cifarkit.backends.tensorflow import import_framework
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     started = time.perf_counter()

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from . import backends
+from .backends import Backend, Role, Stream, steps_per_pass
 from .checkpoint import WEIGHTS, restore_random_state
 from .data import Prepared, prepare
 from .errors import DataError, OutputError, PluginError, RecipeError, first_line
@@ -23,7 +25,7 @@ from .registry import Registry
 
 def load_data(recipe: Recipe, registry: Registry) -> Prepared:
     """The recipe's dataset, limited and split (NumPy only: no framework starts)."""
-    splits = registry.call(recipe.data.dataset)
+    splits = registry.call(recipe.data.dataset, backend=backends.get(recipe.train.backend))
     splits.check(f"dataset {recipe.data.dataset.plugin!r}")
     try:
         return prepare(splits, recipe.data.validation_split, recipe.data.limit, recipe.seed)
@@ -35,7 +37,7 @@ def load_data(recipe: Recipe, registry: Registry) -> Prepared:
 class Built:
     """A run's parts, ready to train."""
 
-    backend: str
+    backend: Backend
     strategy: Any
     model: Any
     loss: Any
@@ -45,10 +47,7 @@ class Built:
     steps: int  # training steps per epoch
     replicas: int
     learning_rate: float  # after train.learning_rate_scaling
-    multi_worker: bool
-    chief: bool
-    task_index: int
-    workers: int
+    role: Role
 
     @property
     def split_batches(self) -> bool:
@@ -58,70 +57,70 @@ class Built:
 
 def build(recipe: Recipe, registry: Registry, data: Prepared,
           restore: tuple[Path, dict[str, Any]] | None = None, resume: Path | None = None) -> Built:
-    """Start the framework and build the strategy, model, optimizer, augmentation and
-    datasets. With ``restore`` (a checkpoint folder and its state), the model and
+    """Start the recipe's backend and build the strategy, model, optimizer, augmentation
+    and datasets. With ``restore`` (a checkpoint folder and its state), the model and
     optimizer continue from it and the datasets after its epochs, so a resumed run
     trains on the batches an uninterrupted one would."""
-    from . import framework
-    from .distributed import is_multi_worker, replicas as count_replicas, worker_role
-
-    backend = framework.requested(recipe.train.backend)
-    keras = framework.start(backend, recipe.train.deterministic)
-    if recipe.train.deterministic and backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    framework.set_random_seed(keras, recipe.seed)
-    strategy = registry.call(recipe.strategy)
-    if backend == "jax":  # fit, predict and new variables follow the global distribution
-        keras.distribution.set_distribution(strategy)
-    multi = is_multi_worker(strategy)
-    chief, task_index, workers = worker_role(strategy) if multi else (True, 0, 1)
-    if multi and resume is not None:
+    backend = backends.get(recipe.train.backend)
+    backend.start(recipe.train.deterministic, recipe.seed)
+    strategy = registry.call(recipe.strategy, backend=backend)
+    backend.use(strategy)  # models, variables, fit and predict follow it
+    role = backend.role(strategy)
+    if role.multi_worker and resume is not None:
         raise OutputError(f"{resume}: --resume is not supported for multi-worker runs; "
                           "start the run again")
-    replicas = count_replicas(strategy)
+    replicas = backend.replicas(strategy)
     learning_rate = recipe.train.learning_rate * (
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
     num_classes = len(data.class_names)
     with strategy.scope():
-        model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train)
-        loss = compile_model(model, recipe, registry, learning_rate)
+        model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train,
+                            backend)
+        loss = compile_model(model, recipe, registry, learning_rate, backend)
         if restore is not None:
-            folder, state = restore
-            model.optimizer.build(model.trainable_variables)
-            try:
-                model.load_weights(folder / WEIGHTS)
-            except Exception as exc:  # the model's code changed since the checkpoint
-                raise OutputError(f"{folder}: does not fit the model this recipe builds "
-                                  f"({first_line(exc)}); start the run again") from None
-            restore_random_state(model, state)
+            _restore(model, *restore)
         check_model(model, recipe, data.input_shape, num_classes)
-    augment = [registry.call(a, seed=recipe.seed + i) for i, a in enumerate(recipe.augmentation)]
+    augment = [registry.call(a, backend=backend, seed=recipe.seed + i)
+               for i, a in enumerate(recipe.augmentation)]
     check_augmentation(recipe, augment, data.input_shape)
     batch = recipe.data.batch_size
+    _check_batch(recipe, len(data.x_train), replicas)
     split_batches = replicas > 1
-    if split_batches and batch % replicas:
+    steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
+    stream = Stream(batch, num_classes, recipe.train.one_hot, recipe.seed, recipe.data.shuffle,
+                    drop_remainder=split_batches,
+                    first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
+                    names=tuple(a.plugin for a in recipe.augmentation))
+    train_ds, val_ds = backend.datasets(data, augment, stream)
+    return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas,
+                 learning_rate, role)
+
+
+def _restore(model, folder: Path, state: dict[str, Any]) -> None:
+    """The checkpoint's weights, optimizer state and random state, into ``model``."""
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(folder / WEIGHTS)
+    except Exception as exc:  # the model's code changed since the checkpoint
+        raise OutputError(f"{folder}: does not fit the model this recipe builds "
+                          f"({first_line(exc)}); start the run again") from None
+    restore_random_state(model, state)
+
+
+def _check_batch(recipe: Recipe, examples: int, replicas: int) -> None:
+    """Several replicas: every batch must be full and split evenly."""
+    batch = recipe.data.batch_size
+    if replicas > 1 and batch % replicas:
         raise RecipeError(f"{recipe.path}: data.batch_size: {batch} does not split evenly over "
                           f"{replicas} replicas; use a multiple of {replicas}")
-    if split_batches and len(data.x_train) < batch:
+    if replicas > 1 and examples < batch:
         raise DataError(f"{recipe.path}: data.batch_size: {batch} is larger than the "
-                        f"{len(data.x_train)} training examples; with {replicas} replicas "
+                        f"{examples} training examples; with {replicas} replicas "
                         "every batch must be full")
-    from .pipeline import make_datasets, steps_per_pass
-
-    steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
-    train_ds, val_ds = make_datasets(
-        data, batch, num_classes, recipe.train.one_hot, augment, seed=recipe.seed,
-        shuffle=recipe.data.shuffle, drop_remainder=split_batches,
-        first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
-        names=[a.plugin for a in recipe.augmentation])
-    return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas, learning_rate,
-                 multi, chief, task_index, workers)
 
 
 def build_model(registry: Registry, recipe: Recipe, input_shape: tuple, num_classes: int,
-                x_train: np.ndarray):
+                x_train: np.ndarray, backend: Backend | None = None):
     """The recipe's model, built under its dtype policy from (up to 5,000 of) ``x_train``
     as ``sample_images``: a built keras.Model with float32 output."""
     import keras
@@ -129,8 +128,8 @@ def build_model(registry: Registry, recipe: Recipe, input_shape: tuple, num_clas
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(recipe.train.mixed_precision)
     try:
-        model = registry.call(recipe.model, input_shape=input_shape, num_classes=num_classes,
-                              sample_images=x_train[:5000])
+        model = registry.call(recipe.model, backend=backend, input_shape=input_shape,
+                              num_classes=num_classes, sample_images=x_train[:5000])
     finally:
         keras.config.set_dtype_policy(previous_policy)
     if not model.built:  # e.g. a Sequential without keras.Input: build it on one image
@@ -138,13 +137,15 @@ def build_model(registry: Registry, recipe: Recipe, input_shape: tuple, num_clas
     return _float32_output(model, keras)
 
 
-def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: float):
+def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: float,
+                  backend: Backend | None = None):
     """Compile with the recipe's optimizer, loss and metrics; return the loss object."""
     import keras
 
     from .evaluation import make_loss
 
-    optimizer = registry.call(recipe.train.optimizer, learning_rate=learning_rate)
+    optimizer = registry.call(recipe.train.optimizer, backend=backend,
+                              learning_rate=learning_rate)
     loss = make_loss(recipe.train.loss, recipe.train.label_smoothing)
     metrics: list[Any] = []
     for name in recipe.train.metrics:
@@ -159,9 +160,11 @@ def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: floa
     return loss
 
 
-def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_rate: float) -> list:
+def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_rate: float,
+                    backend: Backend | None = None) -> list:
     """The recipe's ``[[callbacks]]``, writing into ``run_dir``."""
-    return [registry.call(c, run_dir=run_dir, learning_rate=learning_rate) for c in recipe.callbacks]
+    return [registry.call(c, backend=backend, run_dir=run_dir, learning_rate=learning_rate)
+            for c in recipe.callbacks]
 
 
 def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None:

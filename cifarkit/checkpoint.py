@@ -3,9 +3,11 @@
 After every completed epoch the run directory gets ``checkpoint/``: the
 model's and optimizer's variables (``weights.weights.h5``: weights, moments,
 iteration count, learning rate), the metrics history, and the state of the
-callbacks that have state (early stopping, learning-rate reduction, and any
-callback with ``get_state()`` / ``set_state(state)`` methods returning and
-taking JSON-serialisable values), and the resolved recipe that trained it.
+callbacks that have state (any callback with ``get_state()`` /
+``set_state(state)`` methods: a dict of JSON-serialisable values, where a
+list of NumPy arrays is kept in an ``.npz`` file beside it; the built-in
+early stopping and learning-rate reduction are such callbacks), and the
+resolved recipe that trained it.
 It is written to a temporary folder and swapped in by renames, so a kill at
 any moment leaves a complete checkpoint; the one before it is kept as
 ``.checkpoint-previous/``, the fallback when the newest is found damaged. A
@@ -22,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts
-from .errors import OutputError, RecipeError, first_line
-from .pipeline import seed_states
+from . import artifacts, schema
+from .errors import CifarkitError, OutputError, RecipeError, first_line
+from .recipe import Recipe, recipe_from_document
+from .registry import Registry
+from .backends import seed_states
 
 CURRENT = "checkpoint"
 PREVIOUS = ".checkpoint-previous"
@@ -32,25 +36,46 @@ PENDING = ".checkpoint-pending"
 
 
 def _callback_state(cb, folder: Path, index: int) -> dict[str, Any] | None:
-    import keras
+    """A callback's ``get_state()``, its lists of arrays saved beside it as ``.npz`` files."""
+    if not (hasattr(cb, "get_state") and hasattr(cb, "set_state")):
+        return None
+    state = cb.get_state()
+    if isinstance(state, dict):
+        state = dict(state)
+        for key, value in state.items():
+            if isinstance(value, (list, tuple)) and value \
+                    and all(isinstance(a, np.ndarray) for a in value):
+                name = f"callback_{index}_{key}.npz"
+                np.savez(folder / name, *value)
+                state[key] = {"npz": name}
+    return {"custom": state}
 
-    if hasattr(cb, "get_state") and hasattr(cb, "set_state"):
-        return {"custom": cb.get_state()}
-    if isinstance(cb, keras.callbacks.EarlyStopping):
-        state = {"wait": cb.wait, "best": _num(cb.best), "best_epoch": cb.best_epoch,
-                 "stopped_epoch": cb.stopped_epoch, "best_weights": None}
-        if cb.best_weights is not None:
-            name = f"early_stopping_{index}.npz"
-            np.savez(folder / name, *cb.best_weights)
-            state["best_weights"] = name
+
+def _arrays_in(saved: dict[str, Any] | None) -> list[str]:
+    """The .npz files a saved callback state refers to."""
+    if not saved:
+        return []
+    state = saved.get("custom", saved)  # before 0.2: EarlyStopping's state unwrapped
+    if not isinstance(state, dict):
+        return []
+    return [v["npz"] if isinstance(v, dict) else v for v in state.values()
+            if (isinstance(v, dict) and isinstance(v.get("npz"), str))
+            or (isinstance(v, str) and v.endswith(".npz"))]
+
+
+def _load_state(folder: Path, saved: dict[str, Any]) -> Any:
+    """A saved callback state as ``set_state`` takes it (arrays read back)."""
+    state = saved.get("custom", saved)  # before 0.2: EarlyStopping's state unwrapped
+    if not isinstance(state, dict):
         return state
-    if isinstance(cb, keras.callbacks.ReduceLROnPlateau):
-        return {"wait": cb.wait, "best": _num(cb.best), "cooldown_counter": cb.cooldown_counter}
-    return None
-
-
-def _num(value):
-    return None if value is None else float(value)
+    state = dict(state)
+    for key, value in state.items():
+        name = value.get("npz") if isinstance(value, dict) else (
+            value if isinstance(value, str) and value.endswith(".npz") else None)
+        if isinstance(name, str):
+            with np.load(folder / name, allow_pickle=False) as arrays:
+                state[key] = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    return state
 
 
 def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training: bool,
@@ -109,8 +134,8 @@ def verify(folder: Path) -> dict[str, Any]:
     with h5py.File(folder / WEIGHTS, "r") as f:
         f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     for saved in state.get("callbacks") or []:
-        if saved and saved.get("best_weights"):
-            with np.load(folder / saved["best_weights"], allow_pickle=False) as arrays:
+        for name in _arrays_in(saved):
+            with np.load(folder / name, allow_pickle=False) as arrays:
                 [arrays[k] for k in arrays.files]
     return state
 
@@ -145,22 +170,9 @@ def restore_random_state(model, state: dict[str, Any]) -> None:
 
 def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list) -> None:
     """Put saved callback state back (call after the callbacks' on_train_begin)."""
-    import keras
-
     for cb, saved in zip(callbacks, state.get("callbacks", [])):
-        if saved is None:
-            continue
-        if "custom" in saved and hasattr(cb, "set_state"):
-            cb.set_state(saved["custom"])
-        elif isinstance(cb, keras.callbacks.EarlyStopping):
-            cb.wait, cb.best = saved["wait"], saved["best"]
-            cb.best_epoch, cb.stopped_epoch = saved["best_epoch"], saved["stopped_epoch"]
-            if saved.get("best_weights"):
-                with np.load(folder / saved["best_weights"], allow_pickle=False) as arrays:
-                    cb.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-        elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
-            cb.wait, cb.cooldown_counter = saved["wait"], saved["cooldown_counter"]
-            cb.best = saved["best"] if saved["best"] is not None else cb.best
+        if saved is not None and hasattr(cb, "set_state"):
+            cb.set_state(_load_state(folder, saved))
 
 
 def remove(run_dir: Path) -> None:
@@ -168,37 +180,45 @@ def remove(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
-#: What a resume honours when recipe.toml was edited after the run started; every
-#: other edit would silently not apply (weights, optimizer state and data order
-#: come from the checkpoint), so it is refused.
-RESUME_EDITABLE = ("name", "description", "plugins", "train.epochs", "callbacks", "data.path")
+def resume_editable(recipe: Recipe, registry: Registry) -> list[str]:
+    """The keys a resume honours when recipe.toml was edited after the run started, as
+    the schema declares them, plus the dataset's path parameters (moved data); every
+    other edit would silently not apply (weights, optimizer state and data order come
+    from the checkpoint), so it is refused."""
+    dataset = registry.get("dataset", recipe.data.dataset.plugin)
+    return schema.resume_editable() + [f"data.{p.name}" for p in dataset.params if p.is_path]
 
 
-def check_edits(epochs: int, resolved: dict[str, Any], state: dict[str, Any],
-                run_dir: Path) -> None:
+def check_edits(recipe: Recipe, registry: Registry, state: dict[str, Any], run_dir: Path) -> None:
     """Refuse, in one line naming the key, an edit of recipe.toml a resume cannot honour.
 
-    ``epochs`` and ``resolved`` describe the recipe as it is now, ``state``
-    is the checkpoint's (which keeps the resolved recipe that trained it).
+    ``recipe`` is the recipe as it is now, ``state`` the checkpoint's (which keeps
+    the resolved recipe that trained it; read with today's schema, so a key added
+    since then has its default there too, and is no edit).
     """
     where = f"{run_dir / 'recipe.toml'}: "
     done = len(state.get("rows", []))
-    if epochs < done:
-        raise RecipeError(f"{where}train.epochs: {epochs} is fewer than the {done} "
+    if recipe.train.epochs < done:
+        raise RecipeError(f"{where}train.epochs: {recipe.train.epochs} is fewer than the {done} "
                           "epochs this run has already done")
     before = state.get("recipe")
     if not isinstance(before, dict):
         return  # a checkpoint written before recipes were kept in it
-    old, new = _flat(before), _flat(resolved)
+    try:
+        before = recipe_from_document(before, run_dir / "recipe.toml", registry).resolved()
+    except CifarkitError:
+        pass  # a plugin since uninstalled, say: compare what was written
+    editable = resume_editable(recipe, registry)
+    old, new = _flat(before), _flat(recipe.resolved())
     old.setdefault("train.backend", "tensorflow")  # recipes kept before train.backend existed
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
-                                                for e in RESUME_EDITABLE):
+                                                for e in editable):
             continue
         raise RecipeError(
             f"{where}{key}: changed since the run started ({_shown(old.get(key))} -> "
             f"{_shown(new.get(key))}); a resume continues the same training and can honour "
-            f"only {', '.join(RESUME_EDITABLE)}: undo the edit, or start a new run")
+            f"only {', '.join(editable)}: undo the edit, or start a new run")
 
 
 def _flat(doc: dict, prefix: str = "") -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CifarkitError, allowed, did_you_mean, terminal_safe
-from .framework import BACKENDS
+from .backends import BACKENDS
 from .hookspecs import KINDS
 
 from .scaffold import KIND_CHOICES

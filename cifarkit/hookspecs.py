@@ -14,8 +14,11 @@ hook receives a ``register`` callback; the plugin calls it once per factory::
         import keras                  # import Keras inside the factory
         ...
 
-``register(factory, name=None)``: ``name`` (default: the factory's
-``__name__``) is what recipes write after ``plugin =``. The factory's
+``register(factory, name=None, backend=None)``: ``name`` (default: the
+factory's ``__name__``) is what recipes write after ``plugin =``;
+``backend`` ("tensorflow" or "jax") declares a factory that exists for one
+backend only (register one per backend under the same name, with the same
+parameters, for a plugin that needs backend code, as strategies do). The factory's
 docstring gives the one-line summary (first line) and parameter
 descriptions (a Google-style ``Args:`` section).
 
@@ -42,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pluggy
+
+from .schema import DataConfig, _schema
 
 hookspec = pluggy.HookspecMarker("cifarkit")
 hookimpl = pluggy.HookimplMarker("cifarkit")
@@ -92,10 +97,18 @@ def register_strategies(register):
     """Register distribution-strategy factories.
 
     A factory returns a ``tf.distribute.Strategy`` on the TensorFlow backend
-    and a keras.distribution ``DataParallel`` or ``ModelParallel`` on the JAX backend
-    (``keras.backend.backend()`` says which is running; strategies are one
-    of the two places where backend code belongs). If the hardware it asks
-    for is not present, or it has no form for the running backend, it raises
+    and a keras.distribution ``DataParallel`` or ``ModelParallel`` on the JAX
+    backend. Strategies are one of the two places where backend code belongs,
+    so a strategy is usually registered once per backend under one name,
+    each form declaring its backend and the same parameters, so that a recipe
+    means the same on both::
+
+        register(mirrored_tf, name="mirrored", backend="tensorflow")
+        register(mirrored_jax, name="mirrored", backend="jax")
+
+    cifarkit calls the form for the run's backend; a strategy with no form
+    for it is a one-line error naming the backends it has. If the hardware
+    it asks for is not present, a factory raises
     :class:`cifarkit.StrategyError` naming what it tried and what to use.
 
     Injected: none.
@@ -145,10 +158,69 @@ def register_optimizers(register):
     """
 
 
+# -- the run's lifecycle ------------------------------------------------------
+
+@hookspec
+def run_start(run):
+    """Called once per run, after the run is built and its directory written, just
+    before training.
+
+    ``run`` is the :class:`cifarkit.run.Run`: ``run.recipe``, ``run.backend``
+    (``run.backend.name``), ``run.data``, ``run.parts`` (``model``,
+    ``strategy``, ``steps``, ``replicas``), ``run.run_dir``, ``run.summary``.
+    An exception stops the run (status ``failed``); a
+    :class:`cifarkit.CifarkitError` is one line naming the plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def run_fit(run):
+    """Train the run's remaining epochs.
+
+    cifarkit's own implementation runs last (``trylast``) and calls
+    ``run.fit()``: Keras's ``fit`` on the run's backend (or its multi-worker
+    loop). Wrap it to act around training (time it, profile it, open a
+    tracker's session)::
+
+        @cifarkit.hookimpl(wrapper=True)
+        def run_fit(run):
+            started = time.perf_counter()
+            result = yield          # the training; its exception is raised here
+            print(f"fit took {time.perf_counter() - started:.1f} s")
+            return result
+
+    An implementation that returns anything but ``None`` replaces the
+    training (pluggy's firstresult): it must train ``run.parts.model`` itself.
+    """
+
+
+@hookspec
+def run_finish(run, status):
+    """Called once per run after summary.json holds its final ``status``
+    ("completed", "interrupted" or "failed"), whatever happened. Read
+    ``run.summary`` and ``run.rows`` (the per-epoch metrics); write only
+    inside ``run.run_dir``. An exception here is reported and does not
+    change the status.
+    """
+
+
+#: The hooks of a run's lifecycle, in the order they are called.
+LIFECYCLE = ("run_start", "run_fit", "run_finish")
+
+
+class CoreRun:
+    """cifarkit's own implementation of ``run_fit`` (the training everything wraps)."""
+
+    @hookimpl(trylast=True)
+    def run_fit(self, run):
+        run.fit()
+        return True
+
+
 # -- the contract, in one place ---------------------------------------------
 
 def _keras(path: str):
-    def load():
+    def load(backend=None):
         import keras
 
         obj = keras
@@ -158,17 +230,15 @@ def _keras(path: str):
     return load
 
 
-def _strategy_type():
-    import keras
+def _strategy_type(backend):
+    if backend is None:
+        from .backends import active, get
 
-    if keras.backend.backend() == "jax":  # their base class (not itself exported)
-        return keras.distribution.DataParallel.__base__
-    import tensorflow as tf
-
-    return tf.distribute.Strategy
+        backend = get(active())
+    return backend.strategy_type()
 
 
-def _splits_type():
+def _splits_type(backend=None):
     from .data import Splits
 
     return Splits
@@ -185,8 +255,9 @@ class Kind:
         reserved: parameter names a factory of this kind must not declare:
             they are the recipe's own keys in the plugin's table.
         returns: what the factory must return, as the error message says it.
-        result_type: loads the class the result must be an instance of
-            (imported only when a factory has been called).
+        result_type: loads the class the result must be an instance of, given the
+            run's :class:`cifarkit.backends.Backend` (imported only when a factory
+            has been called).
     """
 
     name: str
@@ -194,16 +265,16 @@ class Kind:
     injected: frozenset[str]
     reserved: frozenset[str]
     returns: str
-    result_type: Callable[[], type]
+    result_type: Callable[[Any], type]
 
-    def check(self, result: Any) -> bool:
-        """Whether a factory's result honours this kind's contract."""
-        return isinstance(result, self.result_type())
+    def check(self, result: Any, backend: Any = None) -> bool:
+        """Whether a factory's result honours this kind's contract (on ``backend``)."""
+        return isinstance(result, self.result_type(backend))
 
 
 #: The ``[data]`` table's own keys (the recipe's DataConfig fields); a dataset
 #: plugin's parameters share that table, so it cannot declare these names.
-DATA_KEYS = frozenset({"dataset", "validation_split", "batch_size", "limit", "shuffle"})
+DATA_KEYS = frozenset(_schema(DataConfig))
 
 _PLUGIN = frozenset({"plugin"})
 

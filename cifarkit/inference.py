@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,38 +14,39 @@ from .build import load_data
 from .data import read_images
 from .errors import DataError, OutputError, first_line
 from .evaluation import make_loss, predict_tta, score
-from . import framework
+from . import backends
+from .backends import Backend
 from .recipe import FOREIGN_HINT, load_recipe
 from .registry import load_registry
 from .reporter import render_evaluation
 from .trust import is_own
 
 
+def _path_keys(recipe, registry) -> list[str]:
+    """The dataset plugin's path parameters (those typed ``pathlib.Path``)."""
+    return [p.name for p in registry.get("dataset", recipe.data.dataset.plugin).params
+            if p.is_path]
+
+
 def _refuse_foreign_paths(recipe, registry) -> None:
     """A foreign recipe's dataset paths (its plugin's ``Path`` parameters) are not read."""
     call = recipe.data.dataset
-    info = registry.get("dataset", call.plugin)
-    chosen = [(p.name, call.params.get(p.name)) for p in info.params
-              if p.is_path and call.params.get(p.name) not in (None, [], ())]
+    chosen = [(name, call.params.get(name)) for name in _path_keys(recipe, registry)
+              if call.params.get(name) not in (None, [], ())]
     if chosen:
         name, value = chosen[0]
         raise DataError(f"{recipe.path}: data.{name}: {FOREIGN_HINT}, and it would read "
                         f"{value}; pass --data PATH to choose the data, or --trust-run")
 
 
-def _start(backend: str | None) -> None:
-    """Select the backend before anything imports Keras: ``--backend``, else the run's."""
-    framework.select(framework.requested(backend))
-
-
-def _load_model(run_dir: Path):
+def _load_model(run_dir: Path, backend: Backend):
     path = run_dir / "model.keras"
     if not path.is_file():
         raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
     if not zipfile.is_zipfile(path):
         raise OutputError(f"{path}: not a Keras model file (damaged or truncated: a .keras "
                           "file is a zip archive)")
-    keras = framework.import_keras()
+    keras = backend.start()
     try:
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.
         return keras.models.load_model(path, compile=False)
@@ -65,14 +67,20 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     run_dir = run_dir.absolute()
     summary = artifacts.read_summary(run_dir)
     registry = load_registry(tuple(plugin_files))
-    sets = [f"data.path={Path(data_path).absolute()}"] if data_path else []
     trusted = trust_run or is_own(run_dir)
-    recipe = load_recipe(run_dir / "recipe.toml", sets, registry, trusted=trusted)
+    recipe = load_recipe(run_dir / "recipe.toml", [], registry, trusted=trusted)
+    if data_path:  # the dataset's own path parameter (data.path for the built-ins)
+        key = _path_keys(recipe, registry)[:1] or ["path"]
+        recipe = load_recipe(run_dir / "recipe.toml",
+                             [f"data.{key[0]}={json.dumps(str(Path(data_path).absolute()))}"],
+                             registry, trusted=trusted)
     if not trusted and not data_path:
         _refuse_foreign_paths(recipe, registry)
-    _start(backend or recipe.train.backend)
+    chosen = backends.get(backend or recipe.train.backend)  # --backend, else the run's
+    chosen.select()  # before anything imports Keras (a dataset downloading through it)
+    recipe = recipe.with_backend(chosen.name)
     data = load_data(recipe, registry)
-    model = _load_model(run_dir)
+    model = _load_model(run_dir, chosen)
     classes = model.output_shape[-1]
     if classes != len(data.class_names):
         raise DataError(f"{data_path or recipe.path}: the data has {len(data.class_names)} classes "
@@ -86,7 +94,8 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     result = score(probs, data.y_test, data.class_names,
                    make_loss(recipe.train.loss, recipe.train.label_smoothing), recipe.train.one_hot,
                    recipe.train.metrics)
-    result = {"run_dir": str(run_dir), "data": str(data_path or recipe.data.dataset.params.get("path")
+    paths = [recipe.data.dataset.params.get(k) for k in _path_keys(recipe, registry)]
+    result = {"run_dir": str(run_dir), "data": str(data_path or next((p for p in paths if p), None)
                                                    or recipe.data.dataset.plugin),
               "class_names": data.class_names, **result,
               "run_test_accuracy": summary.get("test_accuracy")}
@@ -111,12 +120,12 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}")
     summary = artifacts.read_summary(run_dir)
-    _start(backend or summary.get("backend"))
+    chosen = backends.get(backend or summary.get("backend"))  # --backend, else the run's
     class_names = summary.get("class_names")
     for path in images:
         if not path.is_file():
             raise DataError(f"{path}: image not found")
-    model = _load_model(run_dir)
+    model = _load_model(run_dir, chosen)
     height, width, _ = model.input_shape[1:]
     if height != width:
         raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs are supported")

@@ -159,12 +159,12 @@ def run_recipe(request, tmp_path, cifarkit_registry):
     def run(recipe: str | Path, *sets: str, registry=None, backend: str | None = None):
         from rich.console import Console
 
-        from cifarkit import framework
+        from cifarkit import backends
         from cifarkit.recipe import load_recipe
         from cifarkit.reporter import Reporter
         from cifarkit.runner import run as run_training
 
-        if backend is not None and backend != (framework.active() or framework.requested(None)):
+        if backend is not None and backend != (backends.active() or backends.requested(None)):
             return _run_in_subprocess(recipe, sets, backend, tmp_path / f"runs-{backend}",
                                       _plugin_files(request))
         registry = registry or cifarkit_registry

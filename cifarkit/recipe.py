@@ -18,9 +18,9 @@ import stat
 import re
 import sys
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,158 +28,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
-from .params import ParamTypeError, Range, coerce, plain
+from .params import ParamTypeError, coerce
 from .registry import Registry
-
-LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
-METRICS = ("accuracy", "top_5_accuracy")
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a key's value came from: a recipe file or a ``--set`` option."""
-
-    label: str
-    base_dir: Path
-
-
-@dataclass(frozen=True)
-class PluginRef:
-    """Marks a recipe key whose value names a plugin: ``Annotated[PluginCall, PluginRef(kind)]``.
-
-    ``inline``: the plugin's parameters share the enclosing table (``[data]``
-    holds ``dataset = "..."`` beside the dataset's parameters), and the
-    plugin name sits under the field's own name instead of ``plugin``.
-    """
-
-    kind: str
-    inline: bool = False
-
-
-@dataclass(frozen=True)
-class PluginCall:
-    """One use of a plugin in a recipe: kind, name and validated parameters."""
-
-    kind: str
-    plugin: str
-    params: dict[str, Any]
-    key: str  # where it sits in the recipe, e.g. "augmentation[1]"
-    origin: str = ""  # the recipe file (and any --set) that chose it and its parameters
-
-    def to_toml(self) -> dict[str, Any]:
-        return {"plugin": self.plugin, **plain(self.params, drop_none=True)}
-
-
-# The recipe's schema, declared once. Each field is a recipe key: its
-# annotation is checked by cifarkit.params.coerce (the same validator that
-# reads plugin signatures), PluginRef fields name plugins, nested dataclasses
-# are tables. Defaults are TOML values, validated like the recipe's own.
-# Fields with metadata {"key": False} are not recipe keys.
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    dataset: Annotated[PluginCall, PluginRef("dataset", inline=True)] = "cifar10"  # type: ignore[assignment]
-    validation_split: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.1
-    batch_size: Annotated[int, Range(1, 65536)] = 64
-    limit: Annotated[int, Range(1)] | None = None
-    shuffle: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    epochs: Annotated[int, Range(1, 100000)] = 50
-    optimizer: Annotated[PluginCall, PluginRef("optimizer")] = "adam"  # type: ignore[assignment]
-    learning_rate: Annotated[float, Range(0, 10, min_inclusive=False)] = 1e-3
-    loss: Literal[LOSSES] = "categorical_crossentropy"  # type: ignore[valid-type]
-    label_smoothing: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.0
-    metrics: tuple[Literal[METRICS], ...] = ("accuracy",)  # type: ignore[valid-type]
-    steps_per_epoch: Annotated[int, Range(1)] | None = None
-    deterministic: bool = False
-    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    jit_compile: bool | Literal["auto"] = "auto"
-    learning_rate_scaling: Literal["none", "linear"] = "none"
-    tta: Literal["none", "flip", "flip_translate"] = "none"
-    # Unset: the KERAS_BACKEND environment variable, else tensorflow. A run
-    # directory's recipe.toml names the backend the run used.
-    backend: Literal["tensorflow", "jax"] | None = None
-
-    @property
-    def one_hot(self) -> bool:
-        """Whether labels are one-hot vectors (else integer class indices) for this loss."""
-        return self.loss == "categorical_crossentropy"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Recipe:
-    """A validated recipe with every plugin default filled in."""
-
-    path: Path = field(metadata={"key": False})
-    overrides: tuple[str, ...] = field(default=(), metadata={"key": False})
-    name: str | None = None  # None in a file: the file's stem
-    description: str = ""
-    seed: Annotated[int, Range(0, 2**31 - 1)] = 0
-    plugins: tuple[Path, ...] = ()
-    data: DataConfig = field(default_factory=dict)  # type: ignore[arg-type]
-    augmentation: Annotated[tuple[PluginCall, ...], PluginRef("augmentation")] = ()
-    model: Annotated[PluginCall, PluginRef("model")]
-    strategy: Annotated[PluginCall, PluginRef("strategy")] = field(
-        default_factory=lambda: {"plugin": "one_device"})  # type: ignore[assignment]
-    train: TrainConfig = field(default_factory=dict)  # type: ignore[arg-type]
-    callbacks: Annotated[tuple[PluginCall, ...], PluginRef("callback")] = ()
-
-    def with_backend(self, backend: str) -> "Recipe":
-        """This recipe with ``train.backend`` set (what a run directory records)."""
-        return replace(self, train=replace(self.train, backend=backend))
-
-    def resolved(self) -> dict[str, Any]:
-        """The fully resolved recipe as a TOML-ready dict (no ``extends``)."""
-        return _resolved(self)
-
-    def dumps(self) -> str:
-        """The resolved recipe as TOML text; running it reproduces this recipe."""
-        import tomli_w
-
-        header = (f"# Fully resolved recipe written by cifarkit from {self.path}"
-                  + (f" with {' '.join('--set ' + o for o in self.overrides)}" if self.overrides else "")
-                  + ".\n# `cifarkit run` on this file repeats the run.\n")
-        return header + tomli_w.dumps(self.resolved())
-
-
-def _schema(cls) -> dict[str, tuple[Any, Any]]:
-    """A schema dataclass's recipe keys: name -> (annotation, field)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {f.name: (hints[f.name], f) for f in fields(cls) if f.metadata.get("key", True)}
-
-
-def _base(ann: Any) -> Any:
-    """An annotation without its ``Annotated`` extras."""
-    return typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
-
-
-def _plugin_ref(ann: Any) -> PluginRef | None:
-    if typing.get_origin(ann) is Annotated:
-        return next((m for m in typing.get_args(ann)[1:] if isinstance(m, PluginRef)), None)
-    return None
-
-
-def _resolved(obj: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, (ann, _) in _schema(type(obj)).items():
-        value = getattr(obj, name)
-        ref = _plugin_ref(ann)
-        if ref is not None and ref.inline:
-            out[name] = value.plugin
-            out.update(value.params)
-        elif isinstance(value, PluginCall):
-            out[name] = value.to_toml()
-        elif is_dataclass(value):
-            out[name] = _resolved(value)
-        elif isinstance(value, tuple) and value and isinstance(value[0], PluginCall):
-            out[name] = [c.to_toml() for c in value]
-        else:
-            out[name] = value
-    return plain(out, drop_none=True)
-
+from .schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
+                     TrainConfig, _base, _plugin_ref, _schema, resume_editable)
 
 # -- reading and merging --------------------------------------------------------
 
@@ -544,6 +396,18 @@ def _check_monitors(v: _Validator, callbacks: tuple[PluginCall, ...], metrics: t
                          f"(allowed: {', '.join(choices)})")
 
 
+def _check_controls(v: _Validator, callbacks: tuple[PluginCall, ...], registry: Registry) -> None:
+    """Two callback plugins that control the same thing (``register(..., controls=...)``:
+    the learning rate, say) would fight over it: refused."""
+    claimed: dict[str, str] = {}
+    for i, call in enumerate(callbacks):
+        for what in registry.get("callback", call.plugin).controls:
+            first = claimed.setdefault(what, call.plugin)
+            if first != call.plugin:
+                raise v.fail(("callbacks", i), f"{first} and {call.plugin} both set the "
+                             f"{what.replace('_', ' ')}; keep one of them")
+
+
 def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Registry,
              overrides: tuple[str, ...] = ()) -> Recipe:
     """Check a merged recipe document and build the typed :class:`Recipe`."""
@@ -561,11 +425,7 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         raise v.fail(("train", "label_smoothing"),
                      "label smoothing needs loss = 'categorical_crossentropy'")
     _check_monitors(v, recipe.callbacks, recipe.train.metrics, recipe.data.validation_split)
-    rates = [i for i, c in enumerate(recipe.callbacks)
-             if c.plugin in ("warmup_decay", "reduce_lr_on_plateau")]
-    if len(rates) > 1 and len({recipe.callbacks[i].plugin for i in rates}) > 1:
-        raise v.fail(("callbacks", rates[-1]), "warmup_decay and reduce_lr_on_plateau both set "
-                     "the learning rate; keep one of them")
+    _check_controls(v, recipe.callbacks, registry)
     name = recipe.name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise v.fail(("name",), f"{name!r} is not usable as a run-directory name "
@@ -598,6 +458,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if registry is None:
         registry = load_registry()
     return validate(doc, path, origins, registry, tuple(overrides))
+
+
+def recipe_from_document(doc: dict, path: Path, registry: Registry) -> Recipe:
+    """A recipe from an already-parsed document (a checkpoint keeps one), validated and
+    with today's defaults filled in; ``path`` is what errors name."""
+    origins: dict[Key, Origin] = {}
+    _record(doc, Origin(str(path), path.parent), origins)
+    return validate(copy.deepcopy(doc), path, origins, registry)
 
 
 FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe.toml was "

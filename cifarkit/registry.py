@@ -24,7 +24,7 @@ import re
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,14 +32,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 from . import hookspecs
+from .backends import BACKENDS
 from .errors import CifarkitError, PluginError, allowed, did_you_mean, first_line
 from .params import ParamSpec, params_from_signature, summary_line
 
 if TYPE_CHECKING:
+    from .backends import Backend
     from .recipe import PluginCall
 
 ENTRY_POINT_GROUP = "cifarkit"
 ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
+ENV_TRACE_PLUGINS = "CIFARKIT_TRACE_PLUGINS"
 SLOW_IMPORT_S = 1.0
 BUILTIN_DIST = "cifarkit"
 
@@ -53,6 +56,12 @@ class PluginInfo:
     factory: Callable[..., Any]
     source: str
     params: tuple[ParamSpec, ...]
+    #: The backends this plugin exists for (declared with ``register(..., backend=...)``,
+    #: one factory per backend); empty: every backend, with one factory.
+    backends: tuple[str, ...] = ()
+    #: What the plugin's objects control during a run (``register(..., controls=
+    #: ["learning_rate"])``): two plugins of a recipe that control one thing clash.
+    controls: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -73,6 +82,8 @@ class PluginInfo:
             "summary": self.summary,
             "module": getattr(self.factory, "__module__", None),
             "parameters": [p.to_json() for p in self.params],
+            "backends": list(self.backends) or list(BACKENDS),
+            "controls": list(self.controls),
         }
 
 
@@ -109,9 +120,43 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
+def _trace_before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+    """``CIFARKIT_TRACE_PLUGINS=1``: each hook call on stderr, with the plugins it calls."""
+    names = ", ".join(impl.plugin_name for impl in reversed(hook_impls))
+    print(f"cifarkit: hook {hook_name}({', '.join(kwargs)}) -> {names}", file=sys.stderr)
+
+
+def _trace_after(outcome, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+    failed = outcome.exception
+    print(f"cifarkit: hook {hook_name} "
+          + (f"raised {type(failed).__name__}" if failed is not None else "returned"),
+          file=sys.stderr)
+
+
+def _calling_impl(impls: dict) -> Any:
+    """The hook implementation on the stack that called ``register()`` (it may call it
+    through helpers of its own), or None."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        impl = impls.get(frame.f_code)
+        if impl is not None:
+            return impl
+        frame = frame.f_back
+    return None
+
+
+def _raising_impl(exc: BaseException, impls: dict) -> Any:
+    """The innermost hook implementation in ``exc``'s traceback, or None."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        found = impls.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
 def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
     """pluggy's refusal as one line, naming the hook."""
-    known = [kind.hook for kind in hookspecs.KINDS.values()]
+    known = [kind.hook for kind in hookspecs.KINDS.values()] + list(hookspecs.LIFECYCLE)
     if unknown:
         return f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} ({allowed(known)})"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -130,10 +175,14 @@ class Registry:
     _sources: dict[str, str] = field(default_factory=dict)
     _plugins: dict[str, dict[str, PluginInfo]] | None = None
     _conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+    _variants: dict[tuple[str, str], dict[str | None, PluginInfo]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager("cifarkit")
         self.pm.add_hookspecs(hookspecs)
+        self.pm.register(hookspecs.CoreRun(), name="cifarkit:run")
+        if os.environ.get(ENV_TRACE_PLUGINS):
+            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
     # -- loading -----------------------------------------------------------
     def register(self, plugin: object, source: str, name: str | None = None) -> None:
@@ -228,39 +277,126 @@ class Registry:
 
     # -- metadata ----------------------------------------------------------
     def _collect(self) -> dict[str, dict[str, PluginInfo]]:
+        """Call every ``register_*`` hook through pluggy's hook caller (so hookwrappers,
+        tryfirst/trylast and hook-call monitoring apply) and gather what was registered,
+        each factory attributed to the plugin whose hook registered it."""
         if self._plugins is not None:
             return self._plugins
-        plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in hookspecs.KINDS}
+        self._plugins = {k: {} for k in hookspecs.KINDS}
+        self._variants = {}
         self._conflicts = {}
         for kind in hookspecs.KINDS.values():
-            for impl in getattr(self.pm.hook, kind.hook).get_hookimpls():  # registration order
-                source = self._sources.get(impl.plugin_name, impl.plugin_name)
+            for source, factory, name, backend, controls in self._call_register_hook(kind):
+                self._add(kind, source, factory, name, backend, controls)
+        return self._plugins
 
-                def register(factory, name=None, *, _kind=kind, _source=source):
-                    if not callable(factory):
-                        raise TypeError(f"register() needs a callable, got {factory!r}")
-                    name = name or factory.__name__
-                    params = tuple(params_from_signature(factory, _kind.injected))
-                    clash = sorted(_kind.reserved & {p.name for p in params})
-                    if clash:
-                        self.broken.append(BrokenPlugin(_source, (
-                            f"{_kind.name} plugin {name!r} declares parameter(s) "
-                            f"{', '.join(clash)}, reserved for the recipe's own keys "
-                            f"in its table; rename them")))
-                        return
-                    info = PluginInfo(_kind.name, name, factory, _source, params)
-                    existing = plugins[_kind.name].get(name)
-                    if existing is not None and existing.factory is not factory:
-                        self._conflicts.setdefault((_kind.name, name), [existing]).append(info)
-                    plugins[_kind.name][name] = info
+    def _call_register_hook(self, kind: hookspecs.Kind) -> list[tuple]:
+        """``(source, factory, name, backend, controls)`` for each ``register()`` call of
+        ``kind``'s hook.
 
-                try:
-                    impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:
-                    self.broken.append(BrokenPlugin(
-                        source, f"{kind.hook}() failed: {_short_error(exc)}"))
-        self._plugins = plugins
-        return plugins
+        A hook implementation that raises is recorded as broken, and the hook is
+        called again without it, so one broken plugin does not hide the others.
+        """
+        removed: list[object] = []
+        while True:
+            impls = {impl.function.__code__: impl
+                     for impl in getattr(self.pm.hook, kind.hook).get_hookimpls()}
+            found: list[tuple] = []
+
+            def register(factory, name=None, *, backend=None, controls=()):
+                impl = _calling_impl(impls)
+                if not callable(factory):
+                    raise TypeError(f"register() needs a callable, got {factory!r}")
+                if isinstance(controls, str) or not all(isinstance(c, str) for c in controls):
+                    raise TypeError(f"register(controls=...) needs a list of names, got "
+                                    f"{controls!r}")
+                found.append((impl, factory, name or factory.__name__, backend, tuple(controls)))
+
+            caller = (self.pm.subset_hook_caller(kind.hook, remove_plugins=removed) if removed
+                      else getattr(self.pm.hook, kind.hook))
+            try:
+                caller(register=register)
+            except Exception as exc:
+                impl = _raising_impl(exc, impls)
+                if impl is None or impl.plugin in removed:
+                    raise  # not a plugin's hook: a bug in cifarkit
+                self.broken.append(BrokenPlugin(self._source_of(impl),
+                                                f"{kind.hook}() failed: {_short_error(exc)}"))
+                removed.append(impl.plugin)
+                continue
+            # pluggy calls the last registered first; keep registration order (earlier
+            # plugins first) so a clash names its sources in the order they loaded
+            order = {id(impl): i for i, impl in enumerate(impls.values())}
+            found.sort(key=lambda f: order.get(id(f[0]), -1))
+            return [(self._source_of(impl), *rest) for impl, *rest in found]
+
+    def _source_of(self, impl) -> str:
+        if impl is None:
+            return "unknown"
+        return self._sources.get(impl.plugin_name, impl.plugin_name)
+
+    def _add(self, kind: hookspecs.Kind, source: str, factory, name: str,
+             backend: str | None, controls: tuple[str, ...] = ()) -> None:
+        if backend is not None and backend not in BACKENDS:
+            self.broken.append(BrokenPlugin(source, (
+                f"{kind.name} plugin {name!r}: backend={backend!r} is not a backend "
+                f"({allowed(BACKENDS)})")))
+            return
+        params = tuple(params_from_signature(factory, kind.injected))
+        clash = sorted(kind.reserved & {p.name for p in params})
+        if clash:
+            self.broken.append(BrokenPlugin(source, (
+                f"{kind.name} plugin {name!r} declares parameter(s) {', '.join(clash)}, "
+                "reserved for the recipe's own keys in its table; rename them")))
+            return
+        info = PluginInfo(kind.name, name, factory, source, params,
+                          (backend,) if backend else (), controls)
+        plugins = self._plugins[kind.name]
+        existing = plugins.get(name)
+        variants = self._variants.setdefault((kind.name, name), {})
+        if existing is not None and existing.factory is not factory:
+            if existing.backends and backend and backend not in variants:  # one per backend
+                if [p.name for p in existing.params] != [p.name for p in params]:
+                    self.broken.append(BrokenPlugin(source, (
+                        f"{kind.name} plugin {name!r} for the {backend} backend declares "
+                        f"parameters ({', '.join(p.name for p in params) or 'none'}) unlike "
+                        f"its {existing.backends[0]} form's "
+                        f"({', '.join(p.name for p in existing.params) or 'none'}); a recipe "
+                        "must mean the same on every backend")))
+                    return
+                variants[backend] = info
+                plugins[name] = replace(existing, backends=existing.backends + (backend,))
+                return
+            self._conflicts.setdefault((kind.name, name), [existing]).append(info)
+        variants.clear()
+        variants[backend] = info
+        plugins[name] = info
+
+    def run_hook(self, name: str, **kwargs: Any) -> Any:
+        """Call a lifecycle hook (``run_start``, ``run_fit``, ``run_finish``) through pluggy.
+
+        A :class:`CifarkitError` from a plugin becomes one line naming the plugin
+        and the hook; any other exception keeps its traceback, with a note naming
+        the plugin. In ``run_finish`` a failing plugin is reported on stderr and
+        does not change the run's outcome.
+        """
+        caller = getattr(self.pm.hook, name)
+        impls = {impl.function.__code__: impl for impl in caller.get_hookimpls()}
+        try:
+            return caller(**kwargs)
+        except Exception as exc:
+            impl = _raising_impl(exc, impls)
+            source = self._source_of(impl) if impl is not None else None
+            if source is None or impl.plugin_name == "cifarkit:run":
+                raise
+            if name == "run_finish":
+                print(f"cifarkit: warning: plugin {source}: run_finish() failed: "
+                      f"{_short_error(exc)}", file=sys.stderr)
+                return None
+            if isinstance(exc, CifarkitError):
+                raise type(exc)(f"plugin {source}: {name}(): {exc}") from None
+            exc.add_note(f"raised by plugin {source} in its {name}() hook")
+            raise
 
     def all(self) -> list[PluginInfo]:
         """Every registered plugin, grouped by kind in hook order, then by name."""
@@ -299,17 +435,32 @@ class Registry:
         return info
 
 
-    def call(self, call: "PluginCall", **injected: Any) -> Any:
+    def variant(self, kind: str, name: str, backend: "Backend | None",
+                call: "PluginCall | None" = None) -> PluginInfo:
+        """The plugin's form for ``backend`` (its only form, if it has one for all)."""
+        info = self.get(kind, name)
+        if not info.backends or backend is None:
+            return info
+        chosen = self._variants.get((kind, name), {}).get(backend.name)
+        if chosen is None:
+            where = (f"{call.origin}: {call.key}: " if call and call.origin else "")
+            raise PluginError(f"{where}{kind} plugin {name!r} exists for the "
+                              f"{' and '.join(info.backends)} backend only, and this run is on "
+                              f"{backend.name}")
+        return chosen
+
+    def call(self, call: "PluginCall", backend: "Backend | None" = None, **injected: Any) -> Any:
         """Build the object a recipe asks for, checked against its kind's contract.
 
         ``call`` is a validated :class:`cifarkit.recipe.PluginCall`; of
-        ``injected``, only the names the factory declares are passed. A
+        ``injected``, only the names the factory declares are passed. A plugin
+        declared per backend is called in its form for ``backend``. A
         :class:`CifarkitError` raised by the factory, or a result that is not
         what the kind must return, becomes one line naming the recipe key,
         the plugin and its source; any other exception is a bug in the plugin
         and keeps its traceback.
         """
-        info = self.get(call.kind, call.plugin)
+        info = self.variant(call.kind, call.plugin, backend, call)
         kind = hookspecs.KINDS[call.kind]
         accepted = inspect.signature(info.factory).parameters
         kwargs = {k: v for k, v in injected.items() if k in accepted}
@@ -318,7 +469,7 @@ class Registry:
             result = info.factory(**call.params, **kwargs)
         except CifarkitError as exc:
             raise type(exc)(f"{where}: {exc}") from None
-        if not kind.check(result):
+        if not kind.check(result, backend):
             raise PluginError(f"{where}: {call.kind} plugin {call.plugin!r} ({info.source}) "
                               f"returned {_describe(result)}, not {kind.returns}")
         return result

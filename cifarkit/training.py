@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 import keras
 
+import numpy as np
+
 from . import artifacts, checkpoint
+from .backends import Backend, sync_weights
 from .build import Built
 from .data import Prepared
-from .distributed import custom_fit
-from .distributed import predict as predict_locally
 from .evaluation import score
-from .framework import sync_weights
 from .recipe import Recipe
 from .reporter import Reporter
 
@@ -147,14 +147,15 @@ class Validation(keras.callbacks.Callback):
     as with ``fit``'s own validation.
     """
 
-    def __init__(self, data: Prepared, loss, one_hot: bool, metrics: tuple[str, ...], batch: int):
+    def __init__(self, data: Prepared, loss, one_hot: bool, metrics: tuple[str, ...], batch: int,
+                 backend: Backend):
         super().__init__()
         self.data, self.loss, self.one_hot = data, loss, one_hot
-        self.metrics, self.batch = metrics, batch
+        self.metrics, self.batch, self.backend = metrics, batch, backend
 
     def on_epoch_end(self, epoch, logs=None):
         d = self.data
-        probs = predict_locally(self.model, d.x_val.astype("float32"), self.batch)
+        probs = self.backend.predict(self.model, d.x_val.astype("float32"), self.batch)
         result = score(probs, d.y_val, d.class_names, self.loss, self.one_hot, self.metrics)
         if logs is not None:
             logs.update({f"val_{k}": result[k] for k in ("loss", "accuracy", "top_5_accuracy")
@@ -171,34 +172,38 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
     val_ds = built.val_ds
     if built.split_batches and data.x_val is not None:
         callbacks = [Validation(data, built.loss, recipe.train.one_hot, recipe.train.metrics,
-                                recipe.data.batch_size), *callbacks]
+                                recipe.data.batch_size, built.backend), *callbacks]
         val_ds = None
-    if built.multi_worker:
-        custom_fit(built.model, built.strategy, built.train_ds, steps=built.steps,
-                   epochs=last_epoch, initial_epoch=initial_epoch,
-                   global_batch=recipe.data.batch_size, loss=recipe.train.loss,
-                   one_hot=recipe.train.one_hot, label_smoothing=recipe.train.label_smoothing,
-                   metrics=recipe.train.metrics,
-                   callbacks=callbacks, jit_compile=recipe.train.jit_compile is True,
-                   stop_requested=lambda: signals.requested)
+    if built.role.multi_worker:
+        built.backend.fit_multi_worker(
+            built.model, built.strategy, built.train_ds, epochs=last_epoch,
+            initial_epoch=initial_epoch, steps=built.steps, callbacks=callbacks,
+            train_config=recipe.train, global_batch=recipe.data.batch_size,
+            stop_requested=lambda: signals.requested)
         if signals.requested:
             raise Interrupted()
         return
-    arrays = {"validation_batch_size": recipe.data.batch_size} if built.backend == "jax" else {}
-    built.model.fit(built.train_ds, validation_data=val_ds, epochs=last_epoch,
-                    initial_epoch=initial_epoch, steps_per_epoch=built.steps,
-                    callbacks=callbacks, shuffle=False, verbose=0, **arrays)
+    built.backend.fit(built.model, built.train_ds, val_ds, epochs=last_epoch,
+                      initial_epoch=initial_epoch, steps=built.steps, callbacks=callbacks,
+                      batch_size=recipe.data.batch_size)
+
+
+def weights_checksum(model) -> float:
+    """A number every worker can print to show they hold the same weights."""
+    return float(sum(np.sum(np.asarray(w, np.float64)) for w in model.get_weights()))
 
 
 def best_epoch(rows: list[dict[str, Any]], callbacks: list) -> tuple[str, int | None, float | None]:
     """The best epoch by the early-stopping monitor (else val_loss, else loss).
 
-    With early stopping, its own choice (which honours ``min_delta`` and
-    ``start_from_epoch``): the epoch whose weights it restores.
+    With a callback that chooses the best epoch itself (``chooses_best_epoch``
+    and Keras EarlyStopping's ``monitor``, ``mode``, ``best``, ``best_epoch``,
+    as the built-in early stopping has), its choice (which honours
+    ``min_delta`` and ``start_from_epoch``): the epoch whose weights it restores.
     """
     monitor, mode = None, "min"
     for cb in callbacks:
-        if isinstance(cb, keras.callbacks.EarlyStopping):
+        if getattr(cb, "chooses_best_epoch", False):  # early stopping, say
             monitor, mode = cb.monitor, cb.mode
             chosen = getattr(cb, "best_epoch", None)
             if isinstance(chosen, int) and 0 <= chosen < len(rows) and cb.best is not None \

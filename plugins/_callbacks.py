@@ -13,7 +13,44 @@ import numpy as np
 from keras import ops
 
 from cifarkit import PluginError
-from cifarkit.framework import sync_weights
+from cifarkit.backends import sync_weights
+
+
+def _number(value):
+    return None if value is None else float(value)
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` with the state a checkpoint keeps (``get_state``/
+    ``set_state``: a resumed run stops when the uninterrupted one would), and whose
+    best epoch is the run's (``chooses_best_epoch``)."""
+
+    chooses_best_epoch = True
+
+    def get_state(self) -> dict:
+        weights = self.best_weights
+        return {"wait": self.wait, "best": _number(self.best), "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch,
+                "best_weights": None if weights is None else [np.asarray(w) for w in weights]}
+
+    def set_state(self, state: dict) -> None:
+        self.wait, self.best = state["wait"], state["best"]
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        if state.get("best_weights") is not None:
+            self.best_weights = list(state["best_weights"])
+
+
+class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """``keras.callbacks.ReduceLROnPlateau`` with the state a checkpoint keeps."""
+
+    def get_state(self) -> dict:
+        return {"wait": self.wait, "best": _number(self.best),
+                "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state: dict) -> None:
+        self.wait, self.cooldown_counter = state["wait"], state["cooldown_counter"]
+        if state["best"] is not None:
+            self.best = state["best"]
 
 
 class DirCreatingCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -26,7 +26,7 @@ sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
-from cifarkit.framework import sync_weights
+from cifarkit.backends import sync_weights
 
 
 def _histogram(values: np.ndarray, bins: int = 30) -> summary_pb2.HistogramProto:

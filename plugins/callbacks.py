@@ -37,9 +37,9 @@ def early_stopping(monitor: str = "val_loss",
         start_from_epoch: epochs to wait before watching at all.
         baseline: a value the metric must beat.
     """
-    import keras
+    from cifarkit_plugins._callbacks import EarlyStopping
 
-    return keras.callbacks.EarlyStopping(
+    return EarlyStopping(
         monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch,
         baseline=baseline)
@@ -111,9 +111,9 @@ def reduce_lr_on_plateau(monitor: str = "val_loss",
         min_lr: lower bound on the learning rate.
         mode: "min", "max", or "auto".
     """
-    import keras
+    from cifarkit_plugins._callbacks import ReduceLROnPlateau
 
-    return keras.callbacks.ReduceLROnPlateau(
+    return ReduceLROnPlateau(
         monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
         cooldown=cooldown, min_lr=min_lr, mode=mode)
 
@@ -198,7 +198,7 @@ def register_callbacks(register):
     register(early_stopping)
     register(model_checkpoint)
     register(csv_logger)
-    register(reduce_lr_on_plateau)
+    register(reduce_lr_on_plateau, controls=["learning_rate"])
     register(tensorboard)
-    register(warmup_decay)
+    register(warmup_decay, controls=["learning_rate"])
     register(lookahead)

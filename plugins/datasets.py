@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import cifarkit
 from cifarkit import Range
-from cifarkit.framework import import_keras
+from cifarkit.backends import import_keras
 from cifarkit.data import Splits, keras_download, read_cifar10, read_cifar100, read_image_folder
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",

@@ -1,10 +1,12 @@
-"""Built-in distribution strategies: tf.distribute on the TensorFlow backend,
-keras.distribution on the JAX backend (the one place for TensorFlow code).
+"""Built-in distribution strategies, one form per backend under one name:
+tf.distribute on the TensorFlow backend, keras.distribution on the JAX backend.
 
-``one_device`` and ``tpu`` work on both backends; ``mirrored`` and
-``multi_worker_mirrored`` are tf.distribute strategies and ``data_parallel``
-is JAX's: naming one on the other backend is a one-line error that names the
-strategy to use instead.
+Each name means the same on both backends and takes the same parameters:
+``one_device`` (one device), ``mirrored`` and its alias ``data_parallel``
+(synchronous data parallelism over the local devices), ``tpu`` (the TPU
+cores) and ``multi_worker_mirrored`` (synchronous data parallelism over
+several processes or machines). cifarkit calls the form for the run's
+backend (``register(..., backend=...)``); nothing here asks which backend runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from typing import Annotated, Literal
 
 import cifarkit
-from cifarkit import Range, StrategyError, framework
+from cifarkit import Range, StrategyError
 from cifarkit.errors import first_line
 
 
@@ -27,19 +29,6 @@ def _canonical(device: str) -> str:
     if not m:
         raise StrategyError(f"{device!r} is not a device name (expected e.g. '/gpu:0' or '/cpu:0')")
     return f"/device:{m.group(1).upper()}:{m.group(2)}"
-
-
-def _backend() -> str:
-    return framework.active() or framework.requested(None)
-
-
-def _only_on(backend: str, name: str, instead: str) -> None:
-    """Refuse, in one line naming ``instead``, a strategy called on the other backend."""
-    running = _backend()
-    if running != backend:
-        engine = "tf.distribute" if backend == "tensorflow" else "keras.distribution"
-        raise StrategyError(f"{name} is a {engine} strategy ({backend} backend); on the "
-                            f"{running} backend use {instead}")
 
 
 def _jax_devices(devices: list[str]) -> list[str]:
@@ -92,12 +81,6 @@ def one_device(device: str = "auto"):
         device: "auto" (the first GPU, else the CPU) or a device name such as
             "/gpu:1" or "/cpu:0".
     """
-    if _backend() == "jax":  # keras.distribution over that one device
-        import keras
-
-        if device == "auto":
-            return _data_parallel(keras.distribution.list_devices()[:1])
-        return _data_parallel(_jax_devices([device]))
     import tensorflow as tf
 
     if device == "auto":
@@ -106,9 +89,25 @@ def one_device(device: str = "auto"):
     return tf.distribute.OneDeviceStrategy(_check_devices([device])[0])
 
 
-def mirrored(devices: list[str] | None = None,
-             cross_device_ops: Literal["auto", "nccl", "hierarchical_copy",
-                                       "reduce_to_one_device"] = "auto"):
+def one_device_jax(device: str = "auto"):
+    """Train on one device: a GPU if there is one, else the CPU (keras.distribution
+    over that one device).
+
+    Args:
+        device: "auto" (the first accelerator, else the CPU) or a device name such
+            as "/gpu:1" or "/cpu:0".
+    """
+    import keras
+
+    if device == "auto":
+        return _data_parallel(keras.distribution.list_devices()[:1])
+    return _data_parallel(_jax_devices([device]))
+
+
+_CROSS_DEVICE_OPS = Literal["auto", "nccl", "hierarchical_copy", "reduce_to_one_device"]
+
+
+def mirrored(devices: list[str] | None = None, cross_device_ops: _CROSS_DEVICE_OPS = "auto"):
     """Synchronous data parallelism over the devices of one machine (MirroredStrategy).
 
     Args:
@@ -116,7 +115,6 @@ def mirrored(devices: list[str] | None = None,
         cross_device_ops: how gradients are all-reduced ("auto" lets
             TensorFlow choose).
     """
-    _only_on("tensorflow", "mirrored", "'data_parallel' (all local devices)")
     import tensorflow as tf
 
     if devices is None:
@@ -133,6 +131,28 @@ def mirrored(devices: list[str] | None = None,
                                           cross_device_ops=ops() if ops else None)
 
 
+def mirrored_jax(devices: list[str] | None = None, cross_device_ops: _CROSS_DEVICE_OPS = "auto"):
+    """Synchronous data parallelism over the devices of one machine (keras.distribution
+    DataParallel): the batch is split across the devices, the weights are replicated.
+
+    Args:
+        devices: device names such as "/gpu:0"; unset means every local
+            accelerator (all GPUs or TPU cores), else the CPU.
+        cross_device_ops: must stay "auto" on this backend (XLA chooses the
+            all-reduce).
+    """
+    import keras
+
+    if cross_device_ops != "auto":
+        raise StrategyError(f"mirrored: cross_device_ops = {cross_device_ops!r} chooses a "
+                            "tf.distribute all-reduce; on the jax backend XLA chooses it, "
+                            "so leave it \"auto\"")
+    if devices is not None and not devices:
+        raise StrategyError("mirrored: devices is an empty list")
+    return _data_parallel(keras.distribution.list_devices() if devices is None
+                          else _jax_devices(devices))
+
+
 def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = None,
         timeout_s: Annotated[float, Range(1, 3600)] = 60.0):
     """Train on a Cloud TPU (TPUStrategy): connect with TPUClusterResolver, initialise the TPU.
@@ -144,12 +164,7 @@ def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = N
         project: GCP project of a TPU given by name (unset: from the environment).
         timeout_s: give up connecting after this many seconds.
 
-    On the JAX backend (a Cloud TPU VM with JAX's TPU build): data
-    parallelism over the TPU cores JAX sees; ``tpu``, ``zone`` and
-    ``project`` must stay unset there (JAX uses the VM's own TPU).
     """
-    if _backend() == "jax":
-        return _jax_tpu(tpu, zone, project)
     import tensorflow as tf
 
     name = tpu or os.environ.get("TPU_NAME")
@@ -182,7 +197,17 @@ def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = N
     return tf.distribute.TPUStrategy(outcome["resolver"])
 
 
-def _jax_tpu(tpu, zone, project):
+def tpu_jax(tpu: str | None = None, zone: str | None = None, project: str | None = None,
+            timeout_s: Annotated[float, Range(1, 3600)] = 60.0):
+    """Train on the TPU cores JAX sees (a Cloud TPU VM with JAX's TPU build): data
+    parallelism over them.
+
+    Args:
+        tpu: must stay unset on this backend (JAX uses the VM's own TPU).
+        zone: must stay unset on this backend.
+        project: must stay unset on this backend.
+        timeout_s: unused on this backend (JAX finds its TPU when it starts).
+    """
     import keras
 
     named = [k for k, v in (("tpu", tpu), ("zone", zone), ("project", project)) if v]
@@ -199,22 +224,25 @@ def _jax_tpu(tpu, zone, project):
 
 
 def data_parallel(devices: list[str] | None = None):
-    """Synchronous data parallelism over the devices of one machine (keras.distribution).
-
-    The JAX backend's counterpart of ``mirrored``: the batch is split across
-    the devices, the model's weights are replicated.
+    """Synchronous data parallelism over the devices of one machine: ``mirrored``
+    under its keras.distribution name.
 
     Args:
-        devices: device names such as "gpu:0"; unset means every local
+        devices: device names such as "/gpu:0"; unset means all local GPUs (on
+            JAX every local accelerator), else the CPU.
+    """
+    return mirrored(devices)
+
+
+def data_parallel_jax(devices: list[str] | None = None):
+    """Synchronous data parallelism over the devices of one machine (keras.distribution
+    DataParallel): ``mirrored`` under its keras.distribution name.
+
+    Args:
+        devices: device names such as "/gpu:0"; unset means every local
             accelerator (all GPUs or TPU cores), else the CPU.
     """
-    _only_on("jax", "data_parallel", "'mirrored' (all local GPUs)")
-    import keras
-
-    if devices is not None and not devices:
-        raise StrategyError("data_parallel: devices is an empty list")
-    return _data_parallel(keras.distribution.list_devices() if devices is None
-                          else _jax_devices(devices))
+    return mirrored_jax(devices)
 
 
 def multi_worker_mirrored(workers: list[str] | None = None,
@@ -234,9 +262,6 @@ def multi_worker_mirrored(workers: list[str] | None = None,
         communication: collective implementation ("ring" on CPUs, "nccl" on GPUs).
         timeout_s: seconds a collective (and start-up) may wait for the other workers.
     """
-    _only_on("tensorflow", "multi_worker_mirrored",
-             "'data_parallel' on one machine (cifarkit has no multi-process JAX runs yet: "
-             "docs/distributed.md)")
     import tensorflow as tf
 
     if workers is not None:
@@ -279,8 +304,12 @@ def multi_worker_mirrored(workers: list[str] | None = None,
 
 @cifarkit.hookimpl
 def register_strategies(register):
-    register(one_device)
-    register(mirrored)
-    register(tpu)
-    register(multi_worker_mirrored)
-    register(data_parallel)
+    for name, on_tensorflow, on_jax in (
+            ("one_device", one_device, one_device_jax),
+            ("mirrored", mirrored, mirrored_jax),
+            ("data_parallel", data_parallel, data_parallel_jax),
+            ("tpu", tpu, tpu_jax),
+            ("multi_worker_mirrored", multi_worker_mirrored, None)):
+        register(on_tensorflow, name=name, backend="tensorflow")
+        if on_jax is not None:
+            register(on_jax, name=name, backend="jax")

@@ -242,9 +242,10 @@ def test_a_plugin_that_does_not_fit_the_images_is_named(tmp_path, cifar10_dir, h
 
 def test_the_best_epoch_is_the_one_early_stopping_chose():
     keras = pytest.importorskip("keras")
+    from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
     from cifarkit.training import best_epoch
 
-    es = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=0.5)
+    es = EarlyStopping(monitor="val_loss", min_delta=0.5)
     es.best, es.best_epoch = 1.0, 0  # epoch 2's 0.9 did not beat 1.0 by min_delta
     rows = [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.9}]
     assert best_epoch(rows, [es]) == ("val_loss", 1, 1.0)

@@ -16,7 +16,8 @@ import textwrap
 
 import pytest
 
-from cifarkit import StrategyError
+from cifarkit.backends import get
+
 from conftest import (ROOT, assert_same_epochs, cifarkit, metrics, running, summary,
                       wait_for_rows, write_slow_recipe, write_tiny_recipe)
 
@@ -169,15 +170,18 @@ def test_data_parallel_splits_batches_over_two_devices(tmp_path, cifar10_dir):
 
 
 @pytest.mark.slow
-def test_a_tf_distribute_strategy_on_jax_names_the_one_to_use(tmp_path, cifar10_dir):
+def test_the_default_recipe_s_mirrored_runs_unchanged_on_jax(tmp_path, cifar10_dir):
+    """mirrored means data parallel over every local device on both backends."""
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "m", 16)  # default: mirrored
-    result = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "runs"),
-                      env=no_tf(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "mirrored is a tf.distribute strategy" in result.stderr
-    assert "use 'data_parallel'" in result.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    env = no_tf(tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = cifarkit("run", str(recipe), "--set", "train.epochs=1", "--backend", "jax",
+                      "-o", str(tmp_path / "runs"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["strategy"] == "mirrored" and s["replicas"] == 2 and s["status"] == "completed"
+    assert "mirrored (2 replicas)" in result.stdout
+    assert_no_tensorflow(tmp_path)
 
 
 @pytest.mark.slow
@@ -187,9 +191,8 @@ def test_a_tf_distribute_strategy_on_jax_names_the_one_to_use(tmp_path, cifar10_
      "tpu: strategy.tpu connects to a remote TPU, which only the tensorflow backend does"),
     (["strategy.plugin=one_device", 'strategy.device="/gpu:0"'],
      "device '/gpu:0' is not present on this machine (available: cpu:0)"),
-    (["strategy.plugin=multi_worker_mirrored"],
-     "multi_worker_mirrored is a tf.distribute strategy (tensorflow backend); on the jax "
-     "backend use 'data_parallel' on one machine"),
+    (["strategy.plugin=mirrored", 'strategy.cross_device_ops="nccl"'],
+     "chooses a tf.distribute all-reduce; on the jax backend XLA chooses it"),
 ])
 def test_jax_strategies_that_cannot_start_are_one_line(tmp_path, cifar10_dir, sets, fragment):
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "s", 16)
@@ -201,11 +204,13 @@ def test_jax_strategies_that_cannot_start_are_one_line(tmp_path, cifar10_dir, se
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_a_jax_strategy_on_tensorflow_names_the_one_to_use():
-    from cifarkit_plugins.strategies import data_parallel
-
-    with pytest.raises(StrategyError, match="on the tensorflow backend use 'mirrored'"):
-        data_parallel()
+def test_every_built_in_strategy_has_a_form_for_each_backend(registry):
+    for name in registry.names("strategy"):
+        info = registry.get("strategy", name)
+        assert set(info.backends) == {"tensorflow", "jax"}, name
+        forms = [registry.variant("strategy", name, get(b)) for b in info.backends]
+        assert [p.name for p in forms[0].params] == [p.name for p in forms[1].params]
+        assert forms[0].factory is not forms[1].factory
 
 
 def test_two_callbacks_that_set_the_learning_rate_are_refused(registry, write):
@@ -221,7 +226,7 @@ def test_two_callbacks_that_set_the_learning_rate_are_refused(registry, write):
 
 
 def test_keras_backend_and_train_backend(monkeypatch):
-    from cifarkit import framework
+    from cifarkit import backends as framework
     from cifarkit.errors import RecipeError
 
     monkeypatch.setenv("KERAS_BACKEND", "jax")
@@ -242,7 +247,7 @@ def test_augmentation_on_jax_is_the_same_kind_as_on_tensorflow(tmp_path):
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
-        from cifarkit.jax_pipeline import Augmenter
+        from cifarkit.backends.jax import Augmenter
         from cifarkit_plugins.augmentations import random_flip
         layer = random_flip(seed=3)
         images = np.tile(np.arange(32, dtype=np.float32)[None, None, :, None], (256, 32, 1, 3))

@@ -87,12 +87,13 @@ def test_second_ctrl_c_exits_at_once(tmp_path, cifar10_dir):
 
 def test_checkpoint_restores_callback_state(tmp_path):
     keras = pytest.importorskip("keras")
+    from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-3), "mse")
     model.optimizer.build(model.trainable_variables)
-    es = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    es = EarlyStopping(restore_best_weights=True)
     es.wait, es.best, es.best_epoch, es.best_weights = 2, 0.5, 3, [np.ones((3, 2)), np.zeros(2)]
-    lr = keras.callbacks.ReduceLROnPlateau()
+    lr = ReduceLROnPlateau()
     lr.wait, lr.best, lr.cooldown_counter = 1, 0.25, 4
 
     class Custom(keras.callbacks.Callback):
@@ -107,14 +108,36 @@ def test_checkpoint_restores_callback_state(tmp_path):
     checkpoint.save(tmp_path, model, [{"epoch": 1}], [es, lr, Custom()], stop_training=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
     folder, state = checkpoint.usable(tmp_path)
-    fresh = [keras.callbacks.EarlyStopping(restore_best_weights=True),
-             keras.callbacks.ReduceLROnPlateau(), Custom()]
+    fresh = [EarlyStopping(restore_best_weights=True),
+             ReduceLROnPlateau(), Custom()]
     fresh[2].state = None
     checkpoint.restore_callbacks(folder, state, fresh)
     assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch) == (2, 0.5, 3)
     np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((3, 2)))
     assert (fresh[1].wait, fresh[1].best, fresh[1].cooldown_counter) == (1, 0.25, 4)
     assert fresh[2].state == {"seen": 7}
+
+
+def test_a_checkpoint_from_before_the_state_wrappers_still_restores(tmp_path):
+    """Checkpoints written before early stopping kept its own state (0.1) resume."""
+    pytest.importorskip("keras")
+    import json
+
+    from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    np.savez(folder / "early_stopping_0.npz", np.ones((3, 2)), np.zeros(2))
+    state = {"callbacks": [
+        {"wait": 2, "best": 0.5, "best_epoch": 3, "stopped_epoch": 0,
+         "best_weights": "early_stopping_0.npz"},
+        {"wait": 1, "best": 0.25, "cooldown_counter": 4}]}
+    (folder / "state.json").write_text(json.dumps(state))
+    fresh = [EarlyStopping(restore_best_weights=True), ReduceLROnPlateau()]
+    checkpoint.restore_callbacks(folder, state, fresh)
+    assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch) == (2, 0.5, 3)
+    np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((3, 2)))
+    assert (fresh[1].wait, fresh[1].best, fresh[1].cooldown_counter) == (1, 0.25, 4)
 
 
 @pytest.mark.slow
@@ -159,10 +182,11 @@ def test_a_crash_during_training_is_recorded(tmp_path, cifar10_dir):
 
 def tiny_model_and_early_stopping():
     keras = pytest.importorskip("keras")
+    from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-3), "mse")
     model.optimizer.build(model.trainable_variables)
-    es = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    es = EarlyStopping(restore_best_weights=True)
     es.wait, es.best, es.best_epoch, es.stopped_epoch = 0, 1.0, 0, 0
     es.best_weights = [np.ones((3, 2)), np.zeros(2)]
     return model, es
@@ -172,7 +196,7 @@ def truncate(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
-@pytest.mark.parametrize("damaged", ["weights.weights.h5", "state.json", "early_stopping_0.npz"])
+@pytest.mark.parametrize("damaged", ["weights.weights.h5", "state.json", "callback_0_best_weights.npz"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damaged):
     model, es = tiny_model_and_early_stopping()
     checkpoint.save(tmp_path, model, [{"epoch": 1}], [es], stop_training=False)
@@ -207,15 +231,17 @@ def test_a_checkpoint_that_does_not_fit_leaves_nothing_half_written(tmp_path, mo
 @pytest.mark.parametrize("seed", [0, 42])
 def test_the_training_stream_is_addressed_by_step(seed):
     keras = pytest.importorskip("keras")
+    from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
+    from cifarkit.backends import Stream, get
     from cifarkit.data import Prepared
-    from cifarkit.pipeline import make_datasets
 
     keras.utils.set_random_seed(seed)  # as a run does; 0 once broke the shuffle
     x = (np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3))).astype(np.uint8)
     prepared = Prepared(x, np.arange(10), None, None, x[:4], np.arange(4), list("abcdefghij"))
 
     def labels(first_step, count):
-        train, _ = make_datasets(prepared, 4, 10, False, [], seed=seed, first_step=first_step)
+        train, _ = get("tensorflow").datasets(prepared, [], Stream(4, 10, False, seed,
+                                                                  first_step=first_step))
         batches = iter(train)
         return [next(batches)[1].numpy().tolist() for _ in range(count)]
 
@@ -225,3 +251,26 @@ def test_the_training_stream_is_addressed_by_step(seed):
         assert sorted(sum(p, [])) == list(range(10))  # each pass is a permutation
     assert whole[:3] != whole[3:]  # reshuffled per pass
     assert labels(3, 3) == whole[3:] and labels(4, 2) == whole[4:]  # a resume continues it
+
+
+def test_a_run_written_before_a_key_existed_resumes_with_its_default(registry, tmp_path):
+    """The checkpoint's recipe is read with today's schema: a key added since (here
+    train.tta and data.shuffle, as if they were new) has its default, and is no edit."""
+    from cifarkit.errors import RecipeError
+    from cifarkit.recipe import load_recipe
+
+    from conftest import DEFAULT_RECIPE
+
+    recipe = load_recipe(DEFAULT_RECIPE, ["data.path=/data/cifar"], registry)
+    old = recipe.resolved()  # as a run before train.backend existed kept it
+    recipe = recipe.with_backend("tensorflow")  # as the runner reads it now
+    del old["train"]["tta"], old["data"]["shuffle"]
+    checkpoint.check_edits(recipe, registry, {"rows": [{}], "recipe": old}, tmp_path)
+    moved = load_recipe(DEFAULT_RECIPE, ["data.path=/elsewhere", "train.epochs=60",
+                                         "train.backend=tensorflow"], registry)
+    checkpoint.check_edits(moved, registry, {"rows": [{}], "recipe": old}, tmp_path)  # allowed
+    edited = load_recipe(DEFAULT_RECIPE, ["data.path=/data/cifar", "train.tta=flip",
+                                          "train.backend=tensorflow"], registry)
+    with pytest.raises(RecipeError, match=r"train\.tta: changed since the run started "
+                                          r'\("none" -> "flip"\).*data\.path'):
+        checkpoint.check_edits(edited, registry, {"rows": [{}], "recipe": old}, tmp_path)

@@ -1,0 +1,207 @@
+"""The backend seam: one module per Keras backend behind one small interface.
+
+Keras picks one Trainer per backend (``keras/src/backend/<name>/trainer.py``);
+cifarkit likewise picks one :class:`Backend` when a run is built
+(:func:`get`) and passes it along: nothing reads the backend from global
+state afterwards, and no code outside this package branches on it (a plugin
+that exists for one backend declares which: ``register(f, backend="jax")``).
+
+Everything that differs between TensorFlow and JAX lives in
+:mod:`cifarkit.backends.tensorflow` and :mod:`cifarkit.backends.jax`:
+starting Keras on the backend (seeds, determinism, versions), the input
+pipeline, the native strategy type and how a strategy is entered, replicas
+and worker roles, the step loop (``fit``, and the multi-worker loop),
+predictions outside the replicas, the compilation cache and the timing of
+compiles.
+
+Keras reads ``KERAS_BACKEND`` once, when it is first imported, so the choice
+is made before anything imports Keras: :func:`select` sets it (cheap, no
+import); :meth:`Backend.start` imports Keras. A run on the JAX backend never
+imports TensorFlow. Importing this package imports neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..errors import CifarkitError, RecipeError, allowed, printable
+
+#: The backends cifarkit runs on; the first is the default.
+BACKENDS = ("tensorflow", "jax")
+
+#: Seed-generator counter values reserved for one batch (a layer may draw several seeds).
+SEED_STRIDE = 1024
+
+
+def requested(backend: str | None) -> str:
+    """The backend a run uses: ``backend`` (``--backend``, ``train.backend``) if set,
+    else the ``KERAS_BACKEND`` environment variable, else TensorFlow."""
+    if backend:
+        return backend
+    name = os.environ.get("KERAS_BACKEND", "").strip().lower() or BACKENDS[0]
+    if name not in BACKENDS:
+        raise RecipeError(f"KERAS_BACKEND={name}: cifarkit runs on the "
+                          f"{' or '.join(BACKENDS)} backend; set train.backend or --backend, "
+                          "or unset KERAS_BACKEND")
+    return name
+
+
+def active() -> str | None:
+    """The backend Keras runs on in this process, or None if Keras is not imported yet."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None and hasattr(keras, "backend") else None
+
+
+def get(name: str | None = None) -> "Backend":
+    """The :class:`Backend` called ``name`` (see :func:`requested` when unset); imports
+    only cifarkit's module for it, not the framework."""
+    name = requested(name)
+    if name not in BACKENDS:
+        raise CifarkitError(f"backend {printable(name)!r} is not one cifarkit runs on "
+                            f"({allowed(BACKENDS)})")
+    module = importlib.import_module(f"{__name__}.{name}")
+    return module.BACKEND
+
+
+def import_keras():
+    """Keras, started on the backend this process selected for its run (Keras's own
+    choice is per process: ``KERAS_BACKEND``, set by :meth:`Backend.select`), with the
+    backend's start-up chatter hidden. For plugins that need Keras before the run's
+    model exists (a dataset downloading through ``keras.datasets``)."""
+    return get(active()).start()
+
+
+def sync_weights(model) -> None:
+    """Put the latest step's weights into the model's variables, where a backend's
+    step loop keeps them outside the model during an epoch (JAX's ``fit``); a no-op
+    elsewhere. Call it before reading or writing weights during an epoch."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def seed_states(layers: Sequence[Any]) -> list:
+    """The random-state variables (Keras ``SeedGenerator`` states) of ``layers``."""
+    states: dict[int, Any] = {}
+    for layer in layers:
+        for v in getattr(layer, "variables", []):
+            if v.path.split("/")[-1] == "seed_generator_state":
+                states.setdefault(id(v), v)
+    return list(states.values())
+
+
+def steps_per_pass(n: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in one pass over ``n`` examples."""
+    return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's part in a run: one process, or one worker of several."""
+
+    multi_worker: bool = False
+    chief: bool = True
+    task_index: int = 0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What the input pipeline is asked for: the training stream's form and position.
+
+    The training split is one endless stream of batches addressed by position:
+    pass ``p`` over the data is a permutation keyed by ``(seed, p)``, and batch
+    ``g`` is augmented with every augmentation layer's random state set from
+    ``(its seed, g)``. What step ``g`` trains on does not depend on how many
+    batches this process has seen before, so a resumed run (``first_step`` >
+    0) trains on the batches an uninterrupted one would.
+    """
+
+    batch_size: int
+    num_classes: int
+    one_hot: bool
+    seed: int
+    shuffle: bool = True
+    drop_remainder: bool = False  # several replicas: every batch full
+    first_step: int = 0
+    names: tuple[str, ...] = ()  # the augmentations' plugin names, for error messages
+
+
+class Backend:
+    """One Keras backend, as a run uses it. Subclasses implement every method."""
+
+    name: str = ""
+
+    def select(self, deterministic: bool = False) -> None:
+        """Make this the backend Keras starts with (before Keras is imported)."""
+        running = active()
+        if running is not None and running != self.name:
+            raise CifarkitError(f"Keras is already running on the {running} backend in this "
+                                f"process and cannot switch to {self.name}; start a new "
+                                "process (the cifarkit command does)")
+        self._prepare(deterministic, first=running is None)
+        os.environ["KERAS_BACKEND"] = self.name
+
+    def _prepare(self, deterministic: bool, first: bool) -> None:
+        """Backend set-up that must happen before Keras (and the framework) starts."""
+
+    def start(self, deterministic: bool = False, seed: int | None = None):
+        """Select this backend, import Keras on it and return the ``keras`` module; with
+        ``seed``, seed Python, NumPy and the backend (and ops determinism if asked)."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """Versions of Keras and this backend's framework."""
+        raise NotImplementedError
+
+    # -- distribution ------------------------------------------------------------
+    def strategy_type(self) -> type:
+        """The class every strategy plugin's result must be an instance of."""
+        raise NotImplementedError
+
+    def use(self, strategy) -> None:
+        """Make ``strategy`` the one models, variables, fit and predict follow."""
+
+    def replicas(self, strategy) -> int:
+        """How many parts each batch is split into."""
+        raise NotImplementedError
+
+    def role(self, strategy) -> Role:
+        """This process's part in the run under ``strategy``."""
+        return Role()
+
+    # -- data and steps ----------------------------------------------------------
+    def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
+        """``(train, validation or None)`` in the form :meth:`fit` takes; ``train`` is
+        endless (fit it with ``steps``)."""
+        raise NotImplementedError
+
+    def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
+            callbacks: list, batch_size: int) -> None:
+        """Train epochs ``initial_epoch + 1 .. epochs`` with Keras's own step loop."""
+        raise NotImplementedError
+
+    def fit_multi_worker(self, model, strategy, train, *, epochs: int, initial_epoch: int,
+                         steps: int, callbacks: list, train_config, global_batch: int,
+                         stop_requested) -> None:
+        """Train like :meth:`fit` where Keras's ``fit`` cannot, one process per worker."""
+        raise CifarkitError(f"multi-worker training is not available on the {self.name} backend")
+
+    def predict(self, model, x, batch_size: int):
+        """Probabilities for ``x`` on this process alone (float32 NumPy), whatever the
+        replicas; the last partial batch included."""
+        raise NotImplementedError
+
+    # -- compilation ---------------------------------------------------------------
+    def compiles(self) -> bool:
+        """Whether :meth:`compile_seconds` counts compilations as they happen (else the
+        first epoch's excess over the steady ones stands in for them)."""
+        return False
+
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling in this process so far (where :meth:`compiles`)."""
+        return 0.0

@@ -1,0 +1,207 @@
+"""The JAX backend: keras.distribution, NumPy batches with augmentation in one jitted
+call, ``fit`` on JAX, and compile times read from ``jax.monitoring``.
+
+No tf.data (a JAX run never imports TensorFlow). The training split is the
+same step-addressed stream as TensorFlow's (:class:`cifarkit.backends.Stream`).
+Each batch is gathered from the uint8 array on the host (a few hundred
+kilobytes) and travels as uint8; the recipe's augmentation layers (the same
+plain Keras layers as on TensorFlow) run on the device as one
+``jax.jit``-compiled function of ``(images, random states)``. JAX dispatches
+it asynchronously, so the next batch is augmented while the current one
+trains.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import CifarkitError, PluginError, first_line
+from . import SEED_STRIDE, Backend, Stream, seed_states, steps_per_pass
+
+#: jax.monitoring's events for the three stages of a compilation.
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class Jax(Backend):
+    name = "jax"
+
+    def __init__(self) -> None:
+        self._compile_s = 0.0
+        self._listening = False
+
+    def _prepare(self, deterministic: bool, first: bool) -> None:
+        if importlib.util.find_spec("jax") is None:
+            raise CifarkitError("the jax backend needs JAX: pip install -e \".[jax]\" (CPU), or "
+                                "JAX's CUDA build on a GPU machine (see docs/backends.md)")
+        if deterministic and first:
+            flags = os.environ.get("XLA_FLAGS", "")
+            if "xla_gpu_deterministic_ops" not in flags:  # read when JAX starts
+                os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_deterministic_ops=true").strip()
+
+    def start(self, deterministic: bool = False, seed: int | None = None):
+        self.select(deterministic)
+        import keras
+
+        self._listen()
+        if seed is not None:
+            _set_random_seed(keras, seed)
+        return keras
+
+    def versions(self) -> dict[str, str]:
+        import jax
+        import keras
+
+        return {"keras": keras.__version__, "jax": jax.__version__}
+
+    # -- distribution ------------------------------------------------------------
+    def strategy_type(self) -> type:
+        import keras
+
+        return keras.distribution.DataParallel.__base__  # their base class (not exported)
+
+    def use(self, strategy) -> None:
+        import keras
+
+        keras.distribution.set_distribution(strategy)
+
+    def replicas(self, strategy) -> int:
+        mesh = strategy.device_mesh
+        return int(mesh.shape[list(mesh.axis_names).index(strategy.batch_dim_name)])
+
+    # -- data and steps ----------------------------------------------------------
+    def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
+        augmenter = Augmenter(augment, stream.names or [type(a).__name__ for a in augment])
+        y = _labels(prepared.y_train, stream.num_classes, stream.one_hot)
+        train = TrainStream(prepared.x_train, y, stream.batch_size, augmenter, stream.seed,
+                            stream.shuffle, stream.drop_remainder, stream.first_step).batches()
+        val = None if prepared.x_val is None else (
+            prepared.x_val.astype(np.float32),
+            _labels(prepared.y_val, stream.num_classes, stream.one_hot))
+        return train, val
+
+    def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
+            callbacks: list, batch_size: int) -> None:
+        model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0,
+                  validation_batch_size=batch_size)
+
+    def predict(self, model, x, batch_size: int):
+        """``model.predict`` under the run's distribution, with the last batch padded to a
+        full one (every batch must split evenly over the devices)."""
+        n = len(x)
+        pad = -n % batch_size
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0)[:n], np.float32)
+
+    # -- compilation ---------------------------------------------------------------
+    def _listen(self) -> None:
+        if self._listening:
+            return
+        import jax
+
+        def on_duration(event: str, seconds: float, **_: Any) -> None:
+            if event in COMPILE_EVENTS:
+                self._compile_s += seconds
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+        self._listening = True
+
+    def compiles(self) -> bool:
+        return self._listening
+
+    def compile_seconds(self) -> float:
+        return self._compile_s
+
+
+def _set_random_seed(keras, seed: int) -> None:
+    """``keras.utils.set_random_seed``, which would import TensorFlow (only to seed it,
+    when it is installed): that import is refused for the call."""
+    if "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` fails
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
+
+
+def _labels(y: np.ndarray, num_classes: int, one_hot: bool) -> np.ndarray:
+    y = y.astype(np.int32)
+    return np.eye(num_classes, dtype=np.float32)[y] if one_hot else y
+
+
+class Augmenter:
+    """The augmentation layers as one jitted function of (images, batch position)."""
+
+    def __init__(self, layers: Sequence[Any], names: Sequence[str]):
+        import jax
+        import keras
+
+        self.layers, self.names = list(layers), list(names)
+        self.states = seed_states(self.layers)
+        self.starts = [np.asarray(keras.ops.convert_to_numpy(s.value)).copy() for s in self.states]
+
+        def apply(images, values):
+            images = keras.ops.cast(images, "float32")  # uint8 travels: a quarter of the bytes
+            with keras.StatelessScope(state_mapping=list(zip(self.states, values))):
+                for layer in self.layers:
+                    images = layer(images, training=True)
+            return images
+
+        self._apply = jax.jit(apply)
+
+    def values(self, step: int) -> list[np.ndarray]:
+        """Every layer's random state for batch ``step``: (its seed, step x stride)."""
+        return [np.array([start[0], step * SEED_STRIDE % (np.iinfo(start.dtype).max + 1)],
+                         dtype=start.dtype) for start in self.starts]  # wraps as on TensorFlow
+
+    def __call__(self, images: np.ndarray, step: int):
+        """Batch ``step``'s images (uint8 or float32, 0-255), augmented, as float32."""
+        if not self.layers:
+            return images.astype(np.float32)
+        try:
+            return self._apply(images, self.values(step))
+        except Exception as exc:  # a layer that cannot be traced by jax.jit
+            raise PluginError(f"augmentation {', '.join(self.names)} fails under jax.jit on "
+                              f"images of shape {tuple(images.shape[1:])} "
+                              f"({first_line(exc)})") from None
+
+
+class TrainStream:
+    """The endless training stream: ``(images, labels)`` batches from step ``first_step`` on."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment: Augmenter,
+                 seed: int, shuffle: bool, drop_remainder: bool, first_step: int):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.augment, self.seed, self.shuffle = augment, seed, shuffle
+        self.steps = steps_per_pass(len(x), batch_size, drop_remainder)
+        self.step = first_step
+        self._pass, self._order = -1, np.arange(len(x))
+
+    def _indices(self, step: int) -> np.ndarray:
+        p, b = divmod(step, self.steps)
+        if p != self._pass:
+            self._pass = p
+            self._order = (np.random.default_rng([self.seed, p]).permutation(len(self.x))
+                           if self.shuffle else np.arange(len(self.x)))
+        return self._order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def batches(self) -> Iterator[tuple[Any, np.ndarray]]:
+        """The stream as a generator (the form ``fit`` takes)."""
+        while True:
+            i = self._indices(self.step)
+            images = self.augment(self.x[i], self.step)
+            self.step += 1
+            yield images, self.y[i]
+
+
+BACKEND = Jax()

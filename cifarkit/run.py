@@ -1,0 +1,237 @@
+"""The run as one object: :class:`Run` with ``open``, ``train``, ``evaluate`` and ``finish``.
+
+Plugins see it in the lifecycle hooks (:mod:`cifarkit.hookspecs`:
+``run_start``, ``run_fit``, ``run_finish``). What a plugin may read:
+``recipe``, ``backend``, ``data``, ``parts`` (model, strategy, datasets,
+steps, replicas), ``run_dir``, ``rows`` (the per-epoch metrics so far),
+``summary`` (what summary.json holds) and ``callbacks`` (the recipe's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from . import artifacts, build, checkpoint, trust
+from .backends import Backend
+from .errors import CifarkitError, terminal_safe
+from .lock import LOCK_NAME, RunLock
+from .recipe import Recipe
+from .registry import Registry
+from .reporter import Reporter
+from .summary import facts, now, start_summary
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+class Run:
+    """One run of one recipe on one backend, from its run directory's creation to its end."""
+
+    def __init__(self, recipe: Recipe, registry: Registry, backend: Backend, reporter: Reporter,
+                 held: contextlib.ExitStack):
+        self.recipe, self.registry, self.backend = recipe, registry, backend
+        self.reporter, self._held = reporter, held
+        self.started = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
+        self.test: dict[str, Any] | None = None
+        self.restore: tuple[Path, dict[str, Any]] | None = None
+        self.resume: Path | None = None
+
+    # -- open: data, parts, run directory ------------------------------------------
+    def open(self, output: Path, resume: Path | None, previous: dict[str, Any]) -> None:
+        """Load the data and build the parts (either may refuse: nothing written yet),
+        then create (or reopen) the run directory and write recipe and summary."""
+        recipe, self.resume = self.recipe, resume
+        self.data = build.load_data(recipe, self.registry)  # a bad path fails before Keras starts
+        saved, state = (checkpoint.usable(resume) if resume is not None else None) or (None, None)
+        if state is not None:
+            checkpoint.check_edits(recipe, self.registry, state, resume)
+        self.restore = (saved, state) if saved is not None else None
+        self.parts = build.build(recipe, self.registry, self.data, self.restore, resume)
+        if not self.parts.role.chief:  # other workers print nothing, write only a temporary folder
+            self.reporter = Reporter(Console(file=io.StringIO()))
+        self.run_dir, self.callbacks = self._open_run_dir(output)
+        self.rows = list(state["rows"]) if state else []
+        self.prior_time = (previous.get("wall_time_s")
+                           or sum(r.get("epoch_time_s", 0.0) for r in self.rows))
+        self.summary = start_summary(self, previous)
+        self._write_start()
+        self.reporter.attach_log(self.run_dir / "run.log")
+        if self.rows:
+            artifacts.write_epoch_files(self.run_dir, self.rows)  # the checkpoint's history
+        self.reporter.start(facts(self, len(self.rows) if resume else None))
+
+    def _open_run_dir(self, output: Path) -> tuple[Path, list]:
+        """The run directory (new, resumed, or a non-chief worker's temporary one) and
+        the recipe's callbacks writing into it (they may still refuse their parameters)."""
+        def callbacks(run_dir: Path) -> list:
+            return build.build_callbacks(self.registry, self.recipe, run_dir,
+                                         self.parts.learning_rate, self.backend)
+
+        if not self.parts.role.chief:
+            run_dir = Path(tempfile.mkdtemp(prefix=f"cifarkit-worker{self.parts.role.task_index}-"))
+            return run_dir, callbacks(run_dir)
+        if self.resume is not None:
+            return self.resume, callbacks(self.resume)
+        planned = output / artifacts.run_dir_name(self.recipe.name)
+        made = callbacks(planned)  # may fail: nothing written yet
+        run_dir = artifacts.create_run_dir(output, self.recipe.name)
+        return run_dir, made if run_dir == planned else callbacks(run_dir)
+
+    def _write_start(self) -> None:
+        """recipe.toml, its signature and the first summary.json; a failed write (a full
+        disk) leaves no half-made run directory."""
+        try:
+            if self.resume is None:
+                self._held.enter_context(RunLock(self.run_dir))
+                text = self.recipe.dumps()
+                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
+                artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
+                                       trust.signature(text) + "\n")
+            artifacts.write_json(self.run_dir / "summary.json", self.summary)
+        except CifarkitError:
+            if self.resume is None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    @property
+    def images_per_epoch(self) -> int:
+        if self.recipe.train.steps_per_epoch is None and not self.parts.split_batches:
+            return len(self.data.x_train)
+        return self.parts.steps * self.recipe.data.batch_size
+
+    # -- train and evaluate ------------------------------------------------------------
+    def train(self, signals) -> None:
+        """The epochs not yet done, through the ``run_fit`` hook (cifarkit's own fit last)."""
+        from . import training
+
+        self.signals = signals
+        self.registry.run_hook("run_start", run=self)
+        self.monitor = training.RunMonitor(
+            self.reporter, self.run_dir, self.images_per_epoch, self.rows, self.callbacks,
+            signals, self.restore, stop_at_step=not self.parts.role.multi_worker,
+            recipe=self.recipe.resolved())
+        self.reporter.train_begin(self.recipe.train.epochs, self.parts.steps,
+                                  self.recipe.data.batch_size)
+        self.registry.run_hook("run_fit", run=self)
+        self.reporter.stop_live()
+
+    def fit(self) -> None:
+        """Keras's fit (or the backend's multi-worker loop) over the remaining epochs.
+        Epochs already done (or an early stop already decided) run no epoch but still
+        give callbacks their begin/end (restoring best weights)."""
+        from . import training
+
+        state = self.restore[1] if self.restore else None
+        last = len(self.rows) if state and state["stop_training"] else self.recipe.train.epochs
+        training.fit(self.recipe, self.parts, self.data, [*self.callbacks, self.monitor],
+                     len(self.rows), last, self.signals)
+
+    def evaluate(self, signals) -> None:
+        """The test split, touched once (with the recipe's test-time augmentation); then
+        model.keras."""
+        from .evaluation import predict_tta, score
+
+        signals.check()  # a signal just after the last epoch: evaluation can wait
+        recipe, data, batch = self.recipe, self.data, self.recipe.data.batch_size
+        if self.parts.split_batches:  # several replicas: predictions outside them
+            def predict(x):
+                return self.backend.predict(self.parts.model, x, batch)
+        else:
+            def predict(x):
+                return self.parts.model.predict(x, batch_size=batch, verbose=0)
+        probs, plain = predict_tta(predict, data.x_test.astype("float32"), recipe.train.tta)
+        test = score(probs, data.y_test, data.class_names, self.parts.loss,
+                     recipe.train.one_hot, recipe.train.metrics)
+        if recipe.train.tta != "none":
+            test["accuracy_without_tta"] = float((plain.argmax(axis=1) == data.y_test).mean())
+        signals.check()
+        artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
+        self.test = test
+
+    # -- finish: plots, summary, status ------------------------------------------------
+    def finish(self, status: str, error: BaseException | None = None) -> None:
+        """Write what the outcome calls for, whatever it is: plots, summary.json with the
+        status, the model when interrupted, the closing report."""
+        self.reporter.stop_live()
+        if status == "completed":
+            self._complete()
+        elif status == "interrupted" and error is None:  # a signal, caught between steps
+            artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
+            if self.rows:
+                artifacts.plot_curves(self.rows, self.run_dir)
+            self.end("interrupted", resume_command=artifacts.resume_command(self.run_dir))
+            self.reporter.note(f"interrupted after {len(self.rows)} completed epoch(s), which "
+                               "are checkpointed; model.keras holds the current weights. "
+                               "Resume with:")
+            self.reporter.line(f"  {artifacts.resume_command(self.run_dir)}")
+        else:
+            self.reporter.write_log(f"run {status}:\n"
+                                    + "".join(traceback.format_exception(error)))
+            self.end(status, error=terminal_safe(f"{type(error).__name__}: {error}"),
+                     resume_command=artifacts.resume_command(self.run_dir))
+            if self.rows:
+                artifacts.plot_curves(self.rows, self.run_dir)
+        self._close()
+        self.registry.run_hook("run_finish", run=self, status=status)
+
+    def _complete(self) -> None:
+        from .summary import results
+        from .training import best_epoch
+
+        monitor, best, value = best_epoch(self.rows, self.callbacks)
+        artifacts.plot_curves(self.rows, self.run_dir, best, best_by=monitor)
+        artifacts.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
+                                 self.run_dir / "confusion_matrix.png")
+        self.summary.pop("resume_command", None)
+        self.summary.pop("error", None)
+        self.end("completed", **results(self, monitor, best, value))
+        checkpoint.remove(self.run_dir)
+        (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # a resume now reads "completed"
+        self.reporter.finish(self.summary)
+        role = self.parts.role
+        if not role.chief:
+            s = self.summary
+            print(f"worker {role.task_index} of {role.workers} finished: "
+                  f"test_accuracy={s['test_accuracy']:.6f} test_loss={s['test_loss']:.6f} "
+                  f"weights_checksum={s['weights_checksum']:.6f} "
+                  "(the chief, worker 0, writes the run directory)", flush=True)
+
+    def end(self, status: str, **extra: Any) -> None:
+        """summary.json with its final status."""
+        self.summary.update(status=status, finished_at=now(), epochs_run=len(self.rows),
+                            wall_time_s=self.prior_time + time.perf_counter() - self.started,
+                            **extra)
+        artifacts.write_json(self.run_dir / "summary.json", self.summary)
+
+    def on_second_signal(self) -> int:
+        """A second Ctrl-C: exit at once, with a truthful summary."""
+        if self.summary.get("status") == "completed":
+            return 0
+        artifacts.remove_debris(self.run_dir)  # a model.keras being written, say
+        self.end("interrupted", resume_command=artifacts.resume_command(self.run_dir))
+        return 130
+
+    def _close(self) -> None:
+        self.reporter.close()
+        if not self.parts.role.chief:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def result(self) -> RunResult:
+        return RunResult(self.run_dir, self.summary)
+
