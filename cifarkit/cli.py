@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cifarkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    for add in (_run_command, _list_plugins_command, _new_plugin_command, _evaluate_command,
+                _predict_command):
+        add(sub)
+    return parser
+
+
+def _run_command(sub) -> None:
     run = sub.add_parser(
         "run", help="train, evaluate and write a run directory for a recipe",
         description="Train the recipe's model, evaluate it once on the test split and write "
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --resume: run the plugin files the run directory's recipe names "
                           "even if another user's cifarkit made it (docs/runs.md)")
 
+
+def _list_plugins_command(sub) -> None:
     lp = sub.add_parser("list-plugins", help="list every registered plugin",
                         description="List registered plugins: kind, name, source, summary and "
                                     "parameters. Does not import TensorFlow.")
@@ -63,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
     lp.add_argument("--plugin", dest="plugin_files", action="append", default=[], metavar="PATH",
                     help="also load plugins from this Python file (trusted code; repeatable)")
+
+
+def _new_plugin_command(sub) -> None:
     new = sub.add_parser("new-plugin", help="write a ready-to-install plugin package",
                          description="Write DIR/cifarkit-NAME/: a package with one working plugin "
                                      "of KIND, its entry point, a test using cifarkit's pytest "
@@ -71,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--kind", default="model", choices=KIND_CHOICES,
                      help="plugin kind (default: model)")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create it (default: .)")
+
+
+def _evaluate_command(sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a run's model.keras on the test split",
                         description="Reload RUN_DIR/model.keras and evaluate it on the run's test "
                                     "split (or the test split of --data): accuracy, loss, "
@@ -83,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
     _trust_arguments(ev)
 
+
+def _predict_command(sub) -> None:
     pr = sub.add_parser("predict", help="classify image files with a run's model",
                         description="Class names and probabilities for PNG or JPEG files of any "
                                     "size (resized to the model's input).")
@@ -91,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, metavar="K", help="classes per image (default 3)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
-    return parser
 
 
 def _trust_arguments(parser) -> None:

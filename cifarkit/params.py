@@ -221,19 +221,26 @@ def _coerce_base(base: Any, value: Any, base_dir: Path | None) -> Any:
             f"{_describe_value(value)} is not allowed; allowed: "
             + ", ".join(repr(o) for o in options))
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ParamTypeError(
-                f"expected {type_name(base)}, got {_describe_value(value)}")
-        inner = [a for a in typing.get_args(base) if a is not Ellipsis]
-        if not inner:
-            return list(value)
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(coerce(inner[0], item, base_dir))
-            except ParamTypeError as exc:
-                raise ParamTypeError(f"item {i}: {exc}") from None
-        return out
+        return _coerce_sequence(base, value, base_dir)
+    return _coerce_scalar(base, value, base_dir)
+
+
+def _coerce_sequence(base: Any, value: Any, base_dir: Path | None) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ParamTypeError(f"expected {type_name(base)}, got {_describe_value(value)}")
+    inner = [a for a in typing.get_args(base) if a is not Ellipsis]
+    if not inner:
+        return list(value)
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(coerce(inner[0], item, base_dir))
+        except ParamTypeError as exc:
+            raise ParamTypeError(f"item {i}: {exc}") from None
+    return out
+
+
+def _coerce_scalar(base: Any, value: Any, base_dir: Path | None) -> Any:
     if base is bool:
         if isinstance(value, bool):
             return value

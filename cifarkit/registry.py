@@ -38,7 +38,7 @@ from .params import ParamSpec, params_from_signature, summary_line
 
 if TYPE_CHECKING:
     from .backends import Backend
-    from .recipe import PluginCall
+    from .schema import PluginCall
 
 ENTRY_POINT_GROUP = "cifarkit"
 ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"

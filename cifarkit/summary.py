@@ -1,4 +1,5 @@
-"""What summary.json and the report's header say about a run."""
+"""What summary.json and the report's header say about a run (``run``: a
+:class:`cifarkit.run.Run`)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,24 @@ import os
 import platform
 import socket
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import __version__, artifacts
 from .errors import plural
 
-if TYPE_CHECKING:
-    from .run import Run
-
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def versions(run: "Run") -> dict[str, str]:
+def versions(run: Any) -> dict[str, str]:
     return {"cifarkit": __version__, **run.backend.versions(), "numpy": np.__version__,
             "python": platform.python_version()}
 
 
-def start_summary(run: "Run", previous: dict) -> dict[str, Any]:
+def start_summary(run: Any, previous: dict) -> dict[str, Any]:
     """summary.json as the run starts (status ``running``)."""
     recipe, data, parts = run.recipe, run.data, run.parts
     summary: dict[str, Any] = {
@@ -62,7 +60,7 @@ def start_summary(run: "Run", previous: dict) -> dict[str, Any]:
     return summary
 
 
-def facts(run: "Run", resumed_after: int | None) -> dict[str, str]:
+def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
     """The header the reporter prints before training."""
     recipe, data, parts, summary = run.recipe, run.data, run.parts, run.summary
     tr, role, name = recipe.train, parts.role, run.backend.name
@@ -89,7 +87,7 @@ def facts(run: "Run", resumed_after: int | None) -> dict[str, str]:
     }
 
 
-def results(run: "Run", monitor: str, best: int | None, best_value: float | None) -> dict[str, Any]:
+def results(run: Any, monitor: str, best: int | None, best_value: float | None) -> dict[str, Any]:
     """What a completed run adds to summary.json."""
     from .training import weights_checksum
 

@@ -264,29 +264,12 @@ def multi_worker_mirrored(workers: list[str] | None = None,
     """
     import tensorflow as tf
 
-    if workers is not None:
-        if task_index is None:
-            raise StrategyError("multi_worker_mirrored: strategy.workers is set but "
-                                "strategy.task_index is not (this worker's position in it)")
-        if not workers or task_index >= len(workers):
-            raise StrategyError(f"multi_worker_mirrored: task_index {task_index} is not a "
-                                f"position in workers ({len(workers)} entries)")
-        for address in workers:
-            if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", address):
-                raise StrategyError(f"multi_worker_mirrored: worker {address!r} is not host:port")
+    if _cluster(workers, task_index) is not None:
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({"worker": list(workers)}), task_type="worker",
             task_id=task_index, rpc_layer="grpc")
     else:
-        config = os.environ.get("TF_CONFIG")
-        if not config:
-            raise StrategyError("multi_worker_mirrored: no cluster: set strategy.workers and "
-                                "strategy.task_index, or the TF_CONFIG environment variable")
-        try:
-            json.loads(config)["cluster"]
-        except (ValueError, KeyError, TypeError):
-            raise StrategyError("multi_worker_mirrored: TF_CONFIG is not JSON with a "
-                                "\"cluster\" table") from None
+        _tf_config()
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     implementation = {
         "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
@@ -302,6 +285,84 @@ def multi_worker_mirrored(workers: list[str] | None = None,
         raise StrategyError(f"multi_worker_mirrored: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
+def _cluster(workers: list[str] | None, task_index: int | None) -> tuple[list[str], int] | None:
+    """``(workers, task_index)`` from the recipe, checked; None when unset (TF_CONFIG)."""
+    if workers is None:
+        return None
+    if task_index is None:
+        raise StrategyError("multi_worker_mirrored: strategy.workers is set but "
+                            "strategy.task_index is not (this worker's position in it)")
+    if not workers or task_index >= len(workers):
+        raise StrategyError(f"multi_worker_mirrored: task_index {task_index} is not a "
+                            f"position in workers ({len(workers)} entries)")
+    for address in workers:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", address):
+            raise StrategyError(f"multi_worker_mirrored: worker {address!r} is not host:port")
+    return list(workers), task_index
+
+
+def _tf_config() -> tuple[list[str], int]:
+    """``(workers, task_index)`` from the TF_CONFIG environment variable (a ``chief``
+    task, if any, first)."""
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        raise StrategyError("multi_worker_mirrored: no cluster: set strategy.workers and "
+                            "strategy.task_index, or the TF_CONFIG environment variable")
+    try:
+        doc = json.loads(config)
+        cluster = doc["cluster"]
+        members = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+        task = doc.get("task", {})
+        offset = len(cluster.get("chief", [])) if task.get("type", "worker") == "worker" else 0
+        index = offset + int(task.get("index", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StrategyError("multi_worker_mirrored: TF_CONFIG is not JSON with a "
+                            "\"cluster\" table") from None
+    if not members or not 0 <= index < len(members):
+        raise StrategyError("multi_worker_mirrored: TF_CONFIG's task is not one of its "
+                            "cluster's workers")
+    return members, index
+
+
+def multi_worker_mirrored_jax(workers: list[str] | None = None,
+                              task_index: Annotated[int, Range(0)] | None = None,
+                              communication: Literal["auto", "ring", "nccl"] = "auto",
+                              timeout_s: Annotated[float, Range(1)] | None = 600.0):
+    """Synchronous data parallelism across processes or machines: ``jax.distributed``
+    with keras.distribution's DataParallel over every process's devices.
+
+    Start one ``cifarkit run`` per worker with the same recipe; worker 0 is the
+    chief (and JAX's coordinator, at its address) and alone writes the run
+    directory. The cluster comes from ``workers`` + ``task_index`` or, when
+    they are unset, from ``TF_CONFIG``.
+
+    Args:
+        workers: every worker's "host:port", the same list on every worker;
+            the first is the coordinator's address.
+        task_index: this worker's position in ``workers``.
+        communication: "auto", "ring" (CPUs: gloo's collectives) or "nccl"
+            (GPUs: JAX uses NCCL there).
+        timeout_s: seconds start-up may wait for the other workers.
+    """
+    import jax
+
+    found = _cluster(workers, task_index) or _tf_config()
+    members, index = found
+    if not jax.distributed.is_initialized():
+        try:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.distributed.initialize(coordinator_address=members[0],
+                                       num_processes=len(members), process_id=index,
+                                       initialization_timeout=int(timeout_s or 600))
+        except Exception as exc:  # coordinator unreachable, timeout, already started
+            raise StrategyError(f"multi_worker_mirrored: cannot join the cluster at "
+                                f"{members[0]} as worker {index}: {first_line(exc)}") from None
+    import keras
+
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices(),
+                                           auto_shard_dataset=False)  # cifarkit shards itself
+
+
 @cifarkit.hookimpl
 def register_strategies(register):
     for name, on_tensorflow, on_jax in (
@@ -309,7 +370,7 @@ def register_strategies(register):
             ("mirrored", mirrored, mirrored_jax),
             ("data_parallel", data_parallel, data_parallel_jax),
             ("tpu", tpu, tpu_jax),
-            ("multi_worker_mirrored", multi_worker_mirrored, None)):
+            ("multi_worker_mirrored", multi_worker_mirrored, multi_worker_mirrored_jax)):
         register(on_tensorflow, name=name, backend="tensorflow")
         if on_jax is not None:
             register(on_jax, name=name, backend="jax")

@@ -241,7 +241,7 @@ def test_a_plugin_that_does_not_fit_the_images_is_named(tmp_path, cifar10_dir, h
 
 
 def test_the_best_epoch_is_the_one_early_stopping_chose():
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
     from cifarkit.training import best_epoch
 

@@ -272,3 +272,51 @@ def test_augmentation_on_jax_is_the_same_kind_as_on_tensorflow(tmp_path):
     out = np.asarray(random_flip(seed=3)(images, training=True))
     assert 0.35 < float((out[:, 0, 0, 0] == 31).mean()) < 0.65  # TensorFlow: the same kind
     assert_no_tensorflow(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_jax_workers_on_loopback_train_as_one_process_with_two_devices(tmp_path, cifar10_dir):
+    """multi_worker_mirrored on JAX: jax.distributed over two processes (gloo on the
+    CPU), each feeding half of every global batch, trains what one process with two
+    devices (mirrored) trains, and the chief alone writes the run directory."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    base = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "mw", 32,
+                             "[train]\nepochs = 2\n")
+    workers = json.dumps([f"127.0.0.1:{port}", "127.0.0.1:1"])
+    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path), **no_tf(tmp_path)}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "cifarkit", "run", str(base), "--backend", "jax",
+         "-o", str(tmp_path / "multi"), "--set", "strategy.plugin=multi_worker_mirrored",
+         "--set", f"strategy.workers={workers}", "--set", f"strategy.task_index={i}",
+         "--set", "strategy.timeout_s=60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for p, (_, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    assert "2 workers, this is the chief" in outputs[0][0]
+    assert "worker 1 of 2 finished" in outputs[1][0]
+    (run_dir,) = (tmp_path / "multi").iterdir()
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["workers"] == 2 and s["replicas"] == 2
+    fields = dict(kv.split("=") for kv in outputs[1][0].split("finished: ")[1].split(" (")[0].split())
+    assert float(fields["weights_checksum"]) == pytest.approx(s["weights_checksum"], rel=1e-6)
+    assert float(fields["test_accuracy"]) == pytest.approx(s["test_accuracy"], abs=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("cifarkit-worker")]
+
+    one = cifarkit("run", str(base), "--backend", "jax", "-o", str(tmp_path / "one"),
+                   env=no_tf(tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    (single,) = (tmp_path / "one").iterdir()
+    assert summary(single)["replicas"] == 2
+    assert_same_epochs(single, run_dir, 2, rel=2e-3)
+    assert_no_tensorflow(tmp_path)

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import CifarkitError, PluginError, first_line
-from . import SEED_STRIDE, Backend, Stream, seed_states, steps_per_pass
+from . import SEED_STRIDE, Backend, Role, Stream, seed_states, steps_per_pass
 
 #: jax.monitoring's events for the three stages of a compilation.
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -75,12 +75,25 @@ class Jax(Backend):
         mesh = strategy.device_mesh
         return int(mesh.shape[list(mesh.axis_names).index(strategy.batch_dim_name)])
 
+    def role(self, strategy) -> Role:
+        """Several processes (``jax.distributed``): process 0 is the chief."""
+        import jax
+
+        count = jax.process_count()
+        if count == 1:
+            return Role()
+        index = jax.process_index()
+        return Role(True, index == 0, index, count)
+
     # -- data and steps ----------------------------------------------------------
     def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
+        import jax
+
         augmenter = Augmenter(augment, stream.names or [type(a).__name__ for a in augment])
         y = _labels(prepared.y_train, stream.num_classes, stream.one_hot)
         train = TrainStream(prepared.x_train, y, stream.batch_size, augmenter, stream.seed,
-                            stream.shuffle, stream.drop_remainder, stream.first_step).batches()
+                            stream.shuffle, stream.drop_remainder, stream.first_step,
+                            shard=(jax.process_index(), jax.process_count())).batches()
         val = None if prepared.x_val is None else (
             prepared.x_val.astype(np.float32),
             _labels(prepared.y_val, stream.num_classes, stream.one_hot))
@@ -94,12 +107,28 @@ class Jax(Backend):
 
     def predict(self, model, x, batch_size: int):
         """``model.predict`` under the run's distribution, with the last batch padded to a
-        full one (every batch must split evenly over the devices)."""
+        full one (every batch must split evenly over the devices). With several
+        processes, on this process's first device alone, from the replicated weights."""
+        import jax
+
+        if jax.process_count() > 1:
+            return _predict_here(model, x, batch_size)
         n = len(x)
         pad = -n % batch_size
         if pad:
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0)[:n], np.float32)
+
+    def fit_multi_worker(self, model, strategy, train, *, epochs: int, initial_epoch: int,
+                         steps: int, callbacks: list, train_config, global_batch: int,
+                         stop_requested) -> None:
+        """Keras's own ``fit``: under ``jax.distributed`` every process feeds its share of
+        each global batch (the stream shards itself) and XLA all-reduces the gradients.
+        The decision to stop (early stopping, Ctrl-C) is gathered from every process at
+        each epoch's end, so no process waits for one that has left."""
+        model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  callbacks=[*callbacks, _shared_stop(stop_requested)], shuffle=False,
+                  verbose=0)
 
     # -- compilation ---------------------------------------------------------------
     def _listen(self) -> None:
@@ -119,6 +148,44 @@ class Jax(Backend):
 
     def compile_seconds(self) -> float:
         return self._compile_s
+
+
+def _predict_here(model, x, batch_size: int):
+    """Probabilities from a jitted stateless forward pass on this process's first device,
+    with the model's (replicated) weights copied there."""
+    import jax
+
+    device = jax.local_devices()[0]
+    forward = jax.jit(lambda tv, ntv, images: model.stateless_call(tv, ntv, images,
+                                                                   training=False)[0])
+    trainable = jax.device_put([np.asarray(v.value) for v in model.trainable_variables], device)
+    fixed = jax.device_put([np.asarray(v.value) for v in model.non_trainable_variables], device)
+    out = [np.asarray(forward(trainable, fixed, jax.device_put(x[i:i + batch_size], device)),
+                      np.float32) for i in range(0, len(x), batch_size)]
+    return np.concatenate(out)
+
+
+def _shared_stop_class():
+    import keras
+    from jax.experimental import multihost_utils
+
+    class SharedStop(keras.callbacks.Callback):
+        """Last of the callbacks: stop every process when any wants to stop."""
+
+        def __init__(self, stop_requested):
+            super().__init__()
+            self.stop_requested = stop_requested
+
+        def on_epoch_end(self, epoch, logs=None):
+            local = bool(self.model.stop_training or self.stop_requested())
+            votes = multihost_utils.process_allgather(np.array([int(local)], np.int32))
+            self.model.stop_training = bool(np.asarray(votes).sum() > 0)
+
+    return SharedStop
+
+
+def _shared_stop(stop_requested):  # the class needs Keras: built once it has started
+    return _shared_stop_class()(stop_requested)
 
 
 def _set_random_seed(keras, seed: int) -> None:
@@ -180,8 +247,10 @@ class TrainStream:
     """The endless training stream: ``(images, labels)`` batches from step ``first_step`` on."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment: Augmenter,
-                 seed: int, shuffle: bool, drop_remainder: bool, first_step: int):
+                 seed: int, shuffle: bool, drop_remainder: bool, first_step: int,
+                 shard: tuple[int, int] = (0, 1)):
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.shard = shard  # (this process, processes): each feeds its slice of a batch
         self.augment, self.seed, self.shuffle = augment, seed, shuffle
         self.steps = steps_per_pass(len(x), batch_size, drop_remainder)
         self.step = first_step
@@ -197,10 +266,15 @@ class TrainStream:
 
     def batches(self) -> Iterator[tuple[Any, np.ndarray]]:
         """The stream as a generator (the form ``fit`` takes)."""
+        index, count = self.shard
         while True:
             i = self._indices(self.step)
-            images = self.augment(self.x[i], self.step)
+            images = self.augment(self.x[i], self.step)  # the whole batch, as one process would
             self.step += 1
+            if count > 1:  # every batch is full (several replicas): an equal slice each
+                share = len(i) // count
+                part = slice(index * share, (index + 1) * share)
+                images, i = images[part], i[part]
             yield images, self.y[i]
 
 
