@@ -67,8 +67,8 @@ def load_data(limit: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 def shipped_recipe(name: str):
     """Built-in plugins only, the recipe recipes/NAME.toml and its augmentation layers."""
-    from cifarkit.recipe import load_recipe
-    from cifarkit.registry import Registry
+    from cifarkit.core.recipe import load_recipe
+    from cifarkit.core.registry import Registry
 
     registry = Registry()
     registry.load_entrypoints(only="")
@@ -222,8 +222,8 @@ def time_fast_training(x, y, steps: int, skip: int = 2) -> tuple[float, float]:
     (bfloat16, batch 1024, its augmentation), and its training FLOPs per image."""
     import keras
 
-    from cifarkit.build import build_model as build_recipe_model
-    from cifarkit.build import compile_model
+    from cifarkit.runs.build import build_model as build_recipe_model
+    from cifarkit.runs.build import compile_model
 
     registry, recipe, layers = shipped_recipe("fast")
     batch = recipe.data.batch_size

@@ -5,10 +5,10 @@ Importing this package is cheap: it never imports TensorFlow or Keras.
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .errors import (CifarkitError, DataError, OutputError, PluginError,
+from cifarkit.errors import (CifarkitError, DataError, OutputError, PluginError,
                      RecipeError, StrategyError)
-from .hookspecs import hookimpl
-from .params import Range
+from cifarkit.core.hookspecs import hookimpl
+from cifarkit.core.params import Range
 
 try:
     __version__ = _version("cifarkit")
@@ -23,7 +23,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "Splits":  # what a dataset plugin returns; imported on first use (NumPy)
-        from .data import Splits
+        from cifarkit.data import Splits
 
         return Splits
     raise AttributeError(f"module 'cifarkit' has no attribute {name!r}")

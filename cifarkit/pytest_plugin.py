@@ -74,7 +74,7 @@ def _under_test(request) -> list[str | Path]:
 @pytest.fixture
 def cifarkit_registry(request):
     """cifarkit's built-ins plus the plugins under test; nothing else from the environment."""
-    from cifarkit.registry import Registry
+    from cifarkit.core.registry import Registry
 
     registry = Registry()
     registry.load_entrypoints(only="")  # built-ins only
@@ -100,7 +100,7 @@ def make_recipe(tmp_path, tiny_cifar10):
     """Factory: a smoke-sized recipe extending the default recipe, as a file."""
     import tomli_w
 
-    from cifarkit.recipe import builtin_recipes, merge_tables
+    from cifarkit.core.recipe import builtin_recipes, merge_tables
 
     default = builtin_recipes()["default"]
     counter = iter(range(1, 10_000))
@@ -134,7 +134,7 @@ def _plugin_files(request) -> list[str]:
 
 def _run_in_subprocess(recipe, sets, backend: str, output: Path, plugin_files: list[str]):
     from cifarkit.errors import CifarkitError
-    from cifarkit.runner import RunResult
+    from cifarkit.runs.runner import RunResult
 
     args = [sys.executable, "-m", "cifarkit", "run", str(recipe), "--backend", backend,
             "--output", str(output)]
@@ -160,9 +160,9 @@ def run_recipe(request, tmp_path, cifarkit_registry):
         from rich.console import Console
 
         from cifarkit import backends
-        from cifarkit.recipe import load_recipe
-        from cifarkit.reporter import Reporter
-        from cifarkit.runner import run as run_training
+        from cifarkit.core.recipe import load_recipe
+        from cifarkit.cli.reporter import Reporter
+        from cifarkit.runs.runner import run as run_training
 
         if backend is not None and backend != (backends.active() or backends.requested(None)):
             return _run_in_subprocess(recipe, sets, backend, tmp_path / f"runs-{backend}",

@@ -77,6 +77,8 @@ def _gpus() -> list[str]:
 def one_device(device: str = "auto"):
     """Train on one device: a GPU if there is one, else the CPU.
 
+    On TensorFlow a OneDeviceStrategy; on JAX keras.distribution over that device.
+
     Args:
         device: "auto" (the first GPU, else the CPU) or a device name such as
             "/gpu:1" or "/cpu:0".
@@ -108,7 +110,10 @@ _CROSS_DEVICE_OPS = Literal["auto", "nccl", "hierarchical_copy", "reduce_to_one_
 
 
 def mirrored(devices: list[str] | None = None, cross_device_ops: _CROSS_DEVICE_OPS = "auto"):
-    """Synchronous data parallelism over the devices of one machine (MirroredStrategy).
+    """Synchronous data parallelism over the devices of one machine.
+
+    On TensorFlow a MirroredStrategy; on JAX keras.distribution's DataParallel
+    (``cross_device_ops`` must stay "auto" there: XLA chooses the all-reduce).
 
     Args:
         devices: device names; unset means all local GPUs, or the CPU if none.
@@ -155,7 +160,7 @@ def mirrored_jax(devices: list[str] | None = None, cross_device_ops: _CROSS_DEVI
 
 def tpu(tpu: str | None = None, zone: str | None = None, project: str | None = None,
         timeout_s: Annotated[float, Range(1, 3600)] = 60.0):
-    """Train on a Cloud TPU (TPUStrategy): connect with TPUClusterResolver, initialise the TPU.
+    """Train on a Cloud TPU: connect to it and initialise it (TPUStrategy; on JAX, its cores).
 
     Args:
         tpu: TPU name or address ("grpc://10.0.0.2:8470", "my-tpu"); unset:
@@ -224,8 +229,9 @@ def tpu_jax(tpu: str | None = None, zone: str | None = None, project: str | None
 
 
 def data_parallel(devices: list[str] | None = None):
-    """Synchronous data parallelism over the devices of one machine: ``mirrored``
-    under its keras.distribution name.
+    """Synchronous data parallelism over the devices of one machine (mirrored's other name).
+
+    ``mirrored`` under its keras.distribution name, on both backends.
 
     Args:
         devices: device names such as "/gpu:0"; unset means all local GPUs (on
@@ -235,8 +241,9 @@ def data_parallel(devices: list[str] | None = None):
 
 
 def data_parallel_jax(devices: list[str] | None = None):
-    """Synchronous data parallelism over the devices of one machine (keras.distribution
-    DataParallel): ``mirrored`` under its keras.distribution name.
+    """Synchronous data parallelism over the devices of one machine (mirrored's other name).
+
+    keras.distribution's DataParallel: ``mirrored`` under its keras.distribution name.
 
     Args:
         devices: device names such as "/gpu:0"; unset means every local
@@ -249,7 +256,10 @@ def multi_worker_mirrored(workers: list[str] | None = None,
                           task_index: Annotated[int, Range(0)] | None = None,
                           communication: Literal["auto", "ring", "nccl"] = "auto",
                           timeout_s: Annotated[float, Range(1)] | None = 600.0):
-    """Synchronous data parallelism across machines (MultiWorkerMirroredStrategy).
+    """Synchronous data parallelism across processes or machines.
+
+    On TensorFlow a MultiWorkerMirroredStrategy; on JAX ``jax.distributed`` with
+    keras.distribution's DataParallel over every process's devices.
 
     Start one ``cifarkit run`` per worker with the same recipe; worker 0 is
     the chief and alone writes the run directory. The cluster comes from

@@ -18,7 +18,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
                       tempfile.mkdtemp(prefix="cifarkit-hypothesis-"))
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 
-from cifarkit.registry import Registry
+from cifarkit.core.registry import Registry
 from cifarkit.testing import write_cifar10
 
 # Hypothesis: the same examples on every run (a fresh clone's CI cannot fail by

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from cifarkit import artifacts
+from cifarkit.runs import artifacts
 from conftest import start, summary, write_slow_recipe
 
 

@@ -180,7 +180,7 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
 
 
 def test_builtin_recipe_by_name_resolves(tmp_path):
-    from cifarkit.recipe import locate_recipe
+    from cifarkit.core.recipe import locate_recipe
 
     shipped = (ROOT / "recipes" / "default.toml").read_text()
     assert locate_recipe("default").read_text() == shipped

@@ -10,10 +10,10 @@ import pytest
 
 import cifarkit
 from cifarkit.errors import PluginError
-from cifarkit.hookspecs import DATA_KEYS, KINDS
-from cifarkit.recipe import DataConfig, PluginCall, Recipe, TrainConfig, load_recipe
-from cifarkit.registry import Registry
-from cifarkit.scaffold import KIND_CHOICES, plugin_files
+from cifarkit.core.hookspecs import DATA_KEYS, KINDS
+from cifarkit.core.recipe import DataConfig, PluginCall, Recipe, TrainConfig, load_recipe
+from cifarkit.core.registry import Registry
+from cifarkit.cli.scaffold import KIND_CHOICES, plugin_files
 from conftest import DEFAULT_RECIPE, write_plugin
 from conftest import cifarkit as run_cli
 

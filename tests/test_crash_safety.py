@@ -9,8 +9,8 @@ import time
 import pytest
 
 from cifarkit import OutputError
-from cifarkit.artifacts import read_summary
-from cifarkit.lock import RunLock, is_locked
+from cifarkit.runs.artifacts import read_summary
+from cifarkit.runs.lock import RunLock, is_locked
 from conftest import (DEFAULT_RECIPE, cifarkit, killed_run, metrics, running, slow_run, summary,
                       wait_for_rows, write_slow_recipe)
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from cifarkit.evaluation import predict_tta
-from cifarkit.recipe import load_recipe
-from cifarkit.build import load_data
+from cifarkit.runs.evaluation import predict_tta
+from cifarkit.core.recipe import load_recipe
+from cifarkit.runs.build import load_data
 from conftest import ROOT, cifarkit
 
 keras = pytest.importorskip("keras")

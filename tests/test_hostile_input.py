@@ -13,7 +13,7 @@ from PIL import Image
 
 from cifarkit.data import read_cifar10, read_image_folder, unpickle
 from cifarkit.errors import DataError, RecipeError
-from cifarkit.recipe import load_recipe
+from cifarkit.core.recipe import load_recipe
 from cifarkit.testing import cifar10_files
 from conftest import DEFAULT_RECIPE, cifarkit, write_plugin
 
@@ -243,7 +243,7 @@ def test_a_plugin_that_does_not_fit_the_images_is_named(tmp_path, cifar10_dir, h
 def test_the_best_epoch_is_the_one_early_stopping_chose():
     pytest.importorskip("keras")
     from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
-    from cifarkit.training import best_epoch
+    from cifarkit.runs.loop import best_epoch
 
     es = EarlyStopping(monitor="val_loss", min_delta=0.5)
     es.best, es.best_epoch = 1.0, 0  # epoch 2's 0.9 did not beat 1.0 by min_delta
@@ -255,7 +255,7 @@ def test_the_best_epoch_is_the_one_early_stopping_chose():
 def test_markup_in_class_names_is_printed_as_text():
     from rich.console import Console
 
-    from cifarkit.reporter import render_evaluation
+    from cifarkit.cli.reporter import render_evaluation
 
     console = Console(record=True, width=120, color_system=None)
     names = ["[bold]cat[/]", "dog"]

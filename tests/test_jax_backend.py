@@ -215,7 +215,7 @@ def test_every_built_in_strategy_has_a_form_for_each_backend(registry):
 
 def test_two_callbacks_that_set_the_learning_rate_are_refused(registry, write):
     from cifarkit.errors import RecipeError
-    from cifarkit.recipe import load_recipe
+    from cifarkit.core.recipe import load_recipe
 
     path = write("r.toml", f'extends = "{ROOT / "recipes" / "default.toml"}"\n'
                            '[[callbacks]]\nplugin = "warmup_decay"\n'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cifarkit.errors import PluginError, StrategyError
-from cifarkit.recipe import PluginCall
+from cifarkit.core.recipe import PluginCall
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cifarkit.errors import PluginError, RecipeError
-from cifarkit.recipe import load_recipe, parse_value
+from cifarkit.core.recipe import load_recipe, parse_value
 from conftest import DEFAULT_RECIPE
 
 # The default recipe with the seed's augmentation as three separate plugins.

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cifarkit.errors import CifarkitError
-from cifarkit.recipe import load_recipe
-from cifarkit.registry import load_registry
+from cifarkit.core.recipe import load_recipe
+from cifarkit.core.registry import load_registry
 
 REGISTRY = load_registry()
 KEYS = ["name", "description", "seed", "extends", "plugins", "data", "augmentation", "model",

@@ -9,8 +9,8 @@ import pytest
 
 import cifarkit
 from cifarkit.errors import PluginError
-from cifarkit.params import ParamTypeError, Range, coerce, docstring_args, params_from_signature
-from cifarkit.registry import Registry, load_registry
+from cifarkit.core.params import ParamTypeError, Range, coerce, docstring_args, params_from_signature
+from cifarkit.core.registry import Registry, load_registry
 
 KINDS = {"augmentation", "model", "strategy", "callback", "dataset", "optimizer"}
 
@@ -30,7 +30,7 @@ def test_builtins_register_through_entry_points(registry):
 
 
 def test_metadata_is_readable_without_tensorflow():
-    code = ("import sys; from cifarkit.registry import load_registry; r = load_registry(); "
+    code = ("import sys; from cifarkit.core.registry import load_registry; r = load_registry(); "
             "[p.to_json() for p in r.all()]; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

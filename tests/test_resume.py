@@ -7,7 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from cifarkit import OutputError, checkpoint
+from cifarkit import OutputError
+
+from cifarkit.runs import checkpoint
 from conftest import (assert_same_epochs, cifarkit, killed_run, metrics, running, slow_run,
                       summary, wait_for_rows, write_slow_recipe)
 
@@ -257,7 +259,7 @@ def test_a_run_written_before_a_key_existed_resumes_with_its_default(registry, t
     """The checkpoint's recipe is read with today's schema: a key added since (here
     train.tta and data.shuffle, as if they were new) has its default, and is no edit."""
     from cifarkit.errors import RecipeError
-    from cifarkit.recipe import load_recipe
+    from cifarkit.core.recipe import load_recipe
 
     from conftest import DEFAULT_RECIPE
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from rich.console import Console
 
-from cifarkit.recipe import load_recipe
-from cifarkit.reporter import Reporter
-from cifarkit.runner import run
+from cifarkit.core.recipe import load_recipe
+from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.runner import run
 from conftest import DEFAULT_RECIPE, tiny_overrides
 
 pytest.importorskip("tensorflow")
@@ -135,7 +135,7 @@ def register_models(register):
 ])
 def test_model_contract_is_checked_before_anything_is_written(tmp_path, cifar10_dir, write, model, fragment):
     from cifarkit.errors import PluginError
-    from cifarkit.registry import Registry
+    from cifarkit.core.registry import Registry
 
     registry = Registry()
     registry.load_entrypoints(only="")

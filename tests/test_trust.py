@@ -109,7 +109,7 @@ def test_an_edited_recipe_is_foreign_again(finished, tmp_path):
 
 
 def test_the_run_key_is_private_and_made_once(tmp_path, monkeypatch):
-    from cifarkit import trust
+    from cifarkit.runs import trust
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     first = trust.signature("x = 1\n")

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import CifarkitError, RecipeError, allowed, printable
+from cifarkit.errors import CifarkitError, RecipeError, allowed, printable
 
 #: The backends cifarkit runs on; the first is the default.
 BACKENDS = ("tensorflow", "jax")

@@ -20,8 +20,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import CifarkitError, PluginError, first_line
-from . import SEED_STRIDE, Backend, Role, Stream, seed_states, steps_per_pass
+from cifarkit.errors import CifarkitError, PluginError, first_line
+from cifarkit.backends import SEED_STRIDE, Backend, Role, Stream, seed_states, steps_per_pass
 
 #: jax.monitoring's events for the three stages of a compilation.
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",

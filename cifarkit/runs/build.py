@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
-from .backends import Backend, Role, Stream, steps_per_pass
-from .checkpoint import WEIGHTS, restore_random_state
-from .data import Prepared, prepare
-from .errors import DataError, OutputError, PluginError, RecipeError, first_line
-from .recipe import Recipe
-from .registry import Registry
+from cifarkit import backends
+from cifarkit.backends import Backend, Role, Stream, steps_per_pass
+from cifarkit.runs.checkpoint import WEIGHTS, restore_random_state
+from cifarkit.data import Prepared, prepare
+from cifarkit.errors import DataError, OutputError, PluginError, RecipeError, first_line
+from cifarkit.core.recipe import Recipe
+from cifarkit.core.registry import Registry
 
 
 def load_data(recipe: Recipe, registry: Registry) -> Prepared:
@@ -142,7 +142,7 @@ def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: floa
     """Compile with the recipe's optimizer, loss and metrics; return the loss object."""
     import keras
 
-    from .evaluation import make_loss
+    from cifarkit.runs.evaluation import make_loss
 
     optimizer = registry.call(recipe.train.optimizer, backend=backend,
                               learning_rate=learning_rate)

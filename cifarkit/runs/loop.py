@@ -18,13 +18,13 @@ import keras
 
 import numpy as np
 
-from . import artifacts, checkpoint
-from .backends import Backend, sync_weights
-from .build import Built
-from .data import Prepared
-from .evaluation import score
-from .recipe import Recipe
-from .reporter import Reporter
+from cifarkit.runs import artifacts, checkpoint
+from cifarkit.backends import Backend, sync_weights
+from cifarkit.runs.build import Built
+from cifarkit.data import Prepared
+from cifarkit.runs.evaluation import score
+from cifarkit.core.recipe import Recipe
+from cifarkit.cli.reporter import Reporter
 
 
 class Interrupted(Exception):

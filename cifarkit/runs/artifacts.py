@@ -1,6 +1,6 @@
 """The run directory: naming, atomic writes, summary.json, metrics.csv and
 timing.csv, plots, the model file. Every read and write of a run directory's
-files goes through here (checkpoints: :mod:`cifarkit.checkpoint`)."""
+files goes through here (checkpoints: :mod:`cifarkit.runs.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import CifarkitError, OutputError
-from .lock import is_locked
-from .params import plain
+from cifarkit.errors import CifarkitError, OutputError
+from cifarkit.runs.lock import is_locked
+from cifarkit.core.params import plain
 
 
 def check_output(output: Path) -> None:

@@ -1,6 +1,6 @@
 """The run as one object: :class:`Run` with ``open``, ``train``, ``evaluate`` and ``finish``.
 
-Plugins see it in the lifecycle hooks (:mod:`cifarkit.hookspecs`:
+Plugins see it in the lifecycle hooks (:mod:`cifarkit.core.hookspecs`:
 ``run_start``, ``run_fit``, ``run_finish``). What a plugin may read:
 ``recipe``, ``backend``, ``data``, ``parts`` (model, strategy, datasets,
 steps, replicas), ``run_dir``, ``rows`` (the per-epoch metrics so far),
@@ -21,14 +21,14 @@ from typing import Any
 
 from rich.console import Console
 
-from . import artifacts, build, checkpoint, trust
-from .backends import Backend
-from .errors import CifarkitError, terminal_safe
-from .lock import LOCK_NAME, RunLock
-from .recipe import Recipe
-from .registry import Registry
-from .reporter import Reporter
-from .summary import facts, now, start_summary
+from cifarkit.runs import artifacts, build, checkpoint, trust
+from cifarkit.backends import Backend
+from cifarkit.errors import CifarkitError, terminal_safe
+from cifarkit.runs.lock import LOCK_NAME, RunLock
+from cifarkit.core.recipe import Recipe
+from cifarkit.core.registry import Registry
+from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.summary import facts, now, start_summary
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Run:
     # -- train and evaluate ------------------------------------------------------------
     def train(self, signals) -> None:
         """The epochs not yet done, through the ``run_fit`` hook (cifarkit's own fit last)."""
-        from . import training
+        from cifarkit.runs import loop as training
 
         self.signals = signals
         self.registry.run_hook("run_start", run=self)
@@ -134,7 +134,7 @@ class Run:
         """Keras's fit (or the backend's multi-worker loop) over the remaining epochs.
         Epochs already done (or an early stop already decided) run no epoch but still
         give callbacks their begin/end (restoring best weights)."""
-        from . import training
+        from cifarkit.runs import loop as training
 
         state = self.restore[1] if self.restore else None
         last = len(self.rows) if state and state["stop_training"] else self.recipe.train.epochs
@@ -144,7 +144,7 @@ class Run:
     def evaluate(self, signals) -> None:
         """The test split, touched once (with the recipe's test-time augmentation); then
         model.keras."""
-        from .evaluation import predict_tta, score
+        from cifarkit.runs.evaluation import predict_tta, score
 
         signals.check()  # a signal just after the last epoch: evaluation can wait
         recipe, data, batch = self.recipe, self.data, self.recipe.data.batch_size
@@ -190,8 +190,8 @@ class Run:
         self.registry.run_hook("run_finish", run=self, status=status)
 
     def _complete(self) -> None:
-        from .summary import results
-        from .training import best_epoch
+        from cifarkit.runs.summary import results
+        from cifarkit.runs.loop import best_epoch
 
         monitor, best, value = best_epoch(self.rows, self.callbacks)
         artifacts.plot_curves(self.rows, self.run_dir, best, best_by=monitor)

@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import OutputError
+from cifarkit.errors import OutputError
 
 LOCK_NAME = ".lock"
 

@@ -1,5 +1,5 @@
 """What summary.json and the report's header say about a run (``run``: a
-:class:`cifarkit.run.Run`)."""
+:class:`cifarkit.runs.run.Run`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, artifacts
-from .errors import plural
+from cifarkit import __version__
+
+from cifarkit.runs import artifacts
+from cifarkit.errors import plural
 
 
 def now() -> str:
@@ -89,7 +91,7 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
 
 def results(run: Any, monitor: str, best: int | None, best_value: float | None) -> dict[str, Any]:
     """What a completed run adds to summary.json."""
-    from .training import weights_checksum
+    from cifarkit.runs.loop import weights_checksum
 
     rows, test, tta = run.rows, run.test, run.recipe.train.tta
     measured = rows[1:] if len(rows) > 1 else rows

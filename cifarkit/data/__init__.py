@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataError, first_line, terminal_safe
+from cifarkit.errors import DataError, first_line, terminal_safe
 
 # Exactly the globals a CIFAR python batch needs: numpy arrays. The same set
 # as keras.src.datasets.npz_utils.RestrictedUnpickler, without importing Keras.

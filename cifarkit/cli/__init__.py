@@ -9,12 +9,12 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import CifarkitError, allowed, did_you_mean, terminal_safe
-from .backends import BACKENDS
-from .hookspecs import KINDS
+from cifarkit import __version__
+from cifarkit.errors import CifarkitError, allowed, did_you_mean, terminal_safe
+from cifarkit.backends import BACKENDS
+from cifarkit.core.hookspecs import KINDS
 
-from .scaffold import KIND_CHOICES
+from cifarkit.cli.scaffold import KIND_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +123,7 @@ def _trust_arguments(parser) -> None:
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
-    from .inference import evaluate_run
+    from cifarkit.cli.inference import evaluate_run
 
     result = evaluate_run(Path(args.run_dir), args.data,
                           Path(args.output) if args.output else None,
@@ -137,7 +137,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from rich.console import Console
 
-    from .inference import predict_images
+    from cifarkit.cli.inference import predict_images
 
     results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top,
                              backend=args.backend)
@@ -152,8 +152,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from .registry import load_registry
-    from .scaffold import new_plugin
+    from cifarkit.core.registry import load_registry
+    from cifarkit.cli.scaffold import new_plugin
 
     existing = load_registry().all()
     taken = [p for p in existing if p.kind == args.kind and p.name == args.name]
@@ -169,13 +169,13 @@ def cmd_new_plugin(args) -> int:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from .recipe import load_recipe
-    from .registry import load_registry
-    from .reporter import Reporter
+    from cifarkit.core.recipe import load_recipe
+    from cifarkit.core.registry import load_registry
+    from cifarkit.cli.reporter import Reporter
 
-    from .artifacts import read_resumable
-    from .recipe import locate_recipe
-    from .runner import run
+    from cifarkit.runs.artifacts import read_resumable
+    from cifarkit.core.recipe import locate_recipe
+    from cifarkit.runs.runner import run
 
     overrides = (list(args.overrides)
                  + (["train.deterministic=true"] if args.deterministic else [])
@@ -187,7 +187,7 @@ def cmd_run(args) -> int:
                                 "resumed run uses the recipe.toml in its run directory")
         run_dir = Path(args.resume).absolute()
         read_resumable(run_dir)  # a run directory, or a one-line error saying why not
-        from .trust import is_own
+        from cifarkit.runs.trust import is_own
 
         recipe = load_recipe(run_dir / "recipe.toml", overrides, registry,
                              trusted=args.trust_run or is_own(run_dir))
@@ -203,8 +203,8 @@ def cmd_run(args) -> int:
 def cmd_list_plugins(args) -> int:
     from rich.console import Console
 
-    from .registry import load_registry
-    from .reporter import render_plugin, render_plugins
+    from cifarkit.core.registry import load_registry
+    from cifarkit.cli.reporter import render_plugin, render_plugins
 
     registry = load_registry(tuple(args.plugin_files))
     order = {kind: i for i, kind in enumerate(KINDS)}

@@ -2,7 +2,7 @@
 resume may change it.
 
 Each field of these dataclasses is a recipe key: its annotation is checked by
-:func:`cifarkit.params.coerce` (the same validator that reads plugin
+:func:`cifarkit.core.params.coerce` (the same validator that reads plugin
 signatures), ``PluginRef`` fields name plugins, nested dataclasses are tables.
 Defaults are TOML values, validated like the recipe's own. Field metadata:
 ``{"key": False}``: not a recipe key; ``{"resume": True}``: a resume honours
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from .params import Range, plain
+from cifarkit.core.params import Range, plain
 
 RESUMABLE = {"resume": True}
 

@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from .schema import DataConfig, _schema
+from cifarkit.core.schema import DataConfig, _schema
 
 hookspec = pluggy.HookspecMarker("cifarkit")
 hookimpl = pluggy.HookimplMarker("cifarkit")
@@ -165,7 +165,7 @@ def run_start(run):
     """Called once per run, after the run is built and its directory written, just
     before training.
 
-    ``run`` is the :class:`cifarkit.run.Run`: ``run.recipe``, ``run.backend``
+    ``run`` is the :class:`cifarkit.runs.run.Run`: ``run.recipe``, ``run.backend``
     (``run.backend.name``), ``run.data``, ``run.parts`` (``model``,
     ``strategy``, ``steps``, ``replicas``), ``run.run_dir``, ``run.summary``.
     An exception stops the run (status ``failed``); a
@@ -232,14 +232,14 @@ def _keras(path: str):
 
 def _strategy_type(backend):
     if backend is None:
-        from .backends import active, get
+        from cifarkit.backends import active, get
 
         backend = get(active())
     return backend.strategy_type()
 
 
 def _splits_type(backend=None):
-    from .data import Splits
+    from cifarkit.data import Splits
 
     return Splits
 

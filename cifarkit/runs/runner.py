@@ -12,13 +12,15 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, backends, checkpoint
-from .errors import OutputError
-from .lock import RunLock
-from .recipe import Recipe
-from .registry import Registry
-from .reporter import Reporter
-from .run import Run, RunResult
+from cifarkit.runs import artifacts, checkpoint
+
+from cifarkit import backends
+from cifarkit.errors import OutputError
+from cifarkit.runs.lock import RunLock
+from cifarkit.core.recipe import Recipe
+from cifarkit.core.registry import Registry
+from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.run import Run, RunResult
 
 __all__ = ["Run", "RunResult", "run"]
 
@@ -39,7 +41,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
         previous = _claim(resume, Path(output).absolute(), held)
         current = Run(recipe, registry, backend, reporter or Reporter(), held)
         current.open(Path(output).absolute(), resume, previous)
-        from .training import Interrupted, Signals  # Keras callbacks: after the backend started
+        from cifarkit.runs.loop import Interrupted, Signals  # Keras callbacks: after the backend started
 
         # Signals stay handled until the run directory is final: the first stops
         # training (or skips evaluation), a second exits at once with a truthful summary.

@@ -1,7 +1,7 @@
 """The plugin registry: a pluggy PluginManager plus plugin metadata.
 
 Plugins are found three ways, all through the same hooks
-(:mod:`cifarkit.hookspecs`):
+(:mod:`cifarkit.core.hookspecs`):
 
 1. installed distributions that declare the ``cifarkit`` entry-point group
    (cifarkit's own built-ins register this way too);
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
-from . import hookspecs
-from .backends import BACKENDS
-from .errors import CifarkitError, PluginError, allowed, did_you_mean, first_line
-from .params import ParamSpec, params_from_signature, summary_line
+from cifarkit.core import hookspecs
+from cifarkit.backends import BACKENDS
+from cifarkit.errors import CifarkitError, PluginError, allowed, did_you_mean, first_line
+from cifarkit.core.params import ParamSpec, params_from_signature, summary_line
 
 if TYPE_CHECKING:
-    from .backends import Backend
-    from .schema import PluginCall
+    from cifarkit.backends import Backend
+    from cifarkit.core.schema import PluginCall
 
 ENTRY_POINT_GROUP = "cifarkit"
 ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
@@ -452,7 +452,7 @@ class Registry:
     def call(self, call: "PluginCall", backend: "Backend | None" = None, **injected: Any) -> Any:
         """Build the object a recipe asks for, checked against its kind's contract.
 
-        ``call`` is a validated :class:`cifarkit.recipe.PluginCall`; of
+        ``call`` is a validated :class:`cifarkit.core.recipe.PluginCall`; of
         ``injected``, only the names the factory declares are passed. A plugin
         declared per backend is called in its form for ``backend``. A
         :class:`CifarkitError` raised by the factory, or a result that is not

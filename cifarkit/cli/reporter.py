@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import terminal_safe
+from cifarkit.errors import terminal_safe
 
 PLAIN_INTERVAL_S = 30.0
 
@@ -210,7 +210,7 @@ def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
     """``cifarkit list-plugins``: one table per kind (plain lines on a narrow or
     non-terminal console, which never cut a name or a value), then clashes,
     the plugins that failed to load and slow imports."""
-    from .hookspecs import KINDS
+    from cifarkit.core.hookspecs import KINDS
 
     clashes = clashes or {}
     tables = console.is_terminal and console.width >= 120
@@ -258,6 +258,11 @@ def render_plugin(console, p) -> None:
     """``cifarkit list-plugins NAME``: one plugin in full."""
     console.rule(f"{p.kind} {p.name}")
     console.print(f"source: {p.source}", highlight=False)
+    if p.backends:
+        console.print(f"backends: {', '.join(p.backends)} (one form each; the "
+                      f"{p.backends[0]} form's documentation below)", highlight=False)
+    if p.controls:
+        console.print(f"controls: {', '.join(p.controls)}", highlight=False)
     console.print(p.doc or "(no docstring)", highlight=False, markup=False)
     if not p.params:
         console.print("parameters: none")

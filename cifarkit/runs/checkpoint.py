@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts, schema
-from .errors import CifarkitError, OutputError, RecipeError, first_line
-from .recipe import Recipe, recipe_from_document
-from .registry import Registry
-from .backends import seed_states
+from cifarkit.runs import artifacts
+
+from cifarkit.core import schema
+from cifarkit.errors import CifarkitError, OutputError, RecipeError, first_line
+from cifarkit.core.recipe import Recipe, recipe_from_document
+from cifarkit.core.registry import Registry
+from cifarkit.backends import seed_states
 
 CURRENT = "checkpoint"
 PREVIOUS = ".checkpoint-previous"

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .errors import CifarkitError
+from cifarkit.errors import CifarkitError
 
 KIND_CHOICES = ("model", "augmentation", "callback", "strategy", "optimizer", "dataset")
 

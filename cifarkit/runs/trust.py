@@ -24,8 +24,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from .errors import OutputError
-from .recipe import MAX_RECIPE_BYTES
+from cifarkit.errors import OutputError
+from cifarkit.core.recipe import MAX_RECIPE_BYTES
 
 SIGNATURE_NAME = ".signature"
 KEY_BYTES = 32

@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts
-from .build import load_data
-from .data import read_images
-from .errors import DataError, OutputError, first_line
-from .evaluation import make_loss, predict_tta, score
-from . import backends
-from .backends import Backend
-from .recipe import FOREIGN_HINT, load_recipe
-from .registry import load_registry
-from .reporter import render_evaluation
-from .trust import is_own
+from cifarkit.runs import artifacts
+from cifarkit.runs.build import load_data
+from cifarkit.data import read_images
+from cifarkit.errors import DataError, OutputError, first_line
+from cifarkit.runs.evaluation import make_loss, predict_tta, score
+from cifarkit import backends
+from cifarkit.backends import Backend
+from cifarkit.core.recipe import FOREIGN_HINT, load_recipe
+from cifarkit.core.registry import load_registry
+from cifarkit.cli.reporter import render_evaluation
+from cifarkit.runs.trust import is_own
 
 
 def _path_keys(recipe, registry) -> list[str]:
@@ -60,7 +60,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s,
     on ``backend`` (else the backend the run trained on).
 
-    A run directory this user's cifarkit did not make (:mod:`cifarkit.trust`) runs
+    A run directory this user's cifarkit did not make (:mod:`cifarkit.runs.trust`) runs
     none of its plugin files and reads no data path of its choosing, unless
     ``trust_run``; ``plugin_files`` are files the user vouches for.
     """

@@ -27,10 +27,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
-from .params import ParamTypeError, coerce
-from .registry import Registry
-from .schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
+from cifarkit.errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
+from cifarkit.core.params import ParamTypeError, coerce
+from cifarkit.core.registry import Registry
+from cifarkit.core.schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
                      TrainConfig, _base, _plugin_ref, _schema, resume_editable)
 
 # -- reading and merging --------------------------------------------------------
@@ -442,11 +442,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     """Read, merge, override and validate a recipe. Raises only CifarkitError.
 
     ``trusted=False`` (a run directory someone else made, see
-    :mod:`cifarkit.trust`): the recipe may not ``extends`` another file, and
+    :mod:`cifarkit.runs.trust`): the recipe may not ``extends`` another file, and
     its ``plugins`` files are not imported unless already loaded (``--plugin
     FILE``); either is one line saying what it would have read or run.
     """
-    from .registry import load_registry
+    from cifarkit.core.registry import load_registry
 
     path = Path(path).expanduser().absolute()
     if not trusted:
