@@ -38,6 +38,7 @@ def test_tutorial_code_blocks_are_the_example_files():
     assert {"cifarkit_tutorial/resnet.py", "cifarkit_tutorial/cutout.py",
             "cifarkit_tutorial/lr_logger.py", "cifarkit_tutorial/split_cpu.py",
             "cifarkit_tutorial/npz_dataset.py", "cifarkit_tutorial/lion.py",
+            "cifarkit_tutorial/fit_timer.py", "cifarkit_tutorial/hook_trace.py",
             "recipe.toml", "pyproject.toml", "tests/test_tutorial.py"} <= seen
 
 
@@ -70,6 +71,7 @@ def test_installed_tutorial_is_found_through_entry_points(installed_tutorial):
                        ("lr_logger", "callback"), ("split_cpu", "strategy")]:
         assert plugins[name]["kind"] == kind
         assert plugins[name]["source"] == "cifarkit-tutorial 0.1.0"
+    assert plugins["split_cpu"]["backends"] == ["tensorflow"]
     only_builtins = cifarkit("list-plugins", "--json",
                              env={"PYTHONPATH": str(installed_tutorial), "CIFARKIT_LOAD_PLUGINS": ""})
     assert "small_resnet" not in only_builtins.stdout
@@ -80,7 +82,7 @@ def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
     result = run_pytest(TUTORIAL, "-o", f"cache_dir={tmp_path}",
                         env={"PYTHONPATH": str(installed_tutorial)})
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "6 passed" in result.stdout
+    assert "8 passed" in result.stdout
 
 
 @pytest.mark.slow
@@ -135,3 +137,26 @@ def test_fixture_registry_takes_plugins_under_test_from_ini_and_marker(tmp_path)
     result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_installed_wrapper_and_tracer_act_around_a_run(installed_tutorial, tmp_path,
+                                                          cifar10_dir):
+    """Lifecycle hooks from an outside package: pluggy's wrapper and tryfirst work, and
+    CIFARKIT_TRACE_PLUGINS shows every hook call with the plugins it reaches."""
+    from conftest import tiny_overrides
+
+    sets = [a for s in tiny_overrides(cifar10_dir) for a in ("--set", s)]
+    done = cifarkit("run", "default", *sets, "--set", "train.steps_per_epoch=2",
+                    "-o", str(tmp_path / "runs"),
+                    env={"PYTHONPATH": str(installed_tutorial),
+                         "CIFARKIT_LOAD_PLUGINS": "cifarkit-tutorial",
+                         "CIFARKIT_TRACE_PLUGINS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "fit_time.json").read_text())["epochs"] == 1
+    log = [line.split(" ", 1)[1] for line in (run_dir / "hooks.log").read_text().splitlines()]
+    assert log == ["run_start default on tensorflow", "run_fit begins",
+                   "run_fit ends after 1 epoch(s)", "run_finish completed"]
+    assert ("cifarkit: hook run_fit(run) -> cifarkit-tutorial:hook_trace, "
+            "cifarkit-tutorial:fit_timer, cifarkit:run") in done.stderr

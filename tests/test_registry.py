@@ -153,3 +153,93 @@ def test_signature_declarations():
     for bad in (star, untyped, odd):
         with pytest.raises(TypeError):
             params_from_signature(bad, frozenset())
+
+
+class _Models:
+    """A plugin object whose register_models hook registers one model through a helper."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def _add(self, register):
+        def factory(input_shape, num_classes):
+            """A model never built."""
+        register(factory, name=self.name)
+
+    @cifarkit.hookimpl
+    def register_models(self, register):
+        self._add(register)  # register() called from a helper: still attributed
+
+
+class _Broken:
+    @cifarkit.hookimpl
+    def register_models(self, register):
+        raise RuntimeError("oops")
+
+
+def test_register_hooks_go_through_pluggy_with_attribution():
+    calls = []
+    registry = Registry()
+    registry.pm.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name),
+                                        lambda *a: None)
+    registry.register(_Models("first"), "pkg-a")
+    registry.register(_Broken(), "pkg-broken")
+    registry.register(_Models("second"), "pkg-b")
+
+    class Wrapper:
+        seen = []
+
+        @cifarkit.hookimpl(wrapper=True)
+        def register_models(self, register):
+            Wrapper.seen.append("before")
+            result = yield
+            Wrapper.seen.append("after")
+            return result
+
+    registry.register(Wrapper(), "pkg-wrapper")
+    assert sorted(registry.names("model")) == ["first", "second"]
+    assert registry.get("model", "first").source == "pkg-a"
+    assert registry.get("model", "second").source == "pkg-b"
+    assert [(b.source, b.error) for b in registry.broken] == [
+        ("pkg-broken", "register_models() failed: RuntimeError: oops")]
+    assert "register_models" in calls  # hook-call monitoring sees the calls
+    assert Wrapper.seen[-2:] == ["before", "after"]  # (the call that met the broken one raised)
+
+
+def test_a_plugin_per_backend_and_what_it_controls():
+    from cifarkit.backends import get
+    from cifarkit.core.schema import PluginCall
+
+    class PerBackend:
+        @cifarkit.hookimpl
+        def register_callbacks(self, register):
+            def on_tf(every: int = 1):
+                """TensorFlow form."""
+            def on_jax(every: int = 1):
+                """JAX form."""
+            def tf_only(every: int = 1):
+                """Only on TensorFlow."""
+            def odd(other: int = 1):
+                """Different parameters."""
+            register(on_tf, name="both", backend="tensorflow", controls=["learning_rate"])
+            register(on_jax, name="both", backend="jax", controls=["learning_rate"])
+            register(tf_only, backend="tensorflow")
+            register(on_tf, name="mismatch", backend="tensorflow")
+            register(odd, name="mismatch", backend="jax")
+            register(on_tf, name="nowhere", backend="torch")
+
+    registry = Registry()
+    registry.register(PerBackend(), "pkg")
+    both = registry.get("callback", "both")
+    assert both.backends == ("tensorflow", "jax") and both.controls == ("learning_rate",)
+    assert registry.variant("callback", "both", get("jax")).summary == "JAX form."
+    assert registry.variant("callback", "both", get("tensorflow")).summary == "TensorFlow form."
+    call = PluginCall("callback", "tf_only", {}, "callbacks[0]", "r.toml")
+    with pytest.raises(PluginError, match=r"r.toml: callbacks\[0\]: callback plugin 'tf_only' "
+                                          "exists for the tensorflow backend only, and this "
+                                          "run is on jax"):
+        registry.variant("callback", "tf_only", get("jax"), call)
+    errors = [b.error for b in registry.broken]
+    assert any("'mismatch' for the jax backend declares parameters (other) unlike its "
+               "tensorflow form's (every)" in e for e in errors)
+    assert any("backend='torch' is not a backend" in e for e in errors)

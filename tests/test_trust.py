@@ -95,7 +95,7 @@ def test_a_foreign_run_directory_runs_none_of_its_plugin_files(finished, cifar10
 
 
 @pytest.mark.slow
-def test_an_edited_recipe_is_foreign_again(finished, tmp_path):
+def test_an_edited_plugins_extends_or_data_is_foreign_again(finished, tmp_path):
     root, run_dir = finished
     import shutil
 
@@ -112,18 +112,22 @@ def test_the_run_key_is_private_and_made_once(tmp_path, monkeypatch):
     from cifarkit.runs import trust
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    first = trust.signature("x = 1\n")
-    assert trust.signature("x = 1\n") == first and trust.signature("x = 2\n") != first
+    first = trust.signature('plugins = ["a.py"]\n')
+    assert trust.signature('plugins = ["a.py"]\n') == first
+    assert trust.signature('plugins = ["b.py"]\n') != first
+    assert trust.signature('plugins = ["a.py"]\nseed = 3\n') == first  # not guarded: still own
     assert (trust.key_path().stat().st_mode & 0o777) == 0o600
     run = tmp_path / "run"
     run.mkdir()
-    (run / "recipe.toml").write_text("x = 1\n")
+    (run / "recipe.toml").write_text('plugins = ["a.py"]\n')
     (run / ".signature").write_text(first)
     assert trust.is_own(run)
-    (run / "recipe.toml").write_text("x = 2\n")
+    (run / "recipe.toml").write_text('plugins = ["a.py"]\n[data]\npath = "/elsewhere"\n')
+    assert not trust.is_own(run)
+    (run / "recipe.toml").write_text("plugins = [\n")  # not TOML: not own
     assert not trust.is_own(run)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
-    (run / "recipe.toml").write_text("x = 1\n")
+    (run / "recipe.toml").write_text('plugins = ["a.py"]\n')
     assert not trust.is_own(run)
     os.mkfifo(run / "fifo")
     (run / ".signature").unlink()

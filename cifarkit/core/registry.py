@@ -133,12 +133,32 @@ def _trace_after(outcome, hook_name: str, hook_impls: list, kwargs: dict) -> Non
           file=sys.stderr)
 
 
+def _impls_by_code(caller) -> dict:
+    """A hook's implementations by their code object (several plugin objects of one
+    class share one), to find them on a stack or in a traceback."""
+    out: dict = {}
+    for impl in caller.get_hookimpls():
+        out.setdefault(impl.function.__code__, []).append(impl)
+    return out
+
+
+def _impl_of(frame, impls: dict) -> Any:
+    """The implementation ``frame`` is running, or None."""
+    found = impls.get(frame.f_code)
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    owner = frame.f_locals.get("self")  # methods of one class on several plugin objects
+    return next((i for i in found if getattr(i.function, "__self__", None) is owner), found[-1])
+
+
 def _calling_impl(impls: dict) -> Any:
     """The hook implementation on the stack that called ``register()`` (it may call it
     through helpers of its own), or None."""
     frame = sys._getframe(2)
     while frame is not None:
-        impl = impls.get(frame.f_code)
+        impl = _impl_of(frame, impls)
         if impl is not None:
             return impl
         frame = frame.f_back
@@ -149,7 +169,7 @@ def _raising_impl(exc: BaseException, impls: dict) -> Any:
     """The innermost hook implementation in ``exc``'s traceback, or None."""
     found, tb = None, exc.__traceback__
     while tb is not None:
-        found = impls.get(tb.tb_frame.f_code, found)
+        found = _impl_of(tb.tb_frame, impls) or found
         tb = tb.tb_next
     return found
 
@@ -299,8 +319,8 @@ class Registry:
         """
         removed: list[object] = []
         while True:
-            impls = {impl.function.__code__: impl
-                     for impl in getattr(self.pm.hook, kind.hook).get_hookimpls()}
+            caller = getattr(self.pm.hook, kind.hook)
+            impls = _impls_by_code(caller)
             found: list[tuple] = []
 
             def register(factory, name=None, *, backend=None, controls=()):
@@ -326,7 +346,7 @@ class Registry:
                 continue
             # pluggy calls the last registered first; keep registration order (earlier
             # plugins first) so a clash names its sources in the order they loaded
-            order = {id(impl): i for i, impl in enumerate(impls.values())}
+            order = {id(impl): i for i, impl in enumerate(caller.get_hookimpls())}
             found.sort(key=lambda f: order.get(id(f[0]), -1))
             return [(self._source_of(impl), *rest) for impl, *rest in found]
 
@@ -381,7 +401,7 @@ class Registry:
         does not change the run's outcome.
         """
         caller = getattr(self.pm.hook, name)
-        impls = {impl.function.__code__: impl for impl in caller.get_hookimpls()}
+        impls = _impls_by_code(caller)
         try:
             return caller(**kwargs)
         except Exception as exc:

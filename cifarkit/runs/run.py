@@ -100,8 +100,10 @@ class Run:
                 self._held.enter_context(RunLock(self.run_dir))
                 text = self.recipe.dumps()
                 artifacts.atomic_write(self.run_dir / "recipe.toml", text)
-                artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
-                                       trust.signature(text) + "\n")
+            else:  # vouched for (own, or --trust-run): signed as it is now
+                text = (self.run_dir / "recipe.toml").read_text(encoding="utf-8")
+            artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
+                                   trust.signature(text) + "\n")
             artifacts.write_json(self.run_dir / "summary.json", self.summary)
         except CifarkitError:
             if self.resume is None:

@@ -8,23 +8,34 @@ paths it chose, unless the user says so (``--trust-run``, or ``--plugin
 FILE`` for one file, ``--data PATH`` for the data).
 
 cifarkit recognises the user's own run directories by a signature: when a
-run writes its ``recipe.toml``, it stores an HMAC-SHA256 of that file's bytes
-under a key only this user can read (``$XDG_CONFIG_HOME/cifarkit/run-key``,
-else ``~/.config/cifarkit/run-key``, mode 0600) in ``RUN_DIR/.signature``.
-Without the key nobody can make a recipe that passes for the user's own; an
-edited ``recipe.toml`` no longer matches its signature and is foreign again.
+run writes its ``recipe.toml``, it stores in ``RUN_DIR/.signature`` an
+HMAC-SHA256, under a key only this user can read
+(``$XDG_CONFIG_HOME/cifarkit/run-key``, else ``~/.config/cifarkit/run-key``,
+mode 0600), of what in that recipe reads or runs something: its ``plugins``,
+``extends`` and ``[data]`` table. Without the key nobody can make a recipe
+that passes for the user's own. Editing other keys (more epochs before a
+resume, say) keeps the directory the user's own; editing those three makes
+it foreign until the user vouches for it again (``--trust-run``), after which
+a resume signs it anew.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
+import sys
 import secrets
 import stat
 from pathlib import Path
 
 from cifarkit.errors import OutputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from cifarkit.core.recipe import MAX_RECIPE_BYTES
 
 SIGNATURE_NAME = ".signature"
@@ -76,23 +87,33 @@ def _read_small(path: Path, limit: int) -> bytes:
     return data
 
 
-def _digest(key: bytes, recipe_bytes: bytes) -> str:
-    return hmac.new(key, b"cifarkit-run-recipe\0" + recipe_bytes, hashlib.sha256).hexdigest()
+def _guarded(recipe_text: str) -> bytes:
+    """What of a recipe reads or runs something, in one canonical form."""
+    doc = tomllib.loads(recipe_text)
+    part = {k: doc.get(k) for k in ("plugins", "extends", "data")}
+    return json.dumps(part, sort_keys=True, default=str).encode("utf-8")
+
+
+def _digest(key: bytes, recipe_text: str) -> str:
+    return hmac.new(key, b"cifarkit-run-recipe\0" + _guarded(recipe_text),
+                    hashlib.sha256).hexdigest()
 
 
 def signature(recipe_text: str) -> str:
     """The signature of a run's ``recipe.toml`` text under this user's key (created if needed)."""
-    return _digest(_key(create=True) or b"", recipe_text.encode("utf-8"))
+    return _digest(_key(create=True) or b"", recipe_text)
 
 
 def is_own(run_dir: Path) -> bool:
-    """Whether ``run_dir``'s recipe.toml is one this user's cifarkit wrote, unedited."""
+    """Whether ``run_dir``'s recipe.toml is one this user's cifarkit wrote (its plugins,
+    extends and data unedited)."""
     key = _key(create=False)
     if key is None:
         return False
     try:
         stored = _read_small(run_dir / SIGNATURE_NAME, 200).decode("ascii").strip()
-        recipe = _read_small(run_dir / "recipe.toml", MAX_RECIPE_BYTES)
-    except (OSError, UnicodeDecodeError, ValueError):
+        recipe = _read_small(run_dir / "recipe.toml", MAX_RECIPE_BYTES).decode("utf-8")
+        expected = _digest(key, recipe)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # TOML errors are ValueError
         return False
-    return hmac.compare_digest(stored, _digest(key, recipe))
+    return hmac.compare_digest(stored, expected)

@@ -1,1 +1,1 @@
-"""Tutorial plugins for cifarkit: a model, an augmentation, a callback and a strategy."""
+"""Tutorial plugins for cifarkit: one of each kind, and two around the run itself."""

@@ -32,4 +32,4 @@ def split_cpu(replicas: Annotated[int, Range(1, 64)] = 2):
 
 @cifarkit.hookimpl
 def register_strategies(register):
-    register(split_cpu)
+    register(split_cpu, backend="tensorflow")  # TensorFlow code: declared as such

@@ -68,3 +68,17 @@ def test_npz_dataset_and_lion_train_together(tmp_path, make_recipe, run_recipe):
     assert result.summary["status"] == "completed"
     assert result.summary["class_names"] == ["left", "right"]
     assert result.summary["test_examples"] == 16
+
+
+def test_the_fit_timer_wraps_training_and_the_tracer_wraps_it(make_recipe, run_recipe):
+    result = run_recipe(make_recipe({"train": {"epochs": 2}}))
+    timed = json.loads((result.run_dir / "fit_time.json").read_text())
+    assert timed["epochs"] == 2 and timed["fit_seconds"] > 0
+    lines = [line.split(" ", 1)[1] for line in
+             (result.run_dir / "hooks.log").read_text().splitlines()]
+    assert lines == [f"run_start {result.summary['recipe']} on {timed['backend']}",
+                     "run_fit begins", "run_fit ends after 2 epoch(s)", "run_finish completed"]
+
+
+def test_split_cpu_exists_for_tensorflow_only(cifarkit_registry):
+    assert cifarkit_registry.get("strategy", "split_cpu").backends == ("tensorflow",)
