@@ -135,14 +135,28 @@ def tensorboard(run_dir: Path, log_dir: str = "tensorboard",
     """
     import keras
 
-    where = str(_inside(run_dir, log_dir, "tensorboard: log_dir"))
-    if keras.backend.backend() == "jax":
-        from cifarkit_plugins._tensorboard import EventWriter
-
-        return EventWriter(where, histogram_freq, write_graph, update_freq)
     return keras.callbacks.TensorBoard(
-        log_dir=where, histogram_freq=histogram_freq, write_graph=write_graph,
-        update_freq=update_freq, profile_batch=0)
+        log_dir=str(_inside(run_dir, log_dir, "tensorboard: log_dir")),
+        histogram_freq=histogram_freq, write_graph=write_graph, update_freq=update_freq,
+        profile_batch=0)
+
+
+def tensorboard_jax(run_dir: Path, log_dir: str = "tensorboard",
+                    histogram_freq: Annotated[int, Range(0)] = 0,
+                    write_graph: bool = True,
+                    update_freq: Literal["epoch", "batch"] = "epoch"):
+    """Write TensorBoard logs inside the run directory, without TensorFlow (JAX backend).
+
+    Args:
+        log_dir: directory relative to the run directory.
+        histogram_freq: epochs between weight histograms (0: none).
+        write_graph: write the model's conceptual graph (no op-level graph).
+        update_freq: "epoch" or "batch".
+    """
+    from cifarkit_plugins._tensorboard import EventWriter
+
+    return EventWriter(str(_inside(run_dir, log_dir, "tensorboard: log_dir")), histogram_freq,
+                       write_graph, update_freq)
 
 
 def warmup_decay(learning_rate: float,
@@ -199,6 +213,7 @@ def register_callbacks(register):
     register(model_checkpoint)
     register(csv_logger)
     register(reduce_lr_on_plateau, controls=["learning_rate"])
-    register(tensorboard)
+    register(tensorboard, backend="tensorflow")
+    register(tensorboard_jax, name="tensorboard", backend="jax")
     register(warmup_decay, controls=["learning_rate"])
     register(lookahead)

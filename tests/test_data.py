@@ -1,6 +1,8 @@
 """CIFAR readers: directories, .tar.gz archives, hostile and broken files."""
 
+import io
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
@@ -110,3 +112,78 @@ def test_prepare_limits_and_carves_validation_from_train():
     assert prepare(_splits(), 0.0, None, 0).x_val is None
     with pytest.raises(DataError, match="leaves no training examples"):
         prepare(_splits(), 0.5, 1, 0)
+
+
+def test_a_batch_file_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path):
+    import os
+    import time
+
+    root = write_cifar10(tmp_path, n_train=20, n_test=10)
+    (root / "data_batch_2").unlink()
+    os.mkfifo(root / "data_batch_2")  # reading it would hang
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"data_batch_2: not a regular file"):
+        read_cifar10(root)
+    assert time.monotonic() - started < 5
+    os.unlink(root / "data_batch_2")
+    os.symlink("/dev/zero", root / "data_batch_2")  # would read until memory runs out
+    with pytest.raises(DataError, match=r"data_batch_2: not a regular file"):
+        read_cifar10(root)
+
+
+def test_batch_files_and_archive_members_are_bounded(tmp_path, monkeypatch):
+    """A batch file, an archive member (checked by its header, before inflating) and
+    the sum: each bounded near the real sizes."""
+    import cifarkit.data as data
+
+    root = write_cifar10(tmp_path / "dir", n_train=20, n_test=10)
+    with (root / "data_batch_3").open("ab") as f:
+        f.truncate(data.BATCH_LIMIT_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(DataError, match=r"data_batch_3: 40.0 MB or more, larger than a CIFAR "
+                                        r"file of this name can be \(at most 40 MB\)"):
+        read_cifar10(root)
+
+    files = cifar10_files(20, 10)
+    files["data_batch_1"] = bytes(data.BATCH_LIMIT_BYTES + 1)  # inflates from ~40 KB
+    archive = write_tar_gz(files, tmp_path / "bomb.tar.gz", "cifar-10-batches-py")
+    assert archive.stat().st_size < 1_000_000
+    with pytest.raises(DataError, match=r"bomb.tar.gz:cifar-10-batches-py/data_batch_1: "
+                                        r"40.0 MB or more"):
+        read_cifar10(archive)
+    monkeypatch.setattr(data, "MAX_TOTAL_BYTES", 3 * len(cifar10_files(20, 10)["data_batch_1"]))
+    (root / "data_batch_3").write_bytes(cifar10_files(20, 10)["data_batch_3"])
+    with pytest.raises(DataError, match=r"the data files add up to more than"):
+        read_cifar10(root)
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I;16", [0, 257, 32896, 65535], [0, 1, 128, 255]),      # 16-bit grayscale PNG
+    ("I", [0, 257, 32896, 65535], [0, 1, 128, 255]),         # the same read as 32-bit
+    ("I", [0, 1, 128, 255], [0, 1, 128, 255]),               # 32-bit holding 8-bit values
+    ("F", [0.0, 0.25, 0.5, 1.0], [0, 64, 128, 255]),         # float 0-1
+])
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path, mode, values, expected):
+    from PIL import Image
+
+    from cifarkit.data import read_images
+
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    pixels = np.array(values, dtype=dtype).reshape(2, 2)
+    img = Image.fromarray(pixels, mode) if mode != "I;16" else Image.fromarray(pixels)
+    path = tmp_path / ("x.png" if mode == "I;16" else "x.tiff")
+    img.save(path)
+    out = read_images([path], 2)
+    assert out.shape == (1, 2, 2, 3)
+    assert out[0, :, :, 0].ravel().tolist() == expected
+    assert (out[..., 0] == out[..., 2]).all()
+
+
+def test_an_image_with_values_cifarkit_cannot_map_is_one_line(tmp_path):
+    from PIL import Image
+
+    from cifarkit.data import read_images
+
+    path = tmp_path / "x.tiff"
+    Image.fromarray(np.array([[0, 70000]], np.int32), "I").save(path)
+    with pytest.raises(DataError, match=r"x.tiff: I image with values from 0 to 70000"):
+        read_images([path], 2)

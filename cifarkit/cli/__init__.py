@@ -101,8 +101,11 @@ def _evaluate_command(sub) -> None:
 
 def _predict_command(sub) -> None:
     pr = sub.add_parser("predict", help="classify image files with a run's model",
-                        description="Class names and probabilities for PNG or JPEG files of any "
-                                    "size (resized to the model's input).")
+                        description="Class names and probabilities for image files of any "
+                                    "size (resized to the model's input): PNG and JPEG, or any "
+                                    "other format Pillow reads (BMP, GIF, TIFF, WebP); 8- and "
+                                    "16-bit, grayscale, palette and RGBA images are converted "
+                                    "to 8-bit RGB (16-bit scaled, alpha dropped).")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", metavar="IMAGE", nargs="+")
     pr.add_argument("--top", type=int, default=3, metavar="K", help="classes per image (default 3)")

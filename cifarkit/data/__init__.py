@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,24 @@ def _int_labels(labels) -> np.ndarray | None:
         return None
 
 
+#: The largest CIFAR files: a CIFAR-10 batch holds 10,000 images (30.7 MB
+#: pickled), CIFAR-100's ``train`` 50,000 (153 MB); the limits leave 30 % over.
+BATCH_LIMIT_BYTES = 40_000_000
+TRAIN_LIMIT_BYTES = 200_000_000
+META_LIMIT_BYTES = 1_000_000
+#: All of one copy's files together (CIFAR-10: 184 MB; CIFAR-100: 184 MB).
+MAX_TOTAL_BYTES = 250_000_000
+
+
+def member_limit(name: str) -> int:
+    """The largest size a CIFAR file called ``name`` may have."""
+    if name == "train":
+        return TRAIN_LIMIT_BYTES
+    if name in ("meta", "batches.meta"):
+        return META_LIMIT_BYTES
+    return BATCH_LIMIT_BYTES
+
+
 class _Source:
     """Files of a CIFAR copy: a directory or the official .tar.gz, read in place."""
 
@@ -155,6 +175,7 @@ class _Source:
         self.path = path
         self.folder = folder
         self.tar: tarfile.TarFile | None = None
+        self.total = 0  # bytes read so far
         if path.is_dir():
             if (path / folder).is_dir():
                 self.path = path / folder
@@ -169,27 +190,67 @@ class _Source:
             raise DataError(f"{path}: not a file or directory")
 
     def read(self, name: str) -> tuple[bytes, str]:
-        if self.tar is None:
-            file = self.path / name
-            where = str(file)
+        """One file's bytes: regular files only, each at most :func:`member_limit`, and at
+        most :data:`MAX_TOTAL_BYTES` in all (a FIFO would hang, /dev/zero or an
+        archive member that inflates to gigabytes would exhaust memory)."""
+        limit = min(member_limit(name), MAX_TOTAL_BYTES - self.total)
+        data, where = (self._read_file(name, limit) if self.tar is None
+                       else self._read_member(name, limit))
+        self.total += len(data)
+        return data, where
+
+    def _too_large(self, where: str, size: int, limit: int) -> DataError:
+        if limit < member_limit(where.rsplit("/", 1)[-1]):
+            return DataError(f"{where}: the data files add up to more than "
+                             f"{MAX_TOTAL_BYTES / 1e6:.0f} MB, far more than a CIFAR copy holds")
+        return DataError(f"{where}: {size / 1e6:.1f} MB or more, larger than a CIFAR file of "
+                         f"this name can be (at most {limit / 1e6:.0f} MB)")
+
+    def _read_file(self, name: str, limit: int) -> tuple[bytes, str]:
+        file = self.path / name
+        where = str(file)
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        except FileNotFoundError:
+            raise DataError(f"{where}: missing; {self.path} does not look like a "
+                            f"{self.folder} directory") from None
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DataError(f"{where}: not a regular file (a FIFO, device or socket "
+                                "cannot be a CIFAR batch)")
+            if info.st_size > limit:
+                raise self._too_large(where, info.st_size, limit)
             try:
-                return file.read_bytes(), where
-            except FileNotFoundError:
-                raise DataError(f"{where}: missing; {self.path} does not look like a "
-                                f"{self.folder} directory") from None
+                data = f.read(limit + 1)
             except OSError as exc:
                 raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
+        if len(data) > limit:
+            raise self._too_large(where, len(data), limit)
+        return data, where
+
+    def _read_member(self, name: str, limit: int) -> tuple[bytes, str]:
         where = f"{self.path}:{self.folder}/{name}"
         try:
-            member = self.tar.extractfile(f"{self.folder}/{name}")
-            if member is None:
-                raise KeyError(name)
-            return member.read(), where
+            info = self.tar.getmember(f"{self.folder}/{name}")
+            if not info.isfile():
+                raise DataError(f"{where}: not a regular file in the archive")
+            if info.size > limit:  # the header's size: refused before inflating a byte
+                raise self._too_large(where, info.size, limit)
+            member = self.tar.extractfile(info)
+            data = member.read(limit + 1) if member is not None else b""
         except KeyError:
             raise DataError(f"{where}: missing from the archive; is it the official "
                             f"{self.folder} .tar.gz?") from None
+        except DataError:
+            raise
         except (tarfile.TarError, OSError, EOFError, Exception) as exc:
             raise DataError(f"{where}: corrupted archive ({type(exc).__name__}: {exc})") from None
+        if len(data) > limit:
+            raise self._too_large(where, len(data), limit)
+        return data, where
 
     def load(self, name: str) -> tuple[dict, str]:
         raw, where = self.read(name)
@@ -302,13 +363,37 @@ def prepare(splits: Splits, validation_split: float, limit: int | None, seed: in
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def _rgb8(img, path: Path):
+    """``img`` as 8-bit RGB, scaled, not clipped: 16-bit images (``I;16*``, and ``I``
+    up to 65,535) are divided by 257, 32-bit float ones (``F``) read as 0-1 or 0-255;
+    anything else Pillow converts (palette, grayscale, alpha dropped, CMYK...)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode not in ("I", "F") and not mode.startswith("I;16"):
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if mode.startswith("I;16") or (mode == "I" and 255 < top <= 65535):
+        values = values / 257.0
+    elif mode == "F" and 0.0 <= float(values.min()) and top <= 1.0:
+        values = values * 255.0
+    if values.size and (float(values.min()) < 0 or float(values.max()) > 255.0 + 1e-6
+                        or not np.isfinite(values).all()):
+        raise DataError(f"{path}: {mode} image with values from {float(values.min()):g} to "
+                        f"{top:g}, which cifarkit cannot map to 8-bit colour (expected 0-255, "
+                        "0-65535 or 0-1); save it as 8- or 16-bit PNG or as JPEG")
+    gray = np.rint(values).astype(np.uint8)
+    return Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
+
+
 def _read_image(path: Path, size: int) -> np.ndarray:
     """One image file as uint8 (size, size, 3): decoded, RGB, resized."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = _rgb8(img, path)
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
