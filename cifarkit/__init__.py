@@ -17,7 +17,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
-    "StrategyError", "Range", "Splits", "hookimpl", "__version__",
+    "StrategyError", "Range", "Splits", "hookimpl", "run_file", "sync_weights", "__version__",
 ]
 
 
@@ -26,4 +26,12 @@ def __getattr__(name: str):
         from cifarkit.data import Splits
 
         return Splits
+    if name == "run_file":  # where a callback plugin may write in the run directory
+        from cifarkit.runs.artifacts import run_file
+
+        return run_file
+    if name == "sync_weights":  # the step's weights into the model (JAX's fit keeps them out)
+        from cifarkit.backends import sync_weights
+
+        return sync_weights
     raise AttributeError(f"module 'cifarkit' has no attribute {name!r}")

@@ -80,3 +80,19 @@ def allowed(choices: Iterable[str]) -> str:
     """Format a sorted list of allowed names for an error message."""
     names = sorted(choices)
     return "allowed: " + (", ".join(names) if names else "(none)")
+
+
+def plugin_exit(exc: SystemExit) -> PluginError:
+    """A ``sys.exit()`` from plugin code (never cifarkit's own way to end) as one line
+    naming where it was called."""
+    tb, frame = exc.__traceback__, None
+    while tb is not None:
+        frame, tb = tb.tb_frame, tb.tb_next
+    where = ""
+    if frame is not None:
+        module = frame.f_globals.get("__name__", "?")
+        where = f" in {module} ({frame.f_code.co_filename}, line {frame.f_lineno}, " \
+                f"{frame.f_code.co_name}())"
+    return PluginError(f"plugin code{where} called sys.exit({exc.code!r}); cifarkit "
+                       "stopped the run and marks it failed (plugins raise "
+                       "cifarkit.CifarkitError instead)")

@@ -34,7 +34,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 "best_weights": None if weights is None else [np.asarray(w) for w in weights]}
 
     def set_state(self, state: dict) -> None:
-        self.wait, self.best = state["wait"], state["best"]
+        self.wait = state["wait"]
+        if state["best"] is not None:  # None: still the initial infinity on_train_begin set
+            self.best = state["best"]
         self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
         if state.get("best_weights") is not None:
             self.best_weights = list(state["best_weights"])

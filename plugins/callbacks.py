@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Annotated, Literal
 
 import cifarkit
@@ -12,11 +12,9 @@ Mode = Literal["auto", "min", "max"]
 
 
 def _inside(run_dir: Path, name: str, what: str) -> Path:
-    """``run_dir / name``, refusing names that would escape the run directory."""
-    rel = PurePath(name)
-    if not name or rel.is_absolute() or ".." in rel.parts:
-        raise PluginError(f"{what}: {name!r} must be a relative path inside the run directory")
-    return run_dir / rel
+    """``run_dir / name``, refusing names that escape the run directory or that cifarkit
+    writes itself (recipe.toml, checkpoint/, ...)."""
+    return cifarkit.run_file(run_dir, name, what)
 
 
 def early_stopping(monitor: str = "val_loss",

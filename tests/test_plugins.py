@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,22 @@ def test_optimizers(registry):
 def test_datasets_read_local_copies(registry, cifar10_dir):
     splits = build(registry, "dataset", "cifar10", path=cifar10_dir)
     assert splits.x_train.shape == (100, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name, params, fragment", [
+    ("csv_logger", {"filename": "recipe.toml"}, "'recipe.toml' is cifarkit's own file"),
+    ("csv_logger", {"filename": "checkpoint"}, "'checkpoint' is cifarkit's own file"),
+    ("csv_logger", {"filename": "checkpoint/state.json"}, "is cifarkit's own file"),
+    ("csv_logger", {"filename": ".summary.json.x.tmp"}, "is cifarkit's own file"),
+    ("model_checkpoint", {"filename": "model.keras"}, "'model.keras' is cifarkit's own file"),
+    ("tensorboard", {"log_dir": "evaluation"}, "'evaluation' is cifarkit's own file"),
+    ("csv_logger", {"filename": "../x.csv"}, "must be a relative path inside the run directory"),
+])
+def test_a_callback_cannot_write_over_the_run_s_own_files(registry, name, params, fragment):
+    with pytest.raises(PluginError, match=re.escape(fragment)):
+        build(registry, "callback", name, **params)
+
+
+def test_a_callback_may_write_its_own_files(registry):
+    logger = build(registry, "callback", "csv_logger", filename="logs/history.csv")
+    assert logger.filename.endswith("/tmp/run/logs/history.csv")

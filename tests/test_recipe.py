@@ -208,3 +208,32 @@ def test_extends_a_shipped_recipe_by_name_from_any_folder(write, registry):
     child = write("elsewhere/variant.toml", 'extends = "default"\nname = "variant"\n[train]\nepochs = 2\n')
     r = load_recipe(child, registry=registry)
     assert (r.name, r.train.epochs, r.model.plugin, len(r.augmentation)) == ("variant", 2, "seed_cnn", 1)
+
+
+def test_extends_cycles_are_found_by_resolved_path(tmp_path, registry):
+    import os
+
+    from cifarkit.errors import RecipeError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "r.toml").write_text('extends = "../a/r.toml"\n')
+    with pytest.raises(RecipeError, match=r"r.toml: extends: recipes extend each other in a cycle"):
+        load_recipe(tmp_path / "a" / "r.toml", [], registry)
+    os.symlink(tmp_path / "loop1", tmp_path / "loop2")
+    os.symlink(tmp_path / "loop2", tmp_path / "loop1")
+    (tmp_path / "s.toml").write_text('extends = "loop1"\n')
+    with pytest.raises(RecipeError, match=r"s.toml: extends: .*loop1 is a symlink loop"):
+        load_recipe(tmp_path / "s.toml", [], registry)
+    os.symlink(tmp_path / "a", tmp_path / "link")  # the same file through a symlinked folder
+    (tmp_path / "a" / "r.toml").write_text(f'extends = "{tmp_path / "link" / "r.toml"}"\n')
+    with pytest.raises(RecipeError, match=r"in a cycle"):
+        load_recipe(tmp_path / "a" / "r.toml", [], registry)
+
+
+def test_an_endless_extends_chain_is_one_line(tmp_path, registry):
+    from cifarkit.errors import RecipeError
+
+    for i in range(40):
+        (tmp_path / f"r{i}.toml").write_text(f'extends = "r{i + 1}.toml"\n')
+    with pytest.raises(RecipeError, match=r"extends: a chain of more than 32 recipes"):
+        load_recipe(tmp_path / "r0.toml", [], registry)

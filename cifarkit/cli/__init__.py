@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cifarkit import __version__
-from cifarkit.errors import CifarkitError, allowed, did_you_mean, terminal_safe
+from cifarkit.errors import CifarkitError, allowed, did_you_mean, plugin_exit, terminal_safe
 from cifarkit.backends import BACKENDS
 from cifarkit.core.hookspecs import KINDS
 
@@ -123,6 +123,12 @@ def _trust_arguments(parser) -> None:
                              "(a run directory is data; docs/runs.md)")
 
 
+def json_text(obj) -> str:
+    from cifarkit.runs.artifacts import json_text as strict
+
+    return strict(obj)
+
+
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
@@ -133,7 +139,7 @@ def cmd_evaluate(args) -> int:
                           console=None if args.json else Console(), backend=args.backend,
                           trust_run=args.trust_run, plugin_files=tuple(args.plugin_files))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json_text(result))
     return 0
 
 
@@ -145,7 +151,7 @@ def cmd_predict(args) -> int:
     results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top,
                              backend=args.backend)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json_text(results))
         return 0
     console = Console()
     for item in results:
@@ -226,7 +232,7 @@ def cmd_list_plugins(args) -> int:
         doc = {"plugins": [{**p.to_json(), "clash": (p.kind, p.name) in clashes} for p in plugins],
                "broken": [b.to_json() for b in registry.broken],
                "slow_imports": [{"source": s, "note": note} for s, note in registry.slow]}
-        print(json.dumps(doc, indent=2))
+        print(json_text(doc))
         return 0
     console = Console()
     if args.name:
@@ -246,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
                "evaluate": cmd_evaluate, "predict": cmd_predict}[args.command]
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except SystemExit as exc:  # plugin code calling sys.exit(): not a success
+            raise plugin_exit(exc) from None
     except CifarkitError as exc:
         print(f"cifarkit: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -39,6 +39,15 @@ def _refuse_foreign_paths(recipe, registry) -> None:
                         f"{value}; pass --data PATH to choose the data, or --trust-run")
 
 
+def _finite(probs: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
+    """Probabilities, or one line saying the model's weights are not finite."""
+    if not np.isfinite(probs).all():
+        raise OutputError(f"{run_dir / 'model.keras'}: outputs non-finite probabilities (NaN) "
+                          f"for {what}: its weights diverged in training; retrain with a lower "
+                          "train.learning_rate")
+    return probs
+
+
 def _load_model(run_dir: Path, backend: Backend):
     path = run_dir / "model.keras"
     if not path.is_file():
@@ -91,6 +100,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     probs, _ = predict_tta(
         lambda x: model.predict(x, batch_size=recipe.data.batch_size, verbose=0),
         data.x_test.astype(np.float32), recipe.train.tta)
+    _finite(probs, run_dir, "the test split")
     result = score(probs, data.y_test, data.class_names,
                    make_loss(recipe.train.loss, recipe.train.label_smoothing), recipe.train.one_hot,
                    recipe.train.metrics)
@@ -134,6 +144,7 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     x = read_images(images, height).astype(np.float32)
     tta = summary.get("test_tta", "none")  # the run's test-time augmentation, if any
     probs, _ = predict_tta(lambda batch: model.predict(batch, verbose=0), x, tta)
+    _finite(probs, run_dir, "these images")
     out = []
     for path, p in zip(images, probs):
         order = np.argsort(-p)[:top]

@@ -124,7 +124,9 @@ def register_callbacks(register):
     metrics logger and before its reporter.
 
     Injected: ``run_dir`` (``pathlib.Path`` of this run's directory; write
-    files only inside it), ``learning_rate`` (float: the optimizer's base
+    files only inside it, at paths from ``cifarkit.run_file(run_dir, name,
+    what)``, which refuses a name that escapes it or is one of cifarkit's
+    own files, in one line), ``learning_rate`` (float: the optimizer's base
     learning rate, after ``train.learning_rate_scaling``; for schedules).
     """
 

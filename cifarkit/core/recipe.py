@@ -27,7 +27,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from cifarkit.errors import CifarkitError, RecipeError, allowed, did_you_mean, printable
+from cifarkit.errors import (CifarkitError, RecipeError, allowed, did_you_mean, first_line,
+                             printable)
 from cifarkit.core.params import ParamTypeError, coerce
 from cifarkit.core.registry import Registry
 from cifarkit.core.schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
@@ -173,11 +174,28 @@ def locate_recipe(ref: str, base_dir: Path | None = None) -> Path:
     return builtin_recipes().get(ref.removesuffix(".toml"), path)
 
 
+#: The longest ``extends`` chain cifarkit follows (a real one has 2 or 3 links).
+MAX_EXTENDS = 32
+
+
+def _resolved_path(path: Path, where: str) -> Path:
+    """``path`` with every symlink and ``..`` resolved; a symlink loop is one line."""
+    try:
+        return path.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # "Symlink loop" (RuntimeError before 3.13)
+        raise RecipeError(f"{where}: {path} is a symlink loop ({first_line(exc)})") from None
+
+
 def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = ()) -> dict:
     path = path.absolute()
-    if path in seen:
+    where = str(seen[-1]) + ": extends" if seen else str(path)
+    real = _resolved_path(path, where)
+    if real in (_resolved_path(p, where) for p in seen):  # by resolved path: `..`, symlinks
         chain = " -> ".join(str(p) for p in seen + (path,))
         raise RecipeError(f"{seen[-1]}: extends: recipes extend each other in a cycle: {chain}")
+    if len(seen) >= MAX_EXTENDS:
+        raise RecipeError(f"{seen[-1]}: extends: a chain of more than {MAX_EXTENDS} recipes "
+                          f"(from {seen[0]}); real ones have a few")
     doc = read_toml(path)
     own: dict[Key, Origin] = {}
     _record(doc, Origin(str(path), path.parent), own)
@@ -189,6 +207,8 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
         raise RecipeError(f"{path}: extends: expected a path to another recipe (string), "
                           f"got {parent_ref!r}")
     parent_path = locate_recipe(parent_ref, path.parent)
+    if parent_path.is_symlink():
+        _resolved_path(parent_path, f"{path}: extends")  # a loop: said so, not "not found"
     if not parent_path.exists():
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
     parent = _load_chain(parent_path, origins, seen + (path,))

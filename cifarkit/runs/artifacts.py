@@ -10,6 +10,7 @@ import errno
 import gc
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -19,9 +20,31 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cifarkit.errors import CifarkitError, OutputError
+from cifarkit.errors import CifarkitError, OutputError, PluginError
 from cifarkit.runs.lock import is_locked
 from cifarkit.core.params import plain
+
+
+#: What cifarkit itself writes in a run directory (temporary files start with "."):
+#: no plugin may write there.
+OWNED = ("recipe.toml", "summary.json", "metrics.csv", "timing.csv", "model.keras", "run.log",
+         "accuracy.png", "loss.png", "confusion_matrix.png", "checkpoint", "evaluation")
+
+
+def run_file(run_dir: Path, name: str, what: str) -> Path:
+    """``run_dir / name`` for a plugin to write, refusing (one line naming ``what``) a name
+    that escapes the run directory or is one cifarkit owns (:data:`OWNED`, or hidden)."""
+    from pathlib import PurePath
+
+    rel = PurePath(name) if isinstance(name, str) else None
+    if not name or rel is None or rel.is_absolute() or ".." in rel.parts:
+        raise PluginError(f"{what}: {name!r} must be a relative path inside the run directory")
+    first = rel.parts[0]
+    if first in OWNED or first.startswith("."):
+        raise PluginError(f"{what}: {name!r} is cifarkit's own file in the run directory "
+                          f"(cifarkit writes {', '.join(OWNED)} and hidden files); "
+                          "choose another name")
+    return run_dir / rel
 
 
 def check_output(output: Path) -> None:
@@ -186,8 +209,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             raise
 
 
+def finite(value: Any) -> Any:
+    """``value`` as plain JSON data with every non-finite float (NaN, infinity) as None."""
+    value = plain(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): non-finite floats are written as null, never as NaN."""
+    return json.dumps(finite(obj), indent=indent, sort_keys=False, allow_nan=False)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(plain(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write(path, json_text(obj) + "\n")
 
 
 def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:

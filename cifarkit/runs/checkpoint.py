@@ -100,7 +100,7 @@ def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training:
             "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
             "recipe": recipe,
         }
-        artifacts.atomic_write(pending / "state.json", json.dumps(state))
+        artifacts.atomic_write(pending / "state.json", artifacts.json_text(state, indent=None))
 
     artifacts.guarded_write(current, artifacts.weights_bytes(model, True), write,
                             lambda: shutil.rmtree(pending, ignore_errors=True))

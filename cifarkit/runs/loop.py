@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
-
 import numpy as np
 
+
+from cifarkit.errors import CifarkitError
 from cifarkit.runs import artifacts, checkpoint
 from cifarkit.backends import Backend, sync_weights
 from cifarkit.runs.build import Built
@@ -29,6 +30,19 @@ from cifarkit.cli.reporter import Reporter
 
 class Interrupted(Exception):
     """Raised inside ``fit`` after the step that was running when SIGINT arrived."""
+
+
+class Diverged(CifarkitError):
+    """The training loss became NaN or infinite: the run stops (status ``failed``)."""
+
+
+def _check_finite(logs: dict[str, float], epoch: int, step: int, steps: int) -> None:
+    loss = logs.get("loss")
+    if loss is not None and not math.isfinite(loss):
+        raise Diverged(f"training diverged: the loss is {loss} by epoch {epoch}, step "
+                       f"{step} of {steps}; the run stopped there, and its last checkpoint "
+                       "(the last finite epoch) is kept. A lower train.learning_rate, or "
+                       "gradient clipping in the optimizer, usually helps")
 
 
 class Signals:
@@ -99,6 +113,7 @@ class RunMonitor(keras.callbacks.Callback):
             checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
         self.t0 = self.t_last = self._shown = time.perf_counter()
         self.lr = _learning_rate(self.model)
         self.reporter.epoch_begin(epoch + 1)
@@ -114,7 +129,9 @@ class RunMonitor(keras.callbacks.Callback):
         now = time.perf_counter()
         last = batch + 1 >= ((self.params or {}).get("steps") or 0)
         if last or now - self._shown >= 0.1:
-            self.reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            values = {k: float(v) for k, v in (logs or {}).items()}
+            _check_finite(values, self.epoch, batch + 1, (self.params or {}).get("steps") or 0)
+            self.reporter.batch_end(batch + 1, values)
             self._shown = now = time.perf_counter()
         self.t_last = now
         if self.signals.requested and self.stop_at_step:
@@ -126,6 +143,8 @@ class RunMonitor(keras.callbacks.Callback):
         train_time = max(self.t_last - self.t0, 1e-9)
         row: dict[str, Any] = {"epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        steps = (self.params or {}).get("steps") or 0
+        _check_finite(row, epoch + 1, steps, steps)  # before its checkpoint: the last stays finite
         row["learning_rate"] = self.lr
         row.update(epoch_time_s=now - self.t0, train_time_s=train_time,
                    images_per_s=self.images_per_epoch / train_time,

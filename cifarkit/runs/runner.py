@@ -15,7 +15,7 @@ from typing import Any
 from cifarkit.runs import artifacts, checkpoint
 
 from cifarkit import backends
-from cifarkit.errors import OutputError
+from cifarkit.errors import OutputError, plugin_exit
 from cifarkit.runs.lock import RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
@@ -53,6 +53,9 @@ def run(recipe: Recipe, registry: Registry, output: Path,
                 status = "completed"
             except Interrupted:
                 status = "interrupted"
+            except SystemExit as exc:  # a plugin's sys.exit(): failed, and said so
+                status, error = "failed", plugin_exit(exc)
+                raise error from None
             except BaseException as exc:
                 status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt)
                                  else "failed"), exc

@@ -11,7 +11,7 @@ def lr_logger(run_dir: Path, filename: str = "learning_rate.csv"):
     """
     import keras
 
-    path = run_dir / filename
+    path = cifarkit.run_file(run_dir, filename, "lr_logger: filename")  # not recipe.toml & co.
 
     class LearningRateLogger(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
