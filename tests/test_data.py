@@ -1,8 +1,6 @@
 """CIFAR readers: directories, .tar.gz archives, hostile and broken files."""
 
-import io
 import pickle
-import tarfile
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import cifarkit, summary, write_tiny_recipe
+from conftest import cifarkit, write_tiny_recipe
 
 
 def strict(path):
