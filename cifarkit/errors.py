@@ -82,12 +82,28 @@ def allowed(choices: Iterable[str]) -> str:
     return "allowed: " + (", ".join(names) if names else "(none)")
 
 
-def plugin_exit(exc: SystemExit) -> PluginError:
-    """A ``sys.exit()`` from plugin code (never cifarkit's own way to end) as one line
-    naming where it was called."""
+#: Modules whose ``sys.exit()`` is not a plugin's: rich ends a closed pipe that way.
+_OWN_EXITS = ("cifarkit.", "rich.", "argparse")
+
+
+def _exit_frame(exc: SystemExit):
     tb, frame = exc.__traceback__, None
     while tb is not None:
         frame, tb = tb.tb_frame, tb.tb_next
+    return frame
+
+
+def is_plugin_exit(exc: SystemExit) -> bool:
+    """Whether plugin code (not cifarkit or the libraries it drives) called sys.exit()."""
+    frame = _exit_frame(exc)
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return not any(module == own.rstrip(".") or module.startswith(own) for own in _OWN_EXITS)
+
+
+def plugin_exit(exc: SystemExit) -> PluginError:
+    """A ``sys.exit()`` from plugin code (never cifarkit's own way to end) as one line
+    naming where it was called."""
+    frame = _exit_frame(exc)
     where = ""
     if frame is not None:
         module = frame.f_globals.get("__name__", "?")

@@ -105,3 +105,60 @@ def test_broken_image_folders_are_one_line_errors(tmp_path, damage, fragment):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def hand_made_run(tmp_path_factory):
+    """A run directory with a tiny model.keras (3 classes) and its summary.json."""
+    keras = pytest.importorskip("keras")
+    root = tmp_path_factory.mktemp("hand")
+
+    def make(name, channels=3, **summary):
+        run_dir = root / name
+        run_dir.mkdir()
+        model = keras.Sequential([keras.Input((8, 8, channels)), keras.layers.Flatten(),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.save(run_dir / "model.keras")
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"status": "completed", "backend": "tensorflow", **summary}))
+        return run_dir
+    return make
+
+
+def _image(path):
+    Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(path)
+    return path
+
+
+def test_predict_escapes_names_and_prints_whole_lines_when_piped(hand_made_run, tmp_path):
+    run_dir = hand_made_run("escapes", class_names=["\x1b[31mred\x1b[0m", "line\nbreak", "ok"])
+    folder = tmp_path / ("a_long_folder_name_" * 6)
+    folder.mkdir()
+    image = _image(folder / "bell\x07.png")
+    out = cifarkit("predict", str(run_dir), str(image), "--top", "3", env={"COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+    (line,) = out.stdout.splitlines()  # one whole line, however long
+    assert line.startswith(str(folder)) and "\\x1b[31mred\\x1b[0m" in line and "line\\nbreak" in line
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("test_tta", 5, "summary.json: test_tta: 5 is not one of"),
+    ("backend", 3, "summary.json: backend: 3 is not a backend"),
+    ("class_names", "cat", "summary.json: class_names: expected a list of strings, got str"),
+    ("class_names", [1, 2, 3], "summary.json: class_names: expected a list of strings"),
+])
+def test_predict_refuses_a_malformed_summary_in_one_line(hand_made_run, tmp_path, field, value,
+                                                         fragment):
+    run_dir = hand_made_run(f"bad-{field}-{type(value).__name__}", **{field: value})
+    out = cifarkit("predict", str(run_dir), str(_image(tmp_path / "x.png")))
+    assert out.returncode == 2 and fragment in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_predict_feeds_a_grayscale_model_luminance(hand_made_run, tmp_path):
+    run_dir = hand_made_run("gray", channels=1, class_names=["a", "b", "c"])
+    out = cifarkit("predict", str(run_dir), str(_image(tmp_path / "x.png")), "--json")
+    assert out.returncode == 0, out.stderr
+    (item,) = json.loads(out.stdout)
+    assert {p["class"] for p in item["predictions"]} == {"a", "b", "c"}

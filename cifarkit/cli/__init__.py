@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from cifarkit import __version__
-from cifarkit.errors import CifarkitError, allowed, did_you_mean, plugin_exit, terminal_safe
+from cifarkit.errors import (CifarkitError, allowed, did_you_mean, is_plugin_exit, plugin_exit,
+                             terminal_safe)
 from cifarkit.backends import BACKENDS
 from cifarkit.core.hookspecs import KINDS
 
@@ -122,6 +123,12 @@ def _trust_arguments(parser) -> None:
                              "(a run directory is data; docs/runs.md)")
 
 
+def make_console():
+    from cifarkit.cli.reporter import make_console as make
+
+    return make()
+
+
 def json_text(obj) -> str:
     from cifarkit.runs.artifacts import json_text as strict
 
@@ -129,13 +136,11 @@ def json_text(obj) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from rich.console import Console
-
     from cifarkit.cli.inference import evaluate_run
 
     result = evaluate_run(Path(args.run_dir), args.data,
                           Path(args.output) if args.output else None,
-                          console=None if args.json else Console(), backend=args.backend,
+                          console=None if args.json else make_console(), backend=args.backend,
                           trust_run=args.trust_run, plugin_files=tuple(args.plugin_files))
     if args.json:
         print(json_text(result))
@@ -143,8 +148,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from rich.console import Console
-
     from cifarkit.cli.inference import predict_images
 
     results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top,
@@ -152,10 +155,11 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json_text(results))
         return 0
-    console = Console()
-    for item in results:
-        best = ", ".join(f"{p['class']} {100 * p['probability']:.1f} %" for p in item["predictions"])
-        console.print(f"{item['image']}: {best}", highlight=False, markup=False)
+    console = make_console()
+    for item in results:  # names escaped as everywhere: a file or class name is never obeyed
+        best = ", ".join(f"{terminal_safe(p['class'])} {100 * p['probability']:.1f} %"
+                         for p in item["predictions"])
+        console.print(f"{terminal_safe(item['image'])}: {best}", highlight=False, markup=False)
     return 0
 
 
@@ -175,8 +179,6 @@ def cmd_new_plugin(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from rich.console import Console
-
     from cifarkit.core.recipe import load_recipe
     from cifarkit.core.registry import load_registry
     from cifarkit.cli.reporter import Reporter
@@ -199,18 +201,16 @@ def cmd_run(args) -> int:
 
         recipe = load_recipe(run_dir / "recipe.toml", overrides, registry,
                              trusted=args.trust_run or is_own(run_dir))
-        result = run(recipe, registry, run_dir.parent, Reporter(Console()), resume=run_dir)
+        result = run(recipe, registry, run_dir.parent, Reporter(make_console()), resume=run_dir)
     else:
         if not args.recipe:
             raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
         recipe = load_recipe(locate_recipe(args.recipe), overrides, registry)
-        result = run(recipe, registry, Path(args.output), Reporter(Console()))
+        result = run(recipe, registry, Path(args.output), Reporter(make_console()))
     return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
 
 
 def cmd_list_plugins(args) -> int:
-    from rich.console import Console
-
     from cifarkit.core.registry import load_registry
     from cifarkit.cli.reporter import render_plugin, render_plugins
 
@@ -233,7 +233,7 @@ def cmd_list_plugins(args) -> int:
                "slow_imports": [{"source": s, "note": note} for s, note in registry.slow]}
         print(json_text(doc))
         return 0
-    console = Console()
+    console = make_console()
     if args.name:
         for p in plugins:
             render_plugin(console, p)
@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return handler(args)
         except SystemExit as exc:  # plugin code calling sys.exit(): not a success
-            raise plugin_exit(exc) from None
+            if is_plugin_exit(exc):
+                raise plugin_exit(exc) from None
+            raise
     except CifarkitError as exc:
         print(f"cifarkit: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -12,7 +12,7 @@ import numpy as np
 from cifarkit.runs import artifacts
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
-from cifarkit.errors import DataError, OutputError, first_line
+from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
 from cifarkit.runs.evaluation import make_loss, predict_tta, score
 from cifarkit import backends
 from cifarkit.backends import Backend
@@ -37,6 +37,38 @@ def _refuse_foreign_paths(recipe, registry) -> None:
         name, value = chosen[0]
         raise DataError(f"{recipe.path}: data.{name}: {FOREIGN_HINT}, and it would read "
                         f"{value}; pass --data PATH to choose the data, or --trust-run")
+
+
+def _summary_fields(summary: dict, run_dir: Path) -> tuple[str | None, list | None, str]:
+    """``(backend, class names, test-time augmentation)`` from summary.json, checked:
+    a field of the wrong kind is one line naming it."""
+    from cifarkit.backends import BACKENDS
+
+    where = run_dir / "summary.json"
+    backend = summary.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise OutputError(f"{where}: backend: {terminal_safe(repr(backend))} is not a backend "
+                          f"({', '.join(BACKENDS)}); pass --backend")
+    names = summary.get("class_names")
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(n, str) for n in names)):
+        raise OutputError(f"{where}: class_names: expected a list of strings, got "
+                          f"{type(names).__name__}")
+    tta = summary.get("test_tta", "none")
+    if tta not in ("none", "flip", "flip_translate"):
+        raise OutputError(f"{where}: test_tta: {terminal_safe(repr(tta))} is not one of "
+                          "'none', 'flip', 'flip_translate'")
+    return backend, names, tta
+
+
+def _channels(x: np.ndarray, channels: int, run_dir: Path) -> np.ndarray:
+    """RGB images as the model's input takes them: 3 channels as they are, 1 as luminance."""
+    if channels == 3:
+        return x
+    if channels == 1:
+        return (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    raise DataError(f"{run_dir / 'model.keras'}: takes images with {channels} channels; "
+                    "predict reads RGB or grayscale images (3 or 1 channels)")
 
 
 def _finite(probs: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
@@ -130,8 +162,8 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}")
     summary = artifacts.read_summary(run_dir)
-    chosen = backends.get(backend or summary.get("backend"))  # --backend, else the run's
-    class_names = summary.get("class_names")
+    run_backend, class_names, tta = _summary_fields(summary, run_dir)
+    chosen = backends.get(backend or run_backend)  # --backend, else the run's
     for path in images:
         if not path.is_file():
             raise DataError(f"{path}: image not found")
@@ -141,8 +173,7 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
         raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs are supported")
     if not class_names or len(class_names) != model.output_shape[-1]:
         class_names = [str(i) for i in range(model.output_shape[-1])]
-    x = read_images(images, height).astype(np.float32)
-    tta = summary.get("test_tta", "none")  # the run's test-time augmentation, if any
+    x = _channels(read_images(images, height).astype(np.float32), model.input_shape[-1], run_dir)
     probs, _ = predict_tta(lambda batch: model.predict(batch, verbose=0), x, tta)
     _finite(probs, run_dir, "these images")
     out = []

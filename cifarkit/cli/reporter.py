@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 from rich.markup import escape
@@ -42,11 +43,35 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def make_console(**kwargs) -> Console:
+    """The command's console: on a terminal as rich as it is; piped or redirected, lines
+    are printed whole (no hard wrap at 80 columns that would break paths)."""
+    console = Console(**kwargs)
+    if not console.is_terminal:
+        console.soft_wrap = True
+    return console
+
+
+def print_table(console: Console, table) -> None:
+    """A table, as wide as its contents need when the output is not a terminal (piped
+    output is not cut to 80 columns, so long class names stay whole)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    needed = Measurement.get(console, console.options.update_width(10**6), table).maximum
+    saved = console.width
+    console.width = max(saved, needed)
+    try:
+        console.print(table)
+    finally:
+        console.width = saved
+
+
 class Reporter:
     """Reports a run's progress and its final summary."""
 
     def __init__(self, console: Console | None = None, plain_interval_s: float = PLAIN_INTERVAL_S):
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live = self.console.is_terminal and not self.console.is_dumb_terminal
         self.plain_interval_s = plain_interval_s
         self.log: TextIO | None = None
@@ -173,7 +198,7 @@ class Reporter:
         for what, value in rows:
             table.add_row(what, value)
             self.write_log(f"{what}: {value}")
-        self.console.print(table)
+        print_table(self.console, table)
 
 
 def render_evaluation(console, result: dict[str, Any], class_names: list[str], title: str) -> None:
@@ -189,7 +214,7 @@ def render_evaluation(console, result: dict[str, Any], class_names: list[str], t
         acc = result["per_class_accuracy"][name]
         per.add_row(escape(name), "-" if acc is None else f"{100 * acc:.1f} %",
                     str(sum(result["confusion_matrix"][i])))
-    console.print(per)
+    print_table(console, per)
     if len(class_names) <= 20:
         cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         cm.add_column("")
@@ -197,7 +222,7 @@ def render_evaluation(console, result: dict[str, Any], class_names: list[str], t
             cm.add_column(escape(name[:6]), justify="right")
         for name, row in zip(class_names, result["confusion_matrix"]):
             cm.add_row(escape(name), *[str(v) for v in row])
-        console.print(cm)
+        print_table(console, cm)
 
 
 def _show(value) -> str:
@@ -238,7 +263,7 @@ def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
                 if params:
                     console.print(f"      {params}", highlight=False, markup=False, soft_wrap=True)
         if tables:
-            console.print(table)
+            print_table(console, table)
     for (kind, name), infos in clashes.items():
         console.print(f"[bold red]clash[/] two {kind} plugins are named {escape(repr(name))}: "
                       + " and ".join(escape(terminal_safe(i.source)) for i in infos)
@@ -273,4 +298,4 @@ def render_plugin(console, p) -> None:
     for s in p.params:
         table.add_row(s.name, s.type_name, "(required)" if s.required else _show(s.default),
                       s.description)
-    console.print(table)
+    print_table(console, table)

@@ -15,7 +15,7 @@ from typing import Any
 from cifarkit.runs import artifacts, checkpoint
 
 from cifarkit import backends
-from cifarkit.errors import OutputError, plugin_exit
+from cifarkit.errors import OutputError, is_plugin_exit, plugin_exit
 from cifarkit.runs.lock import RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
@@ -54,7 +54,9 @@ def run(recipe: Recipe, registry: Registry, output: Path,
             except Interrupted:
                 status = "interrupted"
             except SystemExit as exc:  # a plugin's sys.exit(): failed, and said so
-                status, error = "failed", plugin_exit(exc)
+                status, error = "failed", plugin_exit(exc) if is_plugin_exit(exc) else exc
+                if error is exc:
+                    raise
                 raise error from None
             except BaseException as exc:
                 status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt)
