@@ -276,3 +276,25 @@ def test_a_run_written_before_a_key_existed_resumes_with_its_default(registry, t
     with pytest.raises(RecipeError, match=r"train\.tta: changed since the run started "
                                           r'\("none" -> "flip"\).*data\.path'):
         checkpoint.check_edits(edited, registry, {"rows": [{}], "recipe": old}, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path, cifar10_dir):
+    import shutil
+
+    from cifarkit.testing import write_cifar10
+
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2, steps=20)
+    recipe = run_dir / "recipe.toml"
+    text = recipe.read_text()
+    other = write_cifar10(tmp_path / "other", n_train=140, n_test=40)  # same 10 classes
+    recipe.write_text(text.replace(str(cifar10_dir), str(other)))
+    refused = cifarkit("run", "--resume", str(run_dir))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "the data now gives train_examples 126, but the run started with 90" in refused.stderr
+    moved = tmp_path / "moved" / "cifar-10-batches-py"
+    shutil.copytree(cifar10_dir, moved)
+    recipe.write_text(text.replace(str(cifar10_dir), str(moved)))
+    resumed = cifarkit("run", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert summary(run_dir)["status"] == "completed"

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from cifarkit.runs import artifacts, build, checkpoint, trust
 from cifarkit.backends import Backend
-from cifarkit.errors import CifarkitError, terminal_safe
+from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
@@ -35,6 +35,22 @@ from cifarkit.runs.summary import facts, now, start_summary
 class RunResult:
     run_dir: Path
     summary: dict[str, Any]
+
+
+def _check_same_data(data, previous: dict[str, Any], run_dir: Path) -> None:
+    """A resume trains on the data the run started with: the same class names and split
+    sizes (data moved elsewhere is fine; other data is one line)."""
+    now = {"class_names": data.class_names, "train_examples": len(data.x_train),
+           "validation_examples": 0 if data.x_val is None else len(data.x_val),
+           "test_examples": len(data.x_test)}
+    for key, value in now.items():
+        before = previous.get(key)
+        if before is not None and before != value:
+            shown = (lambda v: ", ".join(map(str, v[:5])) + (" ..." if len(v) > 5 else "")
+                     ) if key == "class_names" else str
+            raise DataError(f"{run_dir / 'recipe.toml'}: data: the data now gives {key} "
+                            f"{shown(value)}, but the run started with {shown(before)}; a "
+                            "resume must train on the same data (point data.path at it)")
 
 
 class Run:
@@ -57,6 +73,8 @@ class Run:
         then create (or reopen) the run directory and write recipe and summary."""
         recipe, self.resume = self.recipe, resume
         self.data = build.load_data(recipe, self.registry)  # a bad path fails before Keras starts
+        if resume is not None:
+            _check_same_data(self.data, previous, resume)
         saved, state = (checkpoint.usable(resume) if resume is not None else None) or (None, None)
         if state is not None:
             checkpoint.check_edits(recipe, self.registry, state, resume)
