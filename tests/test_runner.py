@@ -150,3 +150,35 @@ def test_model_contract_is_checked_before_anything_is_written(tmp_path, cifar10_
     with pytest.raises(PluginError, match=re.escape(fragment)):
         run(recipe, registry, tmp_path / "runs", reporter)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_run_eta_leaves_out_compilation(monkeypatch):
+    """Epoch 1's first step compiles (60 s), then each step takes 1 s: the whole-run ETA
+    is the steady pace, not the compile-inflated one; later epochs use steady epochs."""
+    import cifarkit.cli.reporter as reporter_module
+
+    clock = [0.0]
+    monkeypatch.setattr(reporter_module.time, "perf_counter", lambda: clock[0])
+    buf = io.StringIO()
+    reporter = Reporter(Console(file=buf, width=200), plain_interval_s=0.0)
+    reporter.train_begin(epochs=3, steps=10, batch_size=8)
+    reporter.epoch_begin(1)
+    clock[0] = 60.0
+    reporter.batch_end(1, {"loss": 1.0})  # compiled: no estimate yet
+    for step in range(2, 11):
+        clock[0] += 1.0
+        reporter.batch_end(step, {"loss": 1.0})
+    assert "run ETA …" in buf.getvalue()
+    assert "step 6/10  loss 1.0000  1 img/s  run ETA 24.0s" in buf.getvalue()  # 4 + 2 x 10 s
+    reporter.epoch_end({"epoch": 1, "loss": 1.0, "epoch_time_s": 69.0, "train_time_s": 69.0,
+                        "images_per_s": 1.2, "compiled": True})
+    assert "1m09s  run ETA 20.0s" in buf.getvalue()  # two epochs of 10 s
+    reporter.epoch_begin(2)
+    clock[0] += 12.0
+    reporter.batch_end(10, {"loss": 1.0})
+    reporter.epoch_end({"epoch": 2, "loss": 1.0, "epoch_time_s": 12.0, "train_time_s": 12.0,
+                        "images_per_s": 6.7})
+    assert "12.0s  run ETA 12.0s" in buf.getvalue()  # one more steady epoch
+    reporter.evaluating(0, 100)
+    reporter.evaluating(100, 100)
+    assert "evaluating the test split: 100/100 images" in buf.getvalue()

@@ -16,14 +16,13 @@ from typing import Any, TextIO
 from rich import box
 from rich.console import Console
 from rich.measure import Measurement
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.markup import escape
 from rich.table import Table
 
 from cifarkit.errors import terminal_safe
 
-PLAIN_INTERVAL_S = 30.0
+PLAIN_INTERVAL_S = 10.0
 
 
 def _fmt_metric(key: str, value: Any) -> str:
@@ -83,6 +82,9 @@ class Reporter:
         self._batch_size = 0
         self._t0 = 0.0
         self._last_plain = 0.0
+        self._first: tuple[float, int] | None = None  # (time, step) of the epoch's first step
+        self._last: tuple[float, int] | None = None  # ... and of its latest
+        self._steady: list[float] = []  # seconds of epochs that compiled nothing
 
     # -- plumbing ------------------------------------------------------------
     def attach_log(self, path: Path) -> None:
@@ -129,35 +131,90 @@ class Reporter:
                     MofNCompleteColumn(),
                     TextColumn("{task.fields[metrics]}"),
                     TextColumn("[cyan]{task.fields[speed]}"),
-                    TextColumn("ETA"),
-                    TimeRemainingColumn(),
+                    TextColumn("run ETA {task.fields[eta]}"),
                     console=self.console, transient=True, refresh_per_second=8)
                 self._progress.start()
             self._task = self._progress.add_task(
-                "train", total=self._steps, epoch=f"{epoch}/{self._epochs}", metrics="", speed="")
+                "train", total=self._steps, epoch=f"{epoch}/{self._epochs}", metrics="", speed="",
+                eta="…")
+
+    def _step_seconds(self, now: float, step: int) -> float | None:
+        """Seconds per step, from the epoch's first step on (the first pays compilation)."""
+        if self._first is None:
+            self._first = (now, step)
+            return None
+        t, first = self._first
+        return (now - t) / (step - first) if step > first else None
+
+    def run_eta(self, now: float, step: int) -> float | None:
+        """Seconds left in the whole run: the epochs to come at the steady epochs' pace
+        (else at this epoch's step rate after its first step, which pays compilation),
+        plus what is left of this epoch."""
+        per_step = self._step_seconds(now, step)
+        per_epoch = (sum(self._steady) / len(self._steady) if self._steady
+                     else per_step * self._steps if per_step else None)
+        if per_epoch is None:
+            return None
+        here = per_step if per_step else per_epoch / max(self._steps, 1)
+        return (self._steps - step) * here + (self._epochs - self._epoch) * per_epoch
+
+    def _epochs_left_eta(self, row: dict[str, Any]) -> float | None:
+        """At an epoch's end: the epochs to come at the steady pace."""
+        left = self._epochs - row["epoch"]
+        if left <= 0:
+            return None
+        if self._steady:
+            return left * sum(self._steady) / len(self._steady)
+        if self._first is not None and self._last is not None and self._last[1] > self._first[1]:
+            (t0, s0), (t1, s1) = self._first, self._last
+            return left * (t1 - t0) / (s1 - s0) * self._steps
+        return None
 
     def batch_end(self, step: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
         elapsed = max(now - self._t0, 1e-9)
         speed = step * self._batch_size / elapsed
         metrics = "  ".join(_fmt_metric(k, v) for k, v in logs.items())
+        eta = self.run_eta(now, step)
+        self._last = (now, step)
+        shown = "…" if eta is None else format_duration(eta)
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=step, metrics=metrics,
-                                  speed=f"{speed:,.0f} img/s")
+                                  speed=f"{speed:,.0f} img/s", eta=shown)
         elif not self.live and now - self._last_plain >= self.plain_interval_s:
             self._last_plain = now
-            eta = (self._steps - step) * elapsed / step if step else 0.0
             self.line(f"  epoch {self._epoch}/{self._epochs}  step {step}/{self._steps}  "
-                      f"{metrics}  {speed:,.0f} img/s  ETA {format_duration(eta)}")
+                      f"{metrics}  {speed:,.0f} img/s  run ETA {shown}")
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
+        if not row.get("compiled"):
+            self._steady.append(row["epoch_time_s"])
+        eta = self._epochs_left_eta(row)
+        self._first = self._last = None
         skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s", "compiled"}
         metrics = "  ".join(_fmt_metric(k, v) for k, v in row.items() if k not in skip)
         self.line(f"epoch {row['epoch']}/{self._epochs}  {metrics}  "
-                  f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}")
+                  f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}"
+                  + (f"  run ETA {format_duration(eta)}" if eta is not None else ""))
+
+    def evaluating(self, done: int, total: int, passes: str = "") -> None:
+        """Progress of the test split's predictions (after the last epoch)."""
+        now = time.perf_counter()
+        if self.live:
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("[bold]evaluating the test split{task.fields[passes]}"),
+                    BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn("images"),
+                    console=self.console, transient=True, refresh_per_second=8)
+                self._progress.start()
+                self._task = self._progress.add_task("test", total=total, passes=passes)
+            self._progress.update(self._task, completed=done, total=total, passes=passes)
+        elif done == 0 or done == total or now - self._last_plain >= self.plain_interval_s:
+            self._last_plain = now
+            self.line(f"  evaluating the test split{passes}: {done:,}/{total:,} images")
 
     def note(self, text: str) -> None:
         self.line(text, style="yellow")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from cifarkit.runs import artifacts, build, checkpoint, trust
@@ -169,12 +170,27 @@ class Run:
         signals.check()  # a signal just after the last epoch: evaluation can wait
         recipe, data, batch = self.recipe, self.data, self.recipe.data.batch_size
         if self.parts.split_batches:  # several replicas: predictions outside them
-            def predict(x):
+            def predict_all(x):
                 return self.backend.predict(self.parts.model, x, batch)
         else:
-            def predict(x):
+            def predict_all(x):
                 return self.parts.model.predict(x, batch_size=batch, verbose=0)
+        views = {"none": 1, "flip": 2, "flip_translate": 6}[recipe.train.tta]
+        total, done = views * len(data.x_test), [0]
+        chunk = batch * max(1, 2048 // batch)  # progress a few times per pass, whole batches
+
+        def predict(x):
+            out = []
+            for i in range(0, len(x), chunk):
+                out.append(predict_all(x[i:i + chunk]))
+                done[0] += len(out[-1])
+                self.reporter.evaluating(done[0], total, f" ({views} views)" if views > 1 else "")
+                signals.check()
+            return np.concatenate(out)
+
+        self.reporter.evaluating(0, total, f" ({views} views)" if views > 1 else "")
         probs, plain = predict_tta(predict, data.x_test.astype("float32"), recipe.train.tta)
+        self.reporter.stop_live()
         test = score(probs, data.y_test, data.class_names, self.parts.loss,
                      recipe.train.one_hot, recipe.train.metrics)
         if recipe.train.tta != "none":
