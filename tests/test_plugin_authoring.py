@@ -19,10 +19,11 @@ def blocks(doc, lang):
     return re.findall(rf"```{lang}\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
 
 
-def run_pytest(folder, *args, env=None, timeout=600):
+def run_pytest(folder, *args, env=None, timeout=600, warnings=False):
     full_env = {**os.environ, **(env or {})}
+    quiet = [] if warnings else ["-W", "ignore::DeprecationWarning"]
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-W", "ignore::DeprecationWarning", *args],
+                           *quiet, *args],
                           cwd=folder, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -80,9 +81,10 @@ def test_installed_tutorial_is_found_through_entry_points(installed_tutorial):
 @pytest.mark.slow
 def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
     result = run_pytest(TUTORIAL, "-o", f"cache_dir={tmp_path}",
-                        env={"PYTHONPATH": str(installed_tutorial)})
+                        env={"PYTHONPATH": str(installed_tutorial)}, warnings=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "8 passed" in result.stdout
+    assert "DeprecationWarning" not in result.stdout  # its pyproject filters the frameworks'
 
 
 @pytest.mark.slow
@@ -102,6 +104,20 @@ def test_scaffolded_package_tests_pass(tmp_path, kind):
     result = run_pytest(root, env={"PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 passed" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["model", "optimizer", "dataset"])
+def test_scaffolded_parameters_line_up_under_the_first(tmp_path, kind):
+    from cifarkit.cli.scaffold import plugin_files
+
+    for name in ("a", "a_much_longer_plugin_name"):
+        lines = plugin_files(name, kind)[f"cifarkit_{name}/__init__.py"].splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"def {name}("))
+        column = len(f"def {name}(")
+        end = next(i for i in range(start, len(lines)) if lines[i].endswith("):"))
+        following = lines[start + 1:end + 1]  # the signature's continuation lines
+        assert following and all(line[:column].strip() == "" and line[column] != " "
+                                 for line in following)
 
 
 def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path):

@@ -47,7 +47,8 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
     """The files of a new plugin package, by relative path."""
     module = f"cifarkit_{name}"
     values = {"name": name, "kind": kind, "module": module,
-              "dist": f"cifarkit-{name.replace('_', '-')}"}
+              "dist": f"cifarkit-{name.replace('_', '-')}",
+              "hang": " " * len(f"def {name}(")}  # continuation lines under the first parameter
     return {
         f"{module}/__init__.py": render(f"{kind}.py.tmpl", **values),
         "tests/test_plugin.py": render("test_plugin.py.tmpl",
