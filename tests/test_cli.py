@@ -115,6 +115,7 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
         assert row in result.stdout
     assert ANSI not in result.stdout and ANSI not in result.stderr
     assert "I0000" not in result.stderr  # TensorFlow's start-up chatter is hidden
+    assert "evaluating the test split: 40/40 images" in result.stdout  # no silent minute
 
     (run_dir,) = out.iterdir()
     assert run_dir.name.startswith("default-")

@@ -30,8 +30,10 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     assert result["per_class_accuracy"] == pytest.approx(s["per_class_accuracy"])
     assert np.array(result["confusion_matrix"]).sum() == s["test_examples"]
     assert (run_dir / "evaluation" / "confusion_matrix.png").is_file()
-    table = cifarkit("evaluate", str(run_dir))
+    table = cifarkit("evaluate", str(run_dir), env={"COLUMNS": "80"})
     assert "per-class accuracy" in table.stdout and "confusion matrix" in table.stdout
+    # piped: the long path is one whole line, not hard-wrapped at 80 columns
+    assert f"wrote {run_dir / 'evaluation' / 'confusion_matrix.png'} and" in table.stdout
 
     images = []
     for name, size, colour in [("a.png", (64, 48), (250, 10, 10)), ("b.jpg", (20, 20), (10, 10, 250))]:

@@ -6,6 +6,7 @@ tensorflow` fail and logs every attempt, so an attempt something swallows is
 caught too.
 """
 
+import csv
 import importlib.util
 import json
 import os
@@ -320,3 +321,68 @@ def test_two_jax_workers_on_loopback_train_as_one_process_with_two_devices(tmp_p
     assert summary(single)["replicas"] == 2
     assert_same_epochs(single, run_dir, 2, rel=2e-3)
     assert_no_tensorflow(tmp_path)
+
+
+def _fast_run(tmp_path, cifar10_dir, out, cache_home, *extra):
+    sets = ["--set", f"data.path={cifar10_dir}", "--set", "data.batch_size=32",
+            "--set", "train.epochs=2"]
+    return start_jax_run(["run", "fast", "--backend", "jax", *sets, "-o", str(out), *extra],
+                         no_tf(tmp_path, XDG_CACHE_HOME=str(cache_home)))
+
+
+def finish(proc, timeout=400):
+    """``(return code, stderr)`` of a started run (its pipes drained: no deadlock)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def start_jax_run(args, env):
+    return subprocess.Popen([sys.executable, "-m", "cifarkit", *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_warm_compilation_cache_cuts_compile_time_and_is_shared_safely(tmp_path, cifar10_dir):
+    cache = tmp_path / "cache"
+    first = _fast_run(tmp_path, cifar10_dir, tmp_path / "first", cache)
+    rc, err = finish(first)
+    assert rc == 0, err[-3000:]
+    (cold,) = (tmp_path / "first").iterdir()
+    folder = cache / "cifarkit" / "jax"
+    assert summary(cold)["compilation_cache"] == str(folder)
+    assert (folder.stat().st_mode & 0o777) == 0o700 and any(folder.iterdir())
+    # two runs at once on the warm cache: both succeed, both compile far less
+    both = [_fast_run(tmp_path, cifar10_dir, tmp_path / f"warm{i}", cache) for i in range(2)]
+    for proc in both:
+        rc, err = finish(proc)
+        assert rc == 0, err[-3000:]
+    cold_s = summary(cold)["compile_time_s"]
+    for i in range(2):
+        (warm,) = (tmp_path / f"warm{i}").iterdir()
+        s = summary(warm)
+        assert s["status"] == "completed"
+        assert s["compile_time_s"] <= 0.25 * cold_s, (s["compile_time_s"], cold_s)
+        assert s["steady_train_time_s"] + sum(
+            float(r["compile_time_s"]) for r in csv.DictReader((warm / "timing.csv").open())
+        ) == pytest.approx(s["train_time_s"], rel=1e-6)  # summary and timing.csv agree
+    assert_no_tensorflow(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_compilation_cache_others_can_write_to_is_refused(tmp_path, cifar10_dir):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    proc = _fast_run(tmp_path, cifar10_dir, tmp_path / "runs", tmp_path / "home",
+                     "--compilation-cache", str(shared))
+    rc, err = finish(proc)
+    assert rc == 2, err[-3000:]
+    assert err.count("\n") == 1 and "can be written by other users (mode 777)" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    off = _fast_run(tmp_path, cifar10_dir, tmp_path / "off", tmp_path / "home2",
+                    "--compilation-cache", "off")
+    rc, err = finish(off)
+    assert rc == 0, err[-3000:]
+    assert not (tmp_path / "home2" / "cifarkit").exists()  # (matplotlib caches its fonts there)
+    (run_dir,) = (tmp_path / "off").iterdir()
+    assert summary(run_dir)["compilation_cache"] is None

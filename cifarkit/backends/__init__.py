@@ -26,6 +26,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from cifarkit.errors import CifarkitError, RecipeError, allowed, printable
@@ -73,6 +74,32 @@ def import_keras():
     backend's start-up chatter hidden. For plugins that need Keras before the run's
     model exists (a dataset downloading through ``keras.datasets``)."""
     return get(active()).start()
+
+
+def cache_folder(setting: str, backend: str) -> Path | None:
+    """The compilation cache folder a setting names: "off" none, "auto" the user's cache
+    folder (``$XDG_CACHE_HOME/cifarkit/<backend>``, else ``~/.cache/cifarkit/<backend>``),
+    else that folder. It is created private to the user (mode 0700); one that others can
+    write to is refused, since whoever writes to a compilation cache runs code as you."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(base) / "cifarkit" / backend
+    else:
+        folder = Path(setting).expanduser().absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError as exc:
+        raise CifarkitError(f"train.compilation_cache: cannot create {folder} "
+                            f"({exc.strerror or exc}); choose another folder or \"off\"") from None
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise CifarkitError(f"train.compilation_cache: {folder} can be written by other users "
+                            f"(mode {info.st_mode & 0o777:o}), and a compilation cache others "
+                            "can write to lets them run code as you; use a folder only you can "
+                            "write to (chmod 700), or \"off\"")
+    return folder
 
 
 def sync_weights(model) -> None:
@@ -197,6 +224,11 @@ class Backend:
         raise NotImplementedError
 
     # -- compilation ---------------------------------------------------------------
+    def use_compilation_cache(self, setting: str) -> Path | None:
+        """Keep compiled programs in a persistent cache (``setting``: "auto", "off" or a
+        folder); returns the folder in use, or None where the backend has no such cache."""
+        return None
+
     def compiles(self) -> bool:
         """Whether :meth:`compile_seconds` counts compilations as they happen (else the
         first epoch's excess over the steady ones stands in for them)."""

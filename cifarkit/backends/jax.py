@@ -131,6 +131,23 @@ class Jax(Backend):
                   verbose=0)
 
     # -- compilation ---------------------------------------------------------------
+    def use_compilation_cache(self, setting: str):
+        """JAX's persistent compilation cache, every program kept (also the small ones
+        that building a model compiles op by op)."""
+        import jax
+
+        from . import cache_folder
+
+        folder = cache_folder(setting, self.name)
+        if folder is None:
+            jax.config.update("jax_enable_compilation_cache", False)
+            return None
+        jax.config.update("jax_enable_compilation_cache", True)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        return folder
+
     def _listen(self) -> None:
         if self._listening:
             return

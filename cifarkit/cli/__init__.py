@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ def _run_command(sub) -> None:
     run.add_argument("--backend", choices=BACKENDS,
                      help="Keras backend (same as --set train.backend=NAME; default: the "
                           "recipe's train.backend, else KERAS_BACKEND, else tensorflow)")
+    run.add_argument("--compilation-cache", metavar="DIR|off",
+                     help="where compiled programs are kept between runs (JAX backend; same as "
+                          "--set train.compilation_cache=...; default: the user's cache folder)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe key (repeatable)")
     run.add_argument("--output", "-o", default="runs", metavar="DIR",
@@ -189,10 +193,12 @@ def cmd_run(args) -> int:
 
     overrides = (list(args.overrides)
                  + (["train.deterministic=true"] if args.deterministic else [])
-                 + ([f"train.backend={args.backend}"] if args.backend else []))
+                 + ([f"train.backend={args.backend}"] if args.backend else [])
+                 + ([f"train.compilation_cache={json.dumps(args.compilation_cache)}"]
+                    if args.compilation_cache else []))
     registry = load_registry(tuple(args.plugin_files))
     if args.resume:
-        if args.recipe or args.overrides or args.backend:
+        if args.recipe or args.overrides or args.backend or args.compilation_cache:
             raise CifarkitError("run --resume RUN_DIR takes no RECIPE, --set or --backend: a "
                                 "resumed run uses the recipe.toml in its run directory")
         run_dir = Path(args.resume).absolute()

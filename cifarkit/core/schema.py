@@ -86,6 +86,9 @@ class TrainConfig:
     # Unset: the KERAS_BACKEND environment variable, else tensorflow. A run
     # directory's recipe.toml names the backend the run used.
     backend: Literal["tensorflow", "jax"] | None = None
+    # Where compiled programs are kept between runs: "auto" (the user's cache folder),
+    # "off", or a folder. Only the JAX backend has such a cache (docs/backends.md).
+    compilation_cache: str = field(default="auto", metadata=RESUMABLE)
 
     @property
     def one_hot(self) -> bool:

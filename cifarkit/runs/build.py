@@ -48,6 +48,7 @@ class Built:
     replicas: int
     learning_rate: float  # after train.learning_rate_scaling
     role: Role
+    compile_cache: Path | None = None  # the persistent compilation cache in use, if any
 
     @property
     def split_batches(self) -> bool:
@@ -63,6 +64,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     trains on the batches an uninterrupted one would."""
     backend = backends.get(recipe.train.backend)
     backend.start(recipe.train.deterministic, recipe.seed)
+    compile_cache = backend.use_compilation_cache(recipe.train.compilation_cache)
     strategy = registry.call(recipe.strategy, backend=backend)
     backend.use(strategy)  # models, variables, fit and predict follow it
     role = backend.role(strategy)
@@ -93,7 +95,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
                     names=tuple(a.plugin for a in recipe.augmentation))
     train_ds, val_ds = backend.datasets(data, augment, stream)
     return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas,
-                 learning_rate, role)
+                 learning_rate, role, compile_cache)
 
 
 def _restore(model, folder: Path, state: dict[str, Any]) -> None:

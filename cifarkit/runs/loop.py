@@ -96,12 +96,18 @@ class RunMonitor(keras.callbacks.Callback):
         stop_at_step: stop after the current step when a signal arrived
             (else the training loop checks at the epoch's end).
         recipe: the resolved recipe, kept in each checkpoint (what a resume checks edits against).
+        compile_clock: seconds this process has spent compiling so far (the backend's
+            count); each epoch's row then holds its measured ``compile_time_s``.
     """
 
     def __init__(self, reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
                  plugin_callbacks: list, signals: Signals, restore: tuple | None,
-                 stop_at_step: bool = True, recipe: dict | None = None):
+                 stop_at_step: bool = True, recipe: dict | None = None,
+                 compile_clock: Callable[[], float] | None = None):
         super().__init__()
+        # seconds compiled so far in this process, where the backend counts them
+        self.compile_clock = compile_clock
+        self.epoch_compile_total = 0.0  # of it, during this process's training steps
         self.reporter, self.run_dir, self.rows = reporter, run_dir, rows
         self.images_per_epoch = images_per_epoch
         self.plugin_callbacks, self.signals = plugin_callbacks, signals
@@ -115,6 +121,7 @@ class RunMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
         self.t0 = self.t_last = self._shown = time.perf_counter()
+        self.c0 = self.c_last = self.compile_clock() if self.compile_clock else 0.0
         self.lr = _learning_rate(self.model)
         self.reporter.epoch_begin(epoch + 1)
 
@@ -134,6 +141,8 @@ class RunMonitor(keras.callbacks.Callback):
             self.reporter.batch_end(batch + 1, values)
             self._shown = now = time.perf_counter()
         self.t_last = now
+        if self.compile_clock is not None:
+            self.c_last = self.compile_clock()
         if self.signals.requested and self.stop_at_step:
             sync_weights(self.model)  # JAX: the step's weights are still outside the model
             raise Interrupted()
@@ -146,9 +155,14 @@ class RunMonitor(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps") or 0
         _check_finite(row, epoch + 1, steps, steps)  # before its checkpoint: the last stays finite
         row["learning_rate"] = self.lr
+        compiled = None
+        if self.compile_clock is not None:  # measured: what compiled during the steps
+            compiled = min(self.c_last - self.c0, train_time)
+            self.epoch_compile_total += compiled
         row.update(epoch_time_s=now - self.t0, train_time_s=train_time,
                    images_per_s=self.images_per_epoch / train_time,
-                   compiled=not self._trained)  # this process's first epoch compiles the step
+                   compiled=not self._trained,  # this process's first epoch compiles the step
+                   compile_time_s=compiled)
         self._trained = True
         done = [*self.rows, row]  # counted as done once its checkpoint is complete
         checkpoint.save(self.run_dir, self.model, done, self.plugin_callbacks,

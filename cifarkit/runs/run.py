@@ -145,7 +145,8 @@ class Run:
         self.monitor = training.RunMonitor(
             self.reporter, self.run_dir, self.images_per_epoch, self.rows, self.callbacks,
             signals, self.restore, stop_at_step=not self.parts.role.multi_worker,
-            recipe=self.recipe.resolved())
+            recipe=self.recipe.resolved(),
+            compile_clock=self.backend.compile_seconds if self.backend.compiles() else None)
         self.reporter.train_begin(self.recipe.train.epochs, self.parts.steps,
                                   self.recipe.data.batch_size)
         self.registry.run_hook("run_fit", run=self)
