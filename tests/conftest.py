@@ -39,13 +39,18 @@ os.environ["CIFARKIT_LOAD_PLUGINS"] = ""
 _TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 
 
-@pytest.fixture(autouse=True)
-def _tf_log_level_as_the_user_set_it():
-    yield
+def _restore_tf_log_level() -> None:
     if _TF_LOG_LEVEL is None:
         os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     else:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = _TF_LOG_LEVEL
+
+
+@pytest.fixture(autouse=True)
+def _tf_log_level_as_the_user_set_it():
+    _restore_tf_log_level()  # also before: collecting a module that imports jax sets it
+    yield
+    _restore_tf_log_level()
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,6 +2,7 @@
 every JSON file cifarkit writes is strict JSON."""
 
 import json
+import math
 
 import pytest
 
@@ -65,34 +66,37 @@ def _recipe(tmp_path, data, callback, epochs=3):
     return path
 
 
-@pytest.mark.slow
-def test_a_diverged_run_fails_at_the_first_non_finite_loss(tmp_path, cifar10_dir):
+def _failed_run(tmp_path, data, callback):
+    """``(the one line on stderr, run directory, its strict summary)`` of a run that fails."""
     runs = tmp_path / "runs"
-    done = cifarkit("run", str(_recipe(tmp_path, cifar10_dir, "poison")), "-o", str(runs))
+    done = cifarkit("run", str(_recipe(tmp_path, data, callback)), "-o", str(runs))
     assert done.returncode == 2, done.stderr[-3000:]
     line = done.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
-    assert "training diverged: the loss is nan by epoch 2, step" in line
     (run_dir,) = runs.iterdir()
     s = strict(run_dir / "summary.json")
-    assert s["status"] == "failed" and "training diverged" in s["error"]
+    assert s["status"] == "failed"
+    return line, run_dir, s
+
+
+@pytest.mark.slow
+def test_a_diverged_run_fails_at_the_first_non_finite_loss(tmp_path, cifar10_dir):
+    line, run_dir, s = _failed_run(tmp_path, cifar10_dir, "poison")
+    assert "training diverged: the loss is nan by epoch 2, step" in line
+    assert "training diverged" in s["error"]
     assert s["epochs_run"] == 1  # epoch 2 never completed
     state = strict(run_dir / "checkpoint" / "state.json")  # the last finite epoch's
     assert [r["epoch"] for r in state["rows"]] == [1]
-    assert all(isinstance(v, (int, float)) for v in state["rows"][0].values())
+    assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v))
+               for v in state["rows"][0].values())  # the last checkpoint is a finite one
     assert "diverged" in (run_dir / "run.log").read_text()
 
 
 @pytest.mark.slow
 def test_a_plugin_s_sys_exit_is_a_failure_naming_the_plugin(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    done = cifarkit("run", str(_recipe(tmp_path, cifar10_dir, "exits")), "-o", str(runs))
-    assert done.returncode == 2, done.stderr[-3000:]
-    line = done.stderr.strip()
-    assert "\n" not in line and "hostile.py" in line and "called sys.exit(0)" in line
-    (run_dir,) = runs.iterdir()
-    s = strict(run_dir / "summary.json")
-    assert s["status"] == "failed" and "sys.exit(0)" in s["error"]
+    line, _, s = _failed_run(tmp_path, cifar10_dir, "exits")
+    assert "hostile.py" in line and "called sys.exit(0)" in line
+    assert "sys.exit(0)" in s["error"]
 
 
 def test_json_files_are_strict(tmp_path):

@@ -194,7 +194,8 @@ class Reporter:
             self._steady.append(row["epoch_time_s"])
         eta = self._epochs_left_eta(row)
         self._first = self._last = None
-        skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s", "compiled"}
+        skip = {"epoch", "epoch_time_s", "images_per_s", "train_time_s", "compiled",
+                "compile_time_s"}
         metrics = "  ".join(_fmt_metric(k, v) for k, v in row.items() if k not in skip)
         self.line(f"epoch {row['epoch']}/{self._epochs}  {metrics}  "
                   f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}"
