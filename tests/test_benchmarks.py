@@ -86,3 +86,19 @@ def test_gpu_table_reads_the_runs_gpu_sh_made(tmp_path, capsys, monkeypatch):
     assert out.startswith("NVIDIA H200, JAX 0.11.2, Keras 3.15.1, ")
     assert "| fast | 3 | 90.61 % | 1.83 | 21.00 | 73,770 | 35.2 |" in out
     assert "| default | 3 | 71.00 % | 6.75 | 9.00 | 20,000 | 60.0 |" in out
+
+
+def test_the_overhead_benchmark_s_recipe_is_a_valid_one(registry, tmp_path):
+    """benchmarks/overhead.py times `cifarkit run` on a recipe it writes: it must load, and
+    hold nothing per step but the model (no augmentation, callbacks or validation)."""
+    from cifarkit.core.recipe import load_recipe
+
+    spec = importlib.util.spec_from_file_location("overhead", ROOT / "benchmarks" / "overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    path = tmp_path / "r.toml"
+    path.write_text(overhead.recipe_text(overhead.model_table(None), str(tmp_path), 64, 3, 10, 640))
+    recipe = load_recipe(path, [], registry)
+    assert recipe.augmentation == () and recipe.callbacks == ()
+    assert recipe.data.validation_split == 0.0 and recipe.model.params["filters"] == [4, 8]
+    assert recipe.train.steps_per_epoch == 10 and recipe.train.compilation_cache == "off"

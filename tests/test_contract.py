@@ -163,3 +163,16 @@ def test_scaffold_templates_render_to_importable_plugins(kind, tmp_path):
     compile(files["tests/test_plugin.py"], "test_plugin.py", "exec")
     assert f'name = "cifarkit-my-{kind}"' in files["pyproject.toml"]
     assert sys.modules.get("cifarkit_my_" + kind) is None  # the file import stays private
+
+
+def test_steps_per_execution_reaches_keras(registry):
+    keras = pytest.importorskip("keras")
+    from cifarkit.core.recipe import load_recipe
+    from cifarkit.runs.build import compile_model
+
+    from conftest import DEFAULT_RECIPE
+
+    recipe = load_recipe(DEFAULT_RECIPE, ["train.steps_per_execution=8"], registry)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    compile_model(model, recipe, registry, 1e-3)
+    assert model.steps_per_execution == 8

@@ -78,6 +78,9 @@ class TrainConfig:
     label_smoothing: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.0
     metrics: tuple[Literal[METRICS], ...] = ("accuracy",)  # type: ignore[valid-type]
     steps_per_epoch: Annotated[int, Range(1)] | None = None
+    # Training steps per call into the backend (Keras's steps_per_execution): callbacks
+    # and progress see every N-th step, which saves per-step framework overhead.
+    steps_per_execution: Annotated[int, Range(1, 10000)] = 1
     deterministic: bool = False
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool | Literal["auto"] = "auto"

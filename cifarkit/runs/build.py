@@ -158,7 +158,8 @@ def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: floa
                    else keras.metrics.SparseTopKCategoricalAccuracy)
             metrics.append(cls(k=5, name="top_5_accuracy"))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                  jit_compile=recipe.train.jit_compile)
+                  jit_compile=recipe.train.jit_compile,
+                  steps_per_execution=recipe.train.steps_per_execution)
     return loss
 
 
