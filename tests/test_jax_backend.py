@@ -171,21 +171,6 @@ def test_data_parallel_splits_batches_over_two_devices(tmp_path, cifar10_dir):
 
 
 @pytest.mark.slow
-def test_the_default_recipe_s_mirrored_runs_unchanged_on_jax(tmp_path, cifar10_dir):
-    """mirrored means data parallel over every local device on both backends."""
-    recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "m", 16)  # default: mirrored
-    env = no_tf(tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    result = cifarkit("run", str(recipe), "--set", "train.epochs=1", "--backend", "jax",
-                      "-o", str(tmp_path / "runs"), env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    s = summary(run_dir)
-    assert s["strategy"] == "mirrored" and s["replicas"] == 2 and s["status"] == "completed"
-    assert "mirrored (2 replicas)" in result.stdout
-    assert_no_tensorflow(tmp_path)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("sets, fragment", [
     (["strategy.plugin=tpu"], "tpu: JAX sees no TPU on this machine (devices: cpu:0)"),
     (["strategy.plugin=tpu", 'strategy.tpu="my-tpu"'],
@@ -277,7 +262,7 @@ def test_augmentation_on_jax_is_the_same_kind_as_on_tensorflow(tmp_path):
 
 @pytest.mark.slow
 def test_two_jax_workers_on_loopback_train_as_one_process_with_two_devices(tmp_path, cifar10_dir):
-    """multi_worker_mirrored on JAX: jax.distributed over two processes (gloo on the
+    """The default recipe's mirrored runs unchanged on JAX; multi_worker_mirrored on JAX: jax.distributed over two processes (gloo on the
     CPU), each feeding half of every global batch, trains what one process with two
     devices (mirrored) trains, and the chief alone writes the run directory."""
     import socket
@@ -318,15 +303,21 @@ def test_two_jax_workers_on_loopback_train_as_one_process_with_two_devices(tmp_p
                    env=no_tf(tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert one.returncode == 0, one.stderr[-3000:]
     (single,) = (tmp_path / "one").iterdir()
-    assert summary(single)["replicas"] == 2
+    # the recipe's mirrored (the default recipe's strategy) ran unchanged on JAX: data
+    # parallel over every local device
+    assert summary(single)["strategy"] == "mirrored" and summary(single)["replicas"] == 2
+    assert "mirrored (2 replicas)" in one.stdout
     assert_same_epochs(single, run_dir, 2, rel=2e-3)
     assert_no_tensorflow(tmp_path)
 
 
-def _fast_run(tmp_path, cifar10_dir, out, cache_home, *extra):
-    sets = ["--set", f"data.path={cifar10_dir}", "--set", "data.batch_size=32",
-            "--set", "train.epochs=2"]
-    return start_jax_run(["run", "fast", "--backend", "jax", *sets, "-o", str(out), *extra],
+def _cached_run(tmp_path, cifar10_dir, out, cache_home, *extra):
+    """The tiny default recipe on JAX, one epoch, with its compilation cache under cache_home."""
+    recipe = tmp_path / "cache.toml"
+    if not recipe.exists():  # written once: runs started together read it at once
+        write_tiny_recipe(recipe, cifar10_dir, "c", 16)
+    return start_jax_run(["run", str(recipe), "--backend", "jax", "--set", "train.epochs=1",
+                          "-o", str(out), *extra],
                          no_tf(tmp_path, XDG_CACHE_HOME=str(cache_home)))
 
 
@@ -344,7 +335,7 @@ def start_jax_run(args, env):
 @pytest.mark.slow
 def test_a_warm_compilation_cache_cuts_compile_time_and_is_shared_safely(tmp_path, cifar10_dir):
     cache = tmp_path / "cache"
-    first = _fast_run(tmp_path, cifar10_dir, tmp_path / "first", cache)
+    first = _cached_run(tmp_path, cifar10_dir, tmp_path / "first", cache)
     rc, err = finish(first)
     assert rc == 0, err[-3000:]
     (cold,) = (tmp_path / "first").iterdir()
@@ -352,7 +343,7 @@ def test_a_warm_compilation_cache_cuts_compile_time_and_is_shared_safely(tmp_pat
     assert summary(cold)["compilation_cache"] == str(folder)
     assert (folder.stat().st_mode & 0o777) == 0o700 and any(folder.iterdir())
     # two runs at once on the warm cache: both succeed, both compile far less
-    both = [_fast_run(tmp_path, cifar10_dir, tmp_path / f"warm{i}", cache) for i in range(2)]
+    both = [_cached_run(tmp_path, cifar10_dir, tmp_path / f"warm{i}", cache) for i in range(2)]
     for proc in both:
         rc, err = finish(proc)
         assert rc == 0, err[-3000:]
@@ -364,7 +355,7 @@ def test_a_warm_compilation_cache_cuts_compile_time_and_is_shared_safely(tmp_pat
         assert s["compile_time_s"] <= 0.25 * cold_s, (s["compile_time_s"], cold_s)
         assert s["steady_train_time_s"] + sum(
             float(r["compile_time_s"]) for r in csv.DictReader((warm / "timing.csv").open())
-        ) == pytest.approx(s["train_time_s"], rel=1e-6)  # summary and timing.csv agree
+        ) == pytest.approx(s["train_time_s"], abs=1e-3)  # summary and timing.csv agree
     assert_no_tensorflow(tmp_path)
 
 
@@ -373,16 +364,24 @@ def test_a_compilation_cache_others_can_write_to_is_refused(tmp_path, cifar10_di
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    proc = _fast_run(tmp_path, cifar10_dir, tmp_path / "runs", tmp_path / "home",
+    proc = _cached_run(tmp_path, cifar10_dir, tmp_path / "runs", tmp_path / "home",
                      "--compilation-cache", str(shared))
     rc, err = finish(proc)
     assert rc == 2, err[-3000:]
     assert err.count("\n") == 1 and "can be written by other users (mode 777)" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-    off = _fast_run(tmp_path, cifar10_dir, tmp_path / "off", tmp_path / "home2",
-                    "--compilation-cache", "off")
-    rc, err = finish(off)
-    assert rc == 0, err[-3000:]
-    assert not (tmp_path / "home2" / "cifarkit").exists()  # (matplotlib caches its fonts there)
-    (run_dir,) = (tmp_path / "off").iterdir()
-    assert summary(run_dir)["compilation_cache"] is None
+
+
+def test_the_compilation_cache_setting(tmp_path, monkeypatch):
+    from cifarkit.backends import cache_folder
+    from cifarkit.errors import CifarkitError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder("off", "jax") is None and not (tmp_path / "xdg").exists()
+    auto = cache_folder("auto", "jax")
+    assert auto == tmp_path / "xdg" / "cifarkit" / "jax" and (auto.stat().st_mode & 0o777) == 0o700
+    assert cache_folder(str(tmp_path / "mine"), "jax") == tmp_path / "mine"
+    (tmp_path / "theirs").mkdir(mode=0o775)
+    (tmp_path / "theirs").chmod(0o775)
+    with pytest.raises(CifarkitError, match=r"can be written by other users \(mode 775\)"):
+        cache_folder(str(tmp_path / "theirs"), "jax")
