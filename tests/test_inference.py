@@ -132,6 +132,7 @@ def _image(path):
     return path
 
 
+@pytest.mark.slow  # cifarkit predict in a subprocess
 def test_predict_escapes_names_and_prints_whole_lines_when_piped(hand_made_run, tmp_path):
     run_dir = hand_made_run("escapes", class_names=["\x1b[31mred\x1b[0m", "line\nbreak", "ok"])
     folder = tmp_path / ("a_long_folder_name_" * 6)
@@ -144,6 +145,7 @@ def test_predict_escapes_names_and_prints_whole_lines_when_piped(hand_made_run, 
     assert line.startswith(str(folder)) and "\\x1b[31mred\\x1b[0m" in line and "line\\nbreak" in line
 
 
+@pytest.mark.slow  # cifarkit predict in a subprocess
 @pytest.mark.parametrize("field, value, fragment", [
     ("test_tta", 5, "summary.json: test_tta: 5 is not one of"),
     ("backend", 3, "summary.json: backend: 3 is not a backend"),
@@ -158,6 +160,7 @@ def test_predict_refuses_a_malformed_summary_in_one_line(hand_made_run, tmp_path
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # cifarkit predict in a subprocess
 def test_predict_feeds_a_grayscale_model_luminance(hand_made_run, tmp_path):
     run_dir = hand_made_run("gray", channels=1, class_names=["a", "b", "c"])
     out = cifarkit("predict", str(run_dir), str(_image(tmp_path / "x.png")), "--json")
