@@ -22,6 +22,7 @@ imports TensorFlow. Importing this package imports neither.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import os
 import sys
@@ -158,8 +159,10 @@ class Stream:
     names: tuple[str, ...] = ()  # the augmentations' plugin names, for error messages
 
 
-class Backend:
-    """One Keras backend, as a run uses it. Subclasses implement every method."""
+class Backend(abc.ABC):
+    """One Keras backend, as a run uses it. A backend module subclasses it and
+    implements the abstract methods; the others have defaults that fit a backend
+    with no such feature (no distribution to enter, one process, no compile count)."""
 
     name: str = ""
 
@@ -176,41 +179,41 @@ class Backend:
     def _prepare(self, deterministic: bool, first: bool) -> None:
         """Backend set-up that must happen before Keras (and the framework) starts."""
 
+    @abc.abstractmethod
     def start(self, deterministic: bool = False, seed: int | None = None):
         """Select this backend, import Keras on it and return the ``keras`` module; with
         ``seed``, seed Python, NumPy and the backend (and ops determinism if asked)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def versions(self) -> dict[str, str]:
         """Versions of Keras and this backend's framework."""
-        raise NotImplementedError
 
     # -- distribution ------------------------------------------------------------
+    @abc.abstractmethod
     def strategy_type(self) -> type:
         """The class every strategy plugin's result must be an instance of."""
-        raise NotImplementedError
 
     def use(self, strategy) -> None:
         """Make ``strategy`` the one models, variables, fit and predict follow."""
 
+    @abc.abstractmethod
     def replicas(self, strategy) -> int:
         """How many parts each batch is split into."""
-        raise NotImplementedError
 
     def role(self, strategy) -> Role:
         """This process's part in the run under ``strategy``."""
         return Role()
 
     # -- data and steps ----------------------------------------------------------
+    @abc.abstractmethod
     def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
         """``(train, validation or None)`` in the form :meth:`fit` takes; ``train`` is
         endless (fit it with ``steps``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
             callbacks: list, batch_size: int) -> None:
         """Train epochs ``initial_epoch + 1 .. epochs`` with Keras's own step loop."""
-        raise NotImplementedError
 
     def fit_multi_worker(self, model, strategy, train, *, epochs: int, initial_epoch: int,
                          steps: int, callbacks: list, train_config, global_batch: int,
@@ -221,7 +224,6 @@ class Backend:
     def predict(self, model, x, batch_size: int):
         """Probabilities for ``x`` on this process alone (float32 NumPy), whatever the
         replicas; the last partial batch included."""
-        raise NotImplementedError
 
     # -- compilation ---------------------------------------------------------------
     def use_compilation_cache(self, setting: str) -> Path | None:

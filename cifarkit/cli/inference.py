@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from cifarkit.runs import artifacts
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
-from cifarkit.runs.evaluation import make_loss, predict_tta, score
+from cifarkit.runs.evaluation import TTA_VIEWS, make_loss, predict_tta, score
 from cifarkit import backends
 from cifarkit.backends import Backend
 from cifarkit.core.recipe import FOREIGN_HINT, load_recipe
@@ -55,9 +55,9 @@ def _summary_fields(summary: dict, run_dir: Path) -> tuple[str | None, list | No
         raise OutputError(f"{where}: class_names: expected a list of strings, got "
                           f"{type(names).__name__}")
     tta = summary.get("test_tta", "none")
-    if tta not in ("none", "flip", "flip_translate"):
+    if not isinstance(tta, str) or tta not in TTA_VIEWS:
         raise OutputError(f"{where}: test_tta: {terminal_safe(repr(tta))} is not one of "
-                          "'none', 'flip', 'flip_translate'")
+                          f"{', '.join(map(repr, TTA_VIEWS))}")
     return backend, names, tta
 
 
@@ -110,11 +110,11 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     registry = load_registry(tuple(plugin_files))
     trusted = trust_run or is_own(run_dir)
     recipe = load_recipe(run_dir / "recipe.toml", [], registry, trusted=trusted)
-    if data_path:  # the dataset's own path parameter (data.path for the built-ins)
-        key = _path_keys(recipe, registry)[:1] or ["path"]
-        recipe = load_recipe(run_dir / "recipe.toml",
-                             [f"data.{key[0]}={json.dumps(str(Path(data_path).absolute()))}"],
-                             registry, trusted=trusted)
+    if data_path:  # into the dataset's own path parameter (data.path for the built-ins)
+        call = recipe.data.dataset
+        key = (_path_keys(recipe, registry) or ["path"])[0]
+        call = replace(call, params={**call.params, key: Path(data_path).absolute()})
+        recipe = replace(recipe, data=replace(recipe.data, dataset=call))
     if not trusted and not data_path:
         _refuse_foreign_paths(recipe, registry)
     chosen = backends.get(backend or recipe.train.backend)  # --backend, else the run's

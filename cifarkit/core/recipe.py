@@ -186,11 +186,14 @@ def _resolved_path(path: Path, where: str) -> Path:
         raise RecipeError(f"{where}: {path} is a symlink loop ({first_line(exc)})") from None
 
 
-def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = ()) -> dict:
+def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = (),
+                seen_real: tuple[Path, ...] = ()) -> dict:
+    """``path`` merged over its ``extends`` chain; ``seen`` are the recipes that extend
+    it (as written, for messages) and ``seen_real`` the same resolved."""
     path = path.absolute()
     where = str(seen[-1]) + ": extends" if seen else str(path)
     real = _resolved_path(path, where)
-    if real in (_resolved_path(p, where) for p in seen):  # by resolved path: `..`, symlinks
+    if real in seen_real:  # by resolved path: `..`, symlinks
         chain = " -> ".join(str(p) for p in seen + (path,))
         raise RecipeError(f"{seen[-1]}: extends: recipes extend each other in a cycle: {chain}")
     if len(seen) >= MAX_EXTENDS:
@@ -211,7 +214,7 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
         _resolved_path(parent_path, f"{path}: extends")  # a loop: said so, not "not found"
     if not parent_path.exists():
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
-    parent = _load_chain(parent_path, origins, seen + (path,))
+    parent = _load_chain(parent_path, origins, seen + (path,), seen_real + (real,))
     return merge_tables(parent, doc, origins, own)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import os
-import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from cifarkit.errors import DataError, first_line, terminal_safe
+from cifarkit.files import FileTooLarge, NotRegularFile, read_regular
 
 # Exactly the globals a CIFAR python batch needs: numpy arrays. The same set
 # as keras.src.datasets.npz_utils.RestrictedUnpickler, without importing Keras.
@@ -210,26 +209,17 @@ class _Source:
         file = self.path / name
         where = str(file)
         try:
-            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+            return read_regular(file, limit), where
         except FileNotFoundError:
             raise DataError(f"{where}: missing; {self.path} does not look like a "
                             f"{self.folder} directory") from None
+        except NotRegularFile:
+            raise DataError(f"{where}: not a regular file (a FIFO, device or socket "
+                            "cannot be a CIFAR batch)") from None
+        except FileTooLarge as exc:
+            raise self._too_large(where, exc.size, limit) from None
         except OSError as exc:
             raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise DataError(f"{where}: not a regular file (a FIFO, device or socket "
-                                "cannot be a CIFAR batch)")
-            if info.st_size > limit:
-                raise self._too_large(where, info.st_size, limit)
-            try:
-                data = f.read(limit + 1)
-            except OSError as exc:
-                raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
-        if len(data) > limit:
-            raise self._too_large(where, len(data), limit)
-        return data, where
 
     def _read_member(self, name: str, limit: int) -> tuple[bytes, str]:
         where = f"{self.path}:{self.folder}/{name}"

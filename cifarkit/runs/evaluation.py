@@ -22,6 +22,10 @@ def make_loss(loss: str, label_smoothing: float = 0.0, reduction: str | None = "
     return keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
 
 
+#: How many views of each image :func:`predict_tta` predicts, by its ``tta``.
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
+
+
 def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for images ``x`` (n, h, w, c) under test-time augmentation ``tta``.
 

@@ -166,7 +166,7 @@ class Run:
     def evaluate(self, signals) -> None:
         """The test split, touched once (with the recipe's test-time augmentation); then
         model.keras."""
-        from cifarkit.runs.evaluation import predict_tta, score
+        from cifarkit.runs.evaluation import TTA_VIEWS, predict_tta, score
 
         signals.check()  # a signal just after the last epoch: evaluation can wait
         recipe, data, batch = self.recipe, self.data, self.recipe.data.batch_size
@@ -176,7 +176,7 @@ class Run:
         else:
             def predict_all(x):
                 return self.parts.model.predict(x, batch_size=batch, verbose=0)
-        views = {"none": 1, "flip": 2, "flip_translate": 6}[recipe.train.tta]
+        views = TTA_VIEWS[recipe.train.tta]
         total, done = views * len(data.x_test), [0]
         chunk = batch * max(1, 2048 // batch)  # progress a few times per pass, whole batches
 

@@ -31,6 +31,7 @@ import stat
 from pathlib import Path
 
 from cifarkit.errors import OutputError
+from cifarkit.files import read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,17 +77,6 @@ def _key(create: bool) -> bytes | None:
                           f"({exc.strerror or exc}); set XDG_CONFIG_HOME to a writable folder") from None
 
 
-def _read_small(path: Path, limit: int) -> bytes:
-    """A regular file's bytes, if it has at most ``limit`` (a FIFO or device is refused)."""
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    with path.open("rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path} is too large")
-    return data
-
-
 def _guarded(recipe_text: str) -> bytes:
     """What of a recipe reads or runs something, in one canonical form."""
     doc = tomllib.loads(recipe_text)
@@ -111,9 +101,9 @@ def is_own(run_dir: Path) -> bool:
     if key is None:
         return False
     try:
-        stored = _read_small(run_dir / SIGNATURE_NAME, 200).decode("ascii").strip()
-        recipe = _read_small(run_dir / "recipe.toml", MAX_RECIPE_BYTES).decode("utf-8")
+        stored = read_regular(run_dir / SIGNATURE_NAME, 200).decode("ascii").strip()
+        recipe = read_regular(run_dir / "recipe.toml", MAX_RECIPE_BYTES).decode("utf-8")
         expected = _digest(key, recipe)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # TOML errors are ValueError
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # TOML errors: ValueError
         return False
     return hmac.compare_digest(stored, expected)
