@@ -43,7 +43,7 @@ def model_table(name: str | None) -> dict:
 
 
 def recipe_text(model: dict, data: str, batch: int, epochs: int, steps: int, limit: int,
-                steps_per_execution: int = 1) -> str:
+                steps_per_execution: int | str = "auto") -> str:
     """A recipe: the model alone, nothing else per step (no augmentation, no callbacks)."""
     import tomli_w
 
@@ -59,7 +59,7 @@ def recipe_text(model: dict, data: str, batch: int, epochs: int, steps: int, lim
 
 
 def time_cifarkit(backend: str, model: dict, data: str, batch: int, epochs: int, steps: int,
-                  limit: int, steps_per_execution: int = 1) -> float:
+                  limit: int, steps_per_execution: int | str = "auto") -> float:
     """Steady training images/s of ``cifarkit run`` (epochs after the first)."""
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "overhead.toml"
@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps-per-execution", type=int, default=1,
-                        help="cifarkit's train.steps_per_execution")
+    parser.add_argument("--steps-per-execution", default="auto",
+                        type=lambda v: v if v == "auto" else int(v),
+                        help="cifarkit's train.steps_per_execution (default: auto)")
     args = parser.parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend
     n = args.steps * args.batch

@@ -82,11 +82,15 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = total_steps
 
     def __call__(self, step):
-        progress = ops.clip(ops.cast(step, "float32") / max(1, self.total_steps - 1), 0.0, 1.0)
+        try:  # a step outside the training step (the reporter reading the rate): NumPy
+            step, xp = np.asarray(ops.convert_to_numpy(step), np.float32), np
+        except Exception:  # traced inside the compiled step
+            step, xp = ops.cast(step, "float32"), ops
+        progress = xp.clip(step / max(1, self.total_steps - 1), 0.0, 1.0)
         rising = self.start + (1.0 - self.start) * progress / max(self.peak_at, 1e-12)
         falling = (1.0 + (self.end - 1.0) * (progress - self.peak_at) / (1.0 - self.peak_at)
-                   if self.peak_at < 1.0 else ops.ones_like(progress))
-        return self.learning_rate * ops.where(progress < self.peak_at, rising, falling)
+                   if self.peak_at < 1.0 else xp.ones_like(progress))
+        return self.learning_rate * xp.where(progress < self.peak_at, rising, falling)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "start": self.start,
@@ -136,6 +140,10 @@ class WarmupDecay(keras.callbacks.Callback):
 class Lookahead(keras.callbacks.Callback):
     """Exponential moving average of all weights, copied back into the model.
 
+    On the JAX backend it runs inside the compiled training step
+    (:meth:`device_step`); elsewhere from the batch hooks, on the host. Both give
+    the same average.
+
     Args:
         start_epoch: first epoch (0-based) that averages.
         every: steps between updates.
@@ -147,21 +155,29 @@ class Lookahead(keras.callbacks.Callback):
         super().__init__()
         self.start_epoch, self.every, self.decay, self.decay_power = (
             start_epoch, every, decay, decay_power)
-        self.average = None
+        self.average = None  # host: the average; None before the first update
         self.epoch = 0
+        self.on_device = False
+        self.device_state = None  # device: (started, average), kept by the backend
 
+    def _steps(self) -> tuple[int, int]:
+        return (self.params or {}).get("steps") or 1, (self.params or {}).get("epochs") or 1
+
+    def _rho(self, progress):
+        return self.decay ** self.every * progress ** self.decay_power
+
+    # -- on the host -------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.epoch < self.start_epoch or (batch + 1) % self.every:
+        if self.on_device or self.epoch < self.start_epoch or (batch + 1) % self.every:
             return
-        steps, epochs = self.params.get("steps") or 1, self.params.get("epochs") or 1
-        progress = (self.epoch * steps + batch + 1) / (epochs * steps)
-        self._update(self.decay ** self.every * progress ** self.decay_power)
+        steps, epochs = self._steps()
+        self._update(self._rho((self.epoch * steps + batch + 1) / (epochs * steps)))
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.average is not None:
+        if self.average is not None and not self.on_device:
             self.model.set_weights(self.average)
 
     def _update(self, rho: float) -> None:
@@ -173,3 +189,40 @@ class Lookahead(keras.callbacks.Callback):
         self.average = [rho * a + (1.0 - rho) * w if np.issubdtype(w.dtype, np.floating) else w
                         for a, w in zip(self.average, current)]
         self.model.set_weights(self.average)
+
+    # -- on the device (the JAX backend's training step) ------------------------------
+    def initial_device_state(self, weights):
+        if self.average is not None:  # restored from a checkpoint
+            return np.bool_(True), [np.asarray(a) for a in self.average]
+        return np.bool_(False), [np.zeros(w.shape, w.dtype) for w in weights]
+
+    def device_step(self, step, weights, state):
+        """After training step ``step`` (0-based, of the run): the same update the host
+        hooks make, and the average into the weights at each epoch's end."""
+        started, average = state
+        steps, epochs = self._steps()
+        position = step % steps + 1  # the step's number within its epoch (1-based)
+        update = ops.logical_and(step // steps >= self.start_epoch, position % self.every == 0)
+        rho = self._rho(ops.cast(step + 1, "float32") / (epochs * steps))
+        floating = [keras.backend.is_float_dtype(w.dtype) for w in weights]
+        mixed = [ops.where(started, rho * a + (1.0 - rho) * w, w) if f else w
+                 for a, w, f in zip(average, weights, floating)]
+        average = [ops.where(update, m, a) for m, a in zip(mixed, average)]
+        started = ops.logical_or(started, update)
+        into = ops.logical_and(started, ops.logical_or(update, position == steps))
+        weights = [ops.where(into, a, w) if f else w
+                   for a, w, f in zip(average, weights, floating)]
+        return weights, (started, average)
+
+    # -- checkpoint ------------------------------------------------------------------
+    def get_state(self) -> dict:
+        average = self.average
+        if self.device_state is not None:
+            started, values = self.device_state
+            average = [np.asarray(a) for a in values] if bool(started) else None
+        return {"average": None if average is None else [np.asarray(a) for a in average]}
+
+    def set_state(self, state: dict) -> None:
+        average = state.get("average")
+        self.average = None if average is None else [np.asarray(a) for a in average]
+        self.device_state = None

@@ -86,6 +86,7 @@ def test_gpu_table_reads_the_runs_gpu_sh_made(tmp_path, capsys, monkeypatch):
     assert out.startswith("NVIDIA H200, JAX 0.11.2, Keras 3.15.1, ")
     assert "| fast | 3 | 90.61 % | 1.83 | 21.00 | 73,770 | 35.2 |" in out
     assert "| default | 3 | 71.00 % | 6.75 | 9.00 | 20,000 | 60.0 |" in out
+    assert out.index("| fast |") < out.index("| default |") < out.index("| airbench94")
 
 
 def test_the_overhead_benchmark_s_recipe_is_a_valid_one(registry, tmp_path):

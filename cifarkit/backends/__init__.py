@@ -123,8 +123,8 @@ def seed_states(layers: Sequence[Any]) -> list:
 
 
 def steps_per_pass(n: int, batch_size: int, drop_remainder: bool) -> int:
-    """Batches in one pass over ``n`` examples."""
-    return n // batch_size if drop_remainder else -(-n // batch_size)
+    """Batches in one pass over ``n`` examples (at least one)."""
+    return max(1, n // batch_size) if drop_remainder else -(-n // batch_size)
 
 
 @dataclass(frozen=True)
@@ -212,14 +212,28 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
-            callbacks: list, batch_size: int) -> None:
-        """Train epochs ``initial_epoch + 1 .. epochs`` with Keras's own step loop."""
+            callbacks: list, batch_size: int, steps_per_execution: int | str = 1) -> None:
+        """Train epochs ``initial_epoch + 1 .. epochs`` with Keras's own step loop,
+        ``steps_per_execution`` steps per call into the backend (``"auto"``: the
+        backend's choice)."""
 
     def fit_multi_worker(self, model, strategy, train, *, epochs: int, initial_epoch: int,
                          steps: int, callbacks: list, train_config, global_batch: int,
                          stop_requested) -> None:
         """Train like :meth:`fit` where Keras's ``fit`` cannot, one process per worker."""
         raise CifarkitError(f"multi-worker training is not available on the {self.name} backend")
+
+    def probe(self, model, input_shape: tuple, batch_size: int):
+        """The model's outputs for blank images of ``input_shape`` (at least one), for
+        checking its contract; a backend that compiles may use ``batch_size`` images,
+        so the compiled forward pass is the one prediction reuses."""
+        import numpy as np
+
+        return model(np.zeros((1, *input_shape), np.float32), training=False)
+
+    def predict_keras(self, model, x, batch_size: int):
+        """Probabilities for ``x`` from Keras's own ``predict`` (across the replicas)."""
+        return model.predict(x, batch_size=batch_size, verbose=0)
 
     def predict(self, model, x, batch_size: int):
         """Probabilities for ``x`` on this process alone (float32 NumPy), whatever the

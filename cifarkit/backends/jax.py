@@ -93,17 +93,46 @@ class Jax(Backend):
         y = _labels(prepared.y_train, stream.num_classes, stream.one_hot)
         train = TrainStream(prepared.x_train, y, stream.batch_size, augmenter, stream.seed,
                             stream.shuffle, stream.drop_remainder, stream.first_step,
-                            shard=(jax.process_index(), jax.process_count())).batches()
+                            shard=(jax.process_index(), jax.process_count()))
         val = None if prepared.x_val is None else (
             prepared.x_val.astype(np.float32),
             _labels(prepared.y_val, stream.num_classes, stream.one_hot))
         return train, val
 
     def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
-            callbacks: list, batch_size: int) -> None:
-        model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0,
-                  validation_batch_size=batch_size)
+            callbacks: list, batch_size: int, steps_per_execution: int | str = 1) -> None:
+        """Keras's ``fit``, driving the training steps on the device
+        (:class:`cifarkit.backends.jax_steps.DeviceTrainer`): the training split stays on
+        the device and each call runs a compiled chunk of steps. Validation batches are
+        the largest size up to the batch that splits the split evenly, so its step too
+        compiles once."""
+        from .jax_steps import DeviceTrainer, chunk_length, device_callbacks
+
+        chunk = chunk_length(steps_per_execution, steps)
+        model.train_function = DeviceTrainer(model, train, chunk, steps,
+                                             device_callbacks(callbacks))
+        previous, model.steps_per_execution = model.steps_per_execution, chunk
+        try:
+            model.fit(train.placeholder(), validation_data=validation, epochs=epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                      shuffle=False, verbose=0,
+                      validation_batch_size=None if validation is None
+                      else even_batch(len(validation[0]), batch_size))
+        finally:
+            model.train_function, model.steps_per_execution = None, previous
+
+    def probe(self, model, input_shape: tuple, batch_size: int):
+        """A whole batch through Keras's compiled predict step: the program prediction
+        then reuses (the probe compiles nothing of its own)."""
+        import jax
+
+        if jax.process_count() > 1:
+            return super().probe(model, input_shape, batch_size)
+        from .jax_steps import settle
+
+        settle(model)
+        return self.predict_keras(model, np.zeros((batch_size, *input_shape), np.float32),
+                                  batch_size)
 
     def predict(self, model, x, batch_size: int):
         """``model.predict`` under the run's distribution, with the last batch padded to a
@@ -113,6 +142,10 @@ class Jax(Backend):
 
         if jax.process_count() > 1:
             return _predict_here(model, x, batch_size)
+        return self.predict_keras(model, x, batch_size)
+
+    def predict_keras(self, model, x, batch_size: int):
+        """``model.predict`` with the last batch padded: one shape, one compiled step."""
         n = len(x)
         pad = -n % batch_size
         if pad:
@@ -126,7 +159,8 @@ class Jax(Backend):
         each global batch (the stream shards itself) and XLA all-reduces the gradients.
         The decision to stop (early stopping, Ctrl-C) is gathered from every process at
         each epoch's end, so no process waits for one that has left."""
-        model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        model.fit(train.batches(), epochs=epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps,
                   callbacks=[*callbacks, _shared_stop(stop_requested)], shuffle=False,
                   verbose=0)
 
@@ -165,6 +199,16 @@ class Jax(Backend):
 
     def compile_seconds(self) -> float:
         return self._compile_s
+
+
+def even_batch(n: int, batch_size: int) -> int:
+    """The largest size up to ``batch_size`` that splits ``n`` examples into whole
+    batches (one shape: one compiled step), unless that is under a quarter of
+    ``batch_size`` (then ``batch_size``: fewer, larger steps beat one shape)."""
+    for size in range(min(n, batch_size), max(1, batch_size // 4) - 1, -1):
+        if n % size == 0:
+            return size
+    return batch_size
 
 
 def _predict_here(model, x, batch_size: int):
@@ -241,7 +285,24 @@ class Augmenter:
                     images = layer(images, training=True)
             return images
 
+        self.apply = apply
         self._apply = jax.jit(apply)
+
+    def traced(self, images, step):
+        """As :meth:`__call__`, inside a compiled program: ``step`` is a traced int32,
+        and the seeds wrap exactly as :meth:`values` wraps them."""
+        import jax.numpy as jnp
+
+        if not self.layers:
+            return images.astype(jnp.float32)
+        stride = step.astype(jnp.uint32) * jnp.uint32(SEED_STRIDE % 2**32)
+        values = []
+        for start in self.starts:
+            dtype = np.dtype(start.dtype)
+            offset = stride if dtype.itemsize == 4 and dtype.kind == "u" else (
+                stride & jnp.uint32(np.iinfo(dtype).max))  # signed: modulo its max + 1
+            values.append(jnp.stack([jnp.asarray(start[0], dtype), offset.astype(dtype)]))
+        return self.apply(images, values)
 
     def values(self, step: int) -> list[np.ndarray]:
         """Every layer's random state for batch ``step``: (its seed, step x stride)."""
@@ -273,7 +334,16 @@ class TrainStream:
         self.step = first_step
         self._pass, self._order = -1, np.arange(len(x))
 
-    def _indices(self, step: int) -> np.ndarray:
+    def placeholder(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Blank batches of the stream's shapes, for a ``fit`` whose steps read the data
+        themselves (Keras reads one to learn the shapes)."""
+        n = min(self.batch_size, len(self.x))
+        images = np.zeros((n, *self.x.shape[1:]), np.float32)
+        while True:
+            yield images, self.y[:n]
+
+    def indices(self, step: int) -> np.ndarray:
+        """The training-split indices of batch ``step``."""
         p, b = divmod(step, self.steps)
         if p != self._pass:
             self._pass = p
@@ -285,7 +355,7 @@ class TrainStream:
         """The stream as a generator (the form ``fit`` takes)."""
         index, count = self.shard
         while True:
-            i = self._indices(self.step)
+            i = self.indices(self.step)
             images = self.augment(self.x[i], self.step)  # the whole batch, as one process would
             self.step += 1
             if count > 1:  # every batch is full (several replicas): an equal slice each

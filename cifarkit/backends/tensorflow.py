@@ -170,7 +170,9 @@ class TensorFlow(Backend):
         return train.prefetch(autotune), val
 
     def fit(self, model, train, validation, *, epochs: int, initial_epoch: int, steps: int,
-            callbacks: list, batch_size: int) -> None:
+            callbacks: list, batch_size: int, steps_per_execution: int | str = 1) -> None:
+        """Keras's ``fit`` on the tf.data pipeline (``steps_per_execution`` was given to
+        ``compile``)."""
         model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0)
 

@@ -80,7 +80,8 @@ class TrainConfig:
     steps_per_epoch: Annotated[int, Range(1)] | None = None
     # Training steps per call into the backend (Keras's steps_per_execution): callbacks
     # and progress see every N-th step, which saves per-step framework overhead.
-    steps_per_execution: Annotated[int, Range(1, 10000)] = 1
+    # "auto": 1 on TensorFlow and on a CPU; on a JAX accelerator, chunks of up to 32.
+    steps_per_execution: Annotated[int, Range(1, 10000)] | Literal["auto"] = "auto"
     deterministic: bool = False
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool | Literal["auto"] = "auto"

@@ -81,16 +81,19 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
         loss = compile_model(model, recipe, registry, learning_rate, backend)
         if restore is not None:
             _restore(model, *restore)
-        check_model(model, recipe, data.input_shape, num_classes)
+        check_model(model, recipe, data.input_shape, num_classes, backend)
     augment = [registry.call(a, backend=backend, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
     check_augmentation(recipe, augment, data.input_shape)
     batch = recipe.data.batch_size
     _check_batch(recipe, len(data.x_train), replicas)
     split_batches = replicas > 1
-    steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, split_batches)
+    # The last partial batch of a pass is left out (it comes first in a later pass's
+    # order): every step has one shape, so the step compiles once.
+    drop = split_batches or len(data.x_train) >= batch
+    steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, drop)
     stream = Stream(batch, num_classes, recipe.train.one_hot, recipe.seed, recipe.data.shuffle,
-                    drop_remainder=split_batches,
+                    drop_remainder=drop,
                     first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
                     names=tuple(a.plugin for a in recipe.augmentation))
     train_ds, val_ds = backend.datasets(data, augment, stream)
@@ -159,7 +162,9 @@ def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: floa
             metrics.append(cls(k=5, name="top_5_accuracy"))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                   jit_compile=recipe.train.jit_compile,
-                  steps_per_execution=recipe.train.steps_per_execution)
+                  # "auto" is 1 for Keras; on JAX, fit then runs chunks of steps on the device
+                  steps_per_execution=1 if recipe.train.steps_per_execution == "auto"
+                  else recipe.train.steps_per_execution)
     return loss
 
 
@@ -171,8 +176,11 @@ def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_
 
 
 def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None:
-    """Each augmentation keeps the images' shape (checked on two blank images)."""
-    images = np.zeros((2, *input_shape), np.float32)
+    """Each augmentation keeps the images' shape, checked symbolically (traced on a
+    ``keras.KerasTensor``, so nothing is computed or compiled)."""
+    import keras
+
+    images = keras.KerasTensor((2, *input_shape), "float32")
     for call, layer in zip(recipe.augmentation, layers):
         where = f"{call.origin}: {call.key}: augmentation {call.plugin!r}"
         try:
@@ -184,15 +192,21 @@ def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None
             raise PluginError(f"{where} turns images of shape {input_shape} into "
                               f"{tuple(out.shape)[1:]}; augmentations must keep the shape "
                               "(the model is built for the data's)")
-        images = np.asarray(out, np.float32)
+        images = out
 
 
-def check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int) -> None:
-    """The model contract, checked on one blank image: input, width and probabilities."""
+def check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int,
+                backend: Backend | None = None) -> None:
+    """The model contract, checked on blank images: input, width and probabilities
+    (through the backend's compiled forward pass where it has one: see
+    :meth:`cifarkit.backends.Backend.probe`)."""
     where = f"{recipe.model.origin}: {recipe.model.key}: model {recipe.model.plugin!r}"
     try:
-        probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False),
-                           np.float32)
+        if backend is None:
+            probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False))
+        else:
+            probe = backend.probe(model, input_shape, recipe.data.batch_size)
+        probe = np.asarray(probe, np.float32)[:1]
     except Exception as exc:
         expected = getattr(model, "input_shape", None)
         raise PluginError(f"{where} does not take the data's images of shape {input_shape}"

@@ -54,6 +54,21 @@ def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, 
     raise ValueError(f"unknown tta {tta!r}")
 
 
+def numpy_loss(loss_fn, targets: np.ndarray, probs: np.ndarray) -> float:
+    """The mean of Keras's cross-entropy ``loss_fn`` (a loss from :func:`make_loss`, on
+    probabilities) computed in NumPy: the same number, with no framework op to run or
+    compile. ``targets`` are one-hot rows or class indices, as the loss takes them."""
+    probs = np.asarray(probs, np.float64)
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    probs = np.clip(probs, 1e-7, 1 - 1e-7)  # Keras's epsilon, as its cross-entropy clips
+    k = probs.shape[-1]
+    if targets.ndim == 1:  # sparse labels: no label smoothing
+        return float(-np.log(probs[np.arange(len(targets)), targets.astype(np.int64)]).mean())
+    smoothing = float(loss_fn.get_config().get("label_smoothing") or 0.0)
+    targets = targets.astype(np.float64) * (1 - smoothing) + smoothing / k
+    return float(-(targets * np.log(probs)).sum(axis=-1).mean())
+
+
 def score(probs: np.ndarray, labels: np.ndarray, class_names: list[str], loss_fn,
           one_hot: bool, metrics: tuple[str, ...] = ("accuracy",)) -> dict[str, Any]:
     """Metrics of predicted probabilities ``probs`` (n, k) against integer ``labels``."""
@@ -69,7 +84,7 @@ def score(probs: np.ndarray, labels: np.ndarray, class_names: list[str], loss_fn
         per_class[name] = None if total == 0 else float(confusion[i, i] / total)
     out: dict[str, Any] = {
         "accuracy": float((predicted == labels).mean()),
-        "loss": float(loss_fn(targets, probs.astype(np.float32))),
+        "loss": numpy_loss(loss_fn, targets, probs),
         "examples": int(len(labels)),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),

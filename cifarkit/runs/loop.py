@@ -218,7 +218,8 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
         return
     built.backend.fit(built.model, built.train_ds, val_ds, epochs=last_epoch,
                       initial_epoch=initial_epoch, steps=built.steps, callbacks=callbacks,
-                      batch_size=recipe.data.batch_size)
+                      batch_size=recipe.data.batch_size,
+                      steps_per_execution=recipe.train.steps_per_execution)
 
 
 def weights_checksum(model) -> float:

@@ -175,7 +175,7 @@ class Run:
                 return self.backend.predict(self.parts.model, x, batch)
         else:
             def predict_all(x):
-                return self.parts.model.predict(x, batch_size=batch, verbose=0)
+                return self.backend.predict_keras(self.parts.model, x, batch)
         views = TTA_VIEWS[recipe.train.tta]
         total, done = views * len(data.x_test), [0]
         chunk = batch * max(1, 2048 // batch)  # progress a few times per pass, whole batches

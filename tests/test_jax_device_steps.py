@@ -1,0 +1,154 @@
+"""The JAX backend's training steps on the device (cifarkit/backends/jax_steps.py):
+they train on exactly what the host stream gives, chunked or not, lookahead runs
+in the step as it runs on the host, and a run compiles each program once.
+
+JAX runs in subprocesses (importing it here would change the environment later
+subprocesses inherit; see test_jax_backend.py).
+"""
+
+import importlib.util
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT, cifarkit, summary
+
+if importlib.util.find_spec("jax") is None:
+    pytest.skip("the jax extra is not installed", allow_module_level=True)
+
+
+def run_python(code: str) -> str:
+    """Run ``SETUP`` and then ``code`` (indented as in the test) in a JAX subprocess."""
+    done = subprocess.run([sys.executable, "-c", SETUP + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT,
+                          env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": str(ROOT), "HOME": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+SETUP = """
+import numpy as np, jax, keras
+from cifarkit.backends.jax import Augmenter, TrainStream
+from cifarkit.backends.jax_steps import DeviceTrainer
+
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 40)]
+layers = [keras.layers.RandomFlip("horizontal", seed=1),
+          keras.layers.RandomTranslation(0.25, 0.25, fill_mode="reflect",
+                                         interpolation="nearest", seed=2)]
+
+def model():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+                          keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                          keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    m.compile(keras.optimizers.SGD(0.1, momentum=0.9), "categorical_crossentropy",
+              metrics=["accuracy"])
+    m._symbolic_build(data_batch=(np.zeros((8, 8, 8, 3), np.float32), y[:8]))  # as fit does
+    return m
+
+def state_of(m):
+    return m._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                            optimizer_variables=True, metrics_variables=True)
+
+def flat(state):
+    return np.concatenate([np.ravel(np.asarray(a, np.float64))
+                           for a in jax.tree_util.tree_leaves(state[:2])])
+"""
+
+
+def test_the_device_steps_train_on_what_the_host_stream_gives():
+    """Two epochs of 4 steps (batch 8 of 34 images: the partial batch is left out), in
+    chunks of 3 (a masked spare step) and of 1, against the host stream's batches
+    through Keras's own jitted train step."""
+    out = run_python("""
+    augment = Augmenter(layers, ["flip", "translate"])
+    host = TrainStream(x[:34], y[:34], 8, augment, 7, True, True, 0)
+    assert host.steps == 4
+    step = jax.jit(model().train_step)
+    m = model()
+    state = state_of(m)
+    for s in range(8):
+        i = host.indices(s)
+        traced = jax.jit(augment.traced)(x[:34][i], np.int32(s))
+        np.testing.assert_allclose(np.asarray(traced), np.asarray(augment(x[:34][i], s)))
+        _, state = step(state, (augment(x[:34][i], s), y[:34][i]))
+    expected = flat(state)
+    for chunk in (3, 1):
+        m = model()
+        stream = TrainStream(x[:34], y[:34], 8, augment, 7, True, True, 0)
+        trainer = DeviceTrainer(m, stream, chunk, 4, [])
+        state, calls = state_of(m), 0
+        while trainer.step < 8:
+            _, state = trainer(state, None)
+            calls += 1
+        np.testing.assert_allclose(flat(state), expected, rtol=2e-5, atol=2e-6)
+        print(chunk, calls, trainer._program._cache_size())
+    """)
+    assert out.split() == ["3", "4", "1", "1", "8", "1"]  # one compilation each
+
+
+def test_lookahead_in_the_step_matches_lookahead_on_the_host():
+    """The built-in lookahead's on-device update against its host hooks, over three
+    epochs of five steps of a stand-in training that moves every weight."""
+    run_python("""
+    from cifarkit_plugins._callbacks import Lookahead
+
+    steps, epochs = 5, 3
+    def train(weights, t):  # a stand-in for a training step
+        return [w + np.float32(0.1 * (t + 1)) * np.cos(np.float32(t) + w) for w in weights]
+
+    m = model()
+    start = [np.asarray(w) for w in m.get_weights()]
+    host = Lookahead(1, 2, 0.9, 2.0)
+    host.set_model(m)
+    host.set_params({"steps": steps, "epochs": epochs})
+    for e in range(epochs):
+        host.on_epoch_begin(e)
+        for b in range(steps):
+            m.set_weights(train(m.get_weights(), e * steps + b))
+            host.on_train_batch_end(b)
+        host.on_epoch_end(e)
+    expected = m.get_weights()
+
+    device = Lookahead(1, 2, 0.9, 2.0)
+    device.set_params({"steps": steps, "epochs": epochs})
+    weights = [np.asarray(w) for w in start]
+    state = device.initial_device_state(weights)
+    update = jax.jit(device.device_step)
+    for t in range(steps * epochs):
+        weights, state = update(np.int32(t), train([np.asarray(w) for w in weights], t), state)
+    for got, want in zip(weights, expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    device.device_state = state
+    saved = device.get_state()["average"]
+    assert saved is not None and len(saved) == len(expected)
+    """)
+
+
+@pytest.mark.slow
+def test_a_fast_recipe_run_compiles_each_program_once(tmp_path, cifar10_dir):
+    """recipes/fast.toml (a narrow airbench) on JAX: the training program, the validation
+    step and the predict step compile once each (no recompilation after the first
+    epoch, none in evaluation or test-time augmentation), and building compiles
+    little besides: JAX's own log of its compilations, counted."""
+    result = cifarkit("run", str(ROOT / "recipes" / "fast.toml"), "--backend", "jax",
+                      "--set", f"data.path={cifar10_dir}", "--set", "data.batch_size=16",
+                      "--set", "model.widths=[8, 16, 16]", "--set", "train.epochs=3",
+                      "--set", "callbacks[1].start_epoch=1", "--set", "callbacks[1].every=2",
+                      "--set", "train.compilation_cache=off", "-o", str(tmp_path / "runs"),
+                      env={"JAX_LOG_COMPILES": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = re.findall(r"Finished XLA compilation of (\S+)", result.stderr)
+    programs = [name for name in compiled if name.startswith("jit(")
+                and name in ("jit(program)", "jit(test_step)", "jit(predict_step)")]
+    assert sorted(programs) == ["jit(predict_step)", "jit(program)", "jit(test_step)"], compiled
+    assert len(compiled) <= 25, compiled  # the rest: eager ops that create the weights
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert summary(run_dir)["status"] == "completed"
