@@ -10,6 +10,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -25,7 +26,7 @@ def run_python(code: str) -> str:
     done = subprocess.run([sys.executable, "-c", SETUP + textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=600, cwd=ROOT,
                           env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin",
-                               "PYTHONPATH": str(ROOT), "HOME": str(ROOT)})
+                               "PYTHONPATH": str(ROOT), "HOME": tempfile.mkdtemp()})
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
 
