@@ -298,3 +298,25 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
     resumed = cifarkit("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_resume_can_be_given_more_epochs_and_refuses_other_keys(tmp_path, cifar10_dir):
+    """`run --resume RUN --set train.epochs=N` continues to N (recipe.toml then says N);
+    --set on a key a resume cannot honour is one line naming it, and changes nothing."""
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2, steps=20)
+    before = (run_dir / "recipe.toml").read_text()
+    refused = cifarkit("run", "--resume", str(run_dir), "--set", "data.batch_size=32")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "data.batch_size: --set changes it (16 -> 32)" in refused.stderr
+    assert (run_dir / "recipe.toml").read_text() == before
+    fewer = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=0")
+    assert fewer.returncode == 2 and "train.epochs" in fewer.stderr
+    more = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=3")
+    assert more.returncode == 0, more.stderr[-2000:]
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["epochs_run"] == 3
+    assert [int(r["epoch"]) for r in metrics(run_dir)] == [1, 2, 3]
+    assert "epochs = 3" in (run_dir / "recipe.toml").read_text()
+    again = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=5")
+    assert again.returncode == 2 and "already completed" in again.stderr

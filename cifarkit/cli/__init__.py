@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for add in (_run_command, _list_plugins_command, _new_plugin_command, _evaluate_command,
-                _predict_command):
+                _predict_command, _runs_command, _compare_command):
         add(sub)
     return parser
 
@@ -87,6 +87,73 @@ def _new_plugin_command(sub) -> None:
     new.add_argument("--kind", default="model", choices=KIND_CHOICES,
                      help="plugin kind (default: model)")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create it (default: .)")
+
+
+def _runs_command(sub) -> None:
+    runs = sub.add_parser("runs", help="list the run directories in a folder",
+                          description="One row per run directory in DIR: recipe, backend, "
+                                      "status, epochs done/planned, best validation and test "
+                                      "accuracy, training time, start. A folder that is not a "
+                                      "readable run is a row marked unreadable.")
+    runs.add_argument("folder", nargs="?", default="runs", metavar="DIR",
+                      help="where the run directories are (default: runs, as for cifarkit run)")
+    runs.add_argument("--sort", default="started", metavar="KEY",
+                      help="column to sort by: name, recipe, backend, status, epochs, "
+                           "best_val_accuracy, test_accuracy, train_time_s, started "
+                           "(accuracies and start: newest/best first; default: started)")
+    runs.add_argument("--json", action="store_true", help="the rows as JSON")
+
+
+def _compare_command(sub) -> None:
+    cmp = sub.add_parser("compare", help="compare runs: recipe differences, figures, curves",
+                         description="Print the recipe keys whose values differ between the "
+                                     "runs and each run's final figures, and write one PNG of "
+                                     "their accuracy and loss curves overlaid.")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--plot", default="compare.png", metavar="PNG",
+                     help="where to write the curves (default: compare.png)")
+    cmp.add_argument("--json", action="store_true", help="the same data as JSON")
+
+
+def cmd_runs(args) -> int:
+    from cifarkit.cli import history
+    from cifarkit.runs.artifacts import json_text
+
+    rows = history.sort_rows(history.list_runs(Path(args.folder)), args.sort)
+    if args.json:
+        print(json_text(rows))
+        return 0
+    if not rows:
+        print(f"no run directories in {args.folder}")
+        return 0
+    history.print_rows(make_console(), rows, title=f"runs in {args.folder}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from cifarkit.cli import history
+    from cifarkit.runs.artifacts import json_text
+
+    result = history.compare([Path(d) for d in args.run_dirs], Path(args.plot))
+    if args.json:
+        print(json_text(result))
+        return 0
+    console = make_console()
+    names = [Path(d).name for d in args.run_dirs]
+    diffs = result["differences"]
+    if diffs:
+        rows = [{"key": k, **{n: v for n, v in zip(names, values)}} for k, values in diffs.items()]
+        columns = (("key", "recipe key"), *((n, n) for n in names))
+        history.print_rows(console, [{k: json_text(v) if k != "key" else v for k, v in r.items()}
+                                     for r in rows], columns, "recipe keys that differ")
+    else:
+        print("the recipes are the same")
+    figures = (("name", "run"), ("status", "status"), ("epochs", "epochs"),
+               ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"),
+               ("test_loss", "test loss"), ("train_time_s", "training s"))
+    history.print_rows(console, result["runs"], figures, "final figures")
+    print(f"curves: {result['plot']}")
+    return 0
 
 
 def _evaluate_command(sub) -> None:
@@ -198,9 +265,10 @@ def cmd_run(args) -> int:
                     if args.compilation_cache else []))
     registry = load_registry(tuple(args.plugin_files))
     if args.resume:
-        if args.recipe or args.overrides or args.backend or args.compilation_cache:
-            raise CifarkitError("run --resume RUN_DIR takes no RECIPE, --set or --backend: a "
-                                "resumed run uses the recipe.toml in its run directory")
+        if args.recipe:
+            raise CifarkitError("run --resume RUN_DIR takes no RECIPE: a resumed run uses the "
+                                "recipe.toml in its run directory (--set may change the keys "
+                                "a resume can honour, such as train.epochs)")
         run_dir = Path(args.resume).absolute()
         read_resumable(run_dir)  # a run directory, or a one-line error saying why not
         from cifarkit.runs.trust import is_own
@@ -255,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
-               "evaluate": cmd_evaluate, "predict": cmd_predict}[args.command]
+               "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+               "compare": cmd_compare}[args.command]
     try:
         try:
             return handler(args)

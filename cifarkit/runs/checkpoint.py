@@ -199,6 +199,7 @@ def check_edits(recipe: Recipe, registry: Registry, state: dict[str, Any], run_d
     since then has its default there too, and is no edit).
     """
     where = f"{run_dir / 'recipe.toml'}: "
+    set_keys = {o.split("=", 1)[0].strip() for o in recipe.overrides}
     done = len(state.get("rows", []))
     if recipe.train.epochs < done:
         raise RecipeError(f"{where}train.epochs: {recipe.train.epochs} is fewer than the {done} "
@@ -217,8 +218,10 @@ def check_edits(recipe: Recipe, registry: Registry, state: dict[str, Any], run_d
         if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
                                                 for e in editable):
             continue
+        how = ("--set changes it" if any(key == k or key.startswith(k + ".") for k in set_keys)
+               else "changed since the run started")
         raise RecipeError(
-            f"{where}{key}: changed since the run started ({_shown(old.get(key))} -> "
+            f"{where}{key}: {how} ({_shown(old.get(key))} -> "
             f"{_shown(new.get(key))}); a resume continues the same training and can honour "
             f"only {', '.join(editable)}: undo the edit, or start a new run")
 

@@ -119,6 +119,9 @@ class Run:
                 self._held.enter_context(RunLock(self.run_dir))
                 text = self.recipe.dumps()
                 artifacts.atomic_write(self.run_dir / "recipe.toml", text)
+            elif self.recipe.overrides:  # --set on a resume (checked): the recipe it now runs
+                text = self.recipe.dumps()
+                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
             else:  # vouched for (own, or --trust-run): signed as it is now
                 text = (self.run_dir / "recipe.toml").read_text(encoding="utf-8")
             artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,

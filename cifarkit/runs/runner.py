@@ -77,5 +77,7 @@ def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack) -> dic
     artifacts.remove_debris(resume)
     if previous.get("status") == "completed":
         checkpoint.remove(resume)  # left by a kill during the final clean-up
-        raise OutputError(f"{resume}: this run already completed; nothing to resume")
+        raise OutputError(f"{resume}: this run already completed; nothing to resume (a "
+                          "completed run keeps no checkpoint: train longer in a new run "
+                          "with more train.epochs)")
     return previous

@@ -1,0 +1,212 @@
+"""Past runs: ``cifarkit runs`` (one row per run directory) and ``cifarkit compare``
+(the recipe keys that differ, the final figures, the curves overlaid).
+
+Reads run directories only: summary.json, metrics.csv and recipe.toml (parsed
+as TOML, never run: no plugin file, no dataset), so any folder, foreign or
+damaged, is safe to list. Imports neither Keras nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cifarkit.errors import CifarkitError, OutputError, first_line
+
+#: The columns of ``cifarkit runs``: key, heading.
+COLUMNS = (("name", "run"), ("recipe", "recipe"), ("backend", "backend"), ("status", "status"),
+           ("epochs", "epochs"), ("best_val_accuracy", "best val acc"),
+           ("test_accuracy", "test acc"), ("train_time_s", "training s"),
+           ("started", "started"))
+#: Keys sorted best first (largest first); every other key sorts ascending.
+DESCENDING = {"best_val_accuracy", "test_accuracy", "started"}
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float | None]]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            rows.append({k: _number(v) for k, v in raw.items() if k})
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """One run directory as a row; a folder that is not a readable run is a row with
+    status "unreadable" and the reason."""
+    from cifarkit.runs.artifacts import read_summary
+
+    row: dict[str, Any] = {"name": run_dir.name, "path": str(run_dir)}
+    try:
+        summary = read_summary(run_dir)
+        rows = _metrics(run_dir)
+    except (CifarkitError, OSError, ValueError) as exc:
+        return {**row, "status": "unreadable", "error": (str(exc) or type(exc).__name__).splitlines()[0]}
+    val = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None]
+    done = summary.get("epochs_run")
+    row.update(recipe=summary.get("recipe"), backend=summary.get("backend"),
+               status=summary.get("status"),
+               epochs_run=done if isinstance(done, int) else len(rows),
+               epochs_planned=summary.get("epochs_planned"),
+               best_val_accuracy=max(val) if val else None,
+               test_accuracy=_number(summary.get("test_accuracy")),
+               test_loss=_number(summary.get("test_loss")),
+               train_time_s=_number(summary.get("train_time_s")),
+               started=summary.get("started_at"))
+    row["epochs"] = f"{row['epochs_run']}/{row['epochs_planned'] or '?'}"
+    return row
+
+
+def list_runs(folder: Path) -> list[dict[str, Any]]:
+    """A row for every folder in ``folder`` (hidden ones left out)."""
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: no such folder (runs lists the run directories in a "
+                          "folder, by default ./runs, where `cifarkit run` writes them)")
+    return [describe(d) for d in sorted(folder.iterdir())
+            if d.is_dir() and not d.name.startswith(".")]
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    keys = [k for k, _ in COLUMNS]
+    if key not in keys:
+        raise CifarkitError(f"runs --sort: {key!r} is not a column; use one of "
+                            f"{', '.join(keys)}")
+    key = "epochs_run" if key == "epochs" else key
+    present = [r for r in rows if r.get(key) is not None]
+    missing = [r for r in rows if r.get(key) is None]
+    present.sort(key=lambda r: r[key], reverse=key in DESCENDING)
+    return present + missing
+
+
+def shown(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in ("best_val_accuracy", "test_accuracy"):
+        return f"{100 * value:.2f} %"
+    if key in ("train_time_s", "test_loss"):
+        return f"{value:.1f}" if key == "train_time_s" else f"{value:.4f}"
+    if key == "started":
+        return str(value)[:16].replace("T", " ")
+    return str(value)
+
+
+def print_rows(console, rows: list[dict[str, Any]], columns=COLUMNS, title: str = "") -> None:
+    """A rich table on a terminal; plain aligned lines when piped."""
+    cells = [[shown(k, r.get(k)) if r.get("status") != "unreadable" or k in ("name", "status")
+              else "" for k, _ in columns] for r in rows]
+    for r, line in zip(rows, cells):
+        if r.get("status") == "unreadable":
+            line[-1] = r.get("error", "")
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(title=title or None)
+        for _, heading in columns:
+            table.add_column(heading)
+        for line in cells:
+            table.add_row(*line)
+        console.print(table)
+        return
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, (_, h) in enumerate(columns)]
+    print("  ".join(h.ljust(w) for (_, h), w in zip(columns, widths)).rstrip())
+    for line in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+# -- compare ---------------------------------------------------------------------------
+def _recipe(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "recipe.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: unreadable ({first_line(exc)})") from None
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict):
+        out: dict[str, Any] = {}
+        for k, v in doc.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    if isinstance(doc, list) and any(isinstance(v, dict) for v in doc):
+        out = {}
+        for i, v in enumerate(doc):
+            out.update(_flat(v, f"{prefix[:-1]}[{i}]."))
+        return out
+    return {prefix[:-1]: doc}
+
+
+def differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
+    """The recipe keys whose values differ between the runs: key -> each run's value."""
+    flat = [_flat(_recipe(d)) for d in run_dirs]
+    keys = sorted(set().union(*flat))
+    return {k: [f.get(k) for f in flat] for k in keys
+            if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1}
+
+
+def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
+    """The differing recipe keys, each run's row and its curves overlaid in ``plot``."""
+    if len(run_dirs) < 2:
+        raise CifarkitError("compare: give at least two run directories")
+    rows = []
+    for d in run_dirs:
+        row = describe(d)
+        if row["status"] == "unreadable":
+            raise OutputError(f"{d}: {row['error']}")
+        rows.append(row)
+    result = {"differences": differences(run_dirs), "runs": rows}
+    plot_curves(run_dirs, plot)
+    result["plot"] = str(plot)
+    return result
+
+
+def plot_curves(run_dirs: list[Path], path: Path) -> None:
+    """Accuracy and loss by epoch, training solid and validation dashed, one colour a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, d in enumerate(run_dirs):
+        rows, colour = _metrics(d), f"C{i % 10}"
+        epochs = [r.get("epoch") for r in rows]
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = [r.get(prefix + metric) for r in rows]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, values, style, color=colour,
+                            label=f"{d.name} {'validation' if prefix else 'training'}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    import io
+
+    from cifarkit.runs.artifacts import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())

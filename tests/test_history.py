@@ -1,0 +1,89 @@
+"""`cifarkit runs` and `cifarkit compare`: past runs listed and compared from their files."""
+
+import json
+
+import pytest
+
+from cifarkit.runs.lock import RunLock
+from conftest import cifarkit
+
+
+def fake_run(folder, name, status="completed", lr=1e-3, epochs=2, val=(0.3, 0.5), test=0.48,
+             started="2026-11-30T01:00:00+00:00"):
+    """A run directory as cifarkit writes one: summary.json, metrics.csv, recipe.toml."""
+    run_dir = folder / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({
+        "status": status, "recipe": "default", "backend": "jax", "epochs_run": len(val),
+        "epochs_planned": epochs, "test_accuracy": test, "test_loss": 1.5,
+        "train_time_s": 12.5, "started_at": started}))
+    lines = ["epoch,accuracy,loss,val_accuracy,val_loss"]
+    lines += [f"{i + 1},{v - 0.05},{2 - v},{v},{2.1 - v}" for i, v in enumerate(val)]
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "recipe.toml").write_text(
+        f'name = "default"\nseed = 0\n[train]\nlearning_rate = {lr}\nepochs = {epochs}\n'
+        '[[callbacks]]\nplugin = "early_stopping"\npatience = 10\n')
+    return run_dir
+
+
+def test_runs_lists_every_folder_sorted_and_piped_as_plain_lines(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a", val=(0.3, 0.5), test=0.48, started="2026-11-30T01:00:00+00:00")
+    fake_run(runs, "b", status="interrupted", val=(0.6,), test=None,
+             started="2026-11-30T02:00:00+00:00")
+    live = fake_run(runs, "c", status="running", val=(0.2,), test=None,
+                    started="2026-11-30T03:00:00+00:00")
+    fake_run(runs, "d", status="running", val=(0.1,), test=None)  # its process died
+    (runs / "junk").mkdir()
+    (runs / "junk" / "summary.json").write_text("{not json")
+    (runs / "empty").mkdir()
+    with RunLock(live):
+        listed = cifarkit("runs", str(runs), "--sort", "best_val_accuracy")
+        data = json.loads(cifarkit("runs", str(runs), "--json").stdout)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["run", "recipe", "backend", "status"]
+    assert not any(c in listed.stdout for c in "│┃━─")  # plain lines when piped
+    order = [line.split()[0] for line in lines[1:]]
+    assert order[:4] == ["b", "a", "c", "d"]  # best validation accuracy first
+    assert set(order[4:]) == {"junk", "empty"}
+    status = {r["name"]: r["status"] for r in data}
+    assert status == {"a": "completed", "b": "interrupted", "c": "running", "d": "crashed",
+                      "junk": "unreadable", "empty": "unreadable"}
+    by_name = {r["name"]: r for r in data}
+    assert by_name["a"]["epochs"] == "2/2" and by_name["b"]["epochs"] == "1/2"
+    assert by_name["a"]["best_val_accuracy"] == 0.5 and by_name["a"]["test_accuracy"] == 0.48
+    assert "no summary.json" in by_name["empty"]["error"]
+    assert [r["name"] for r in data][:3] == ["c", "b", "a"]  # default: newest first
+
+
+def test_runs_refuses_a_missing_folder_and_an_unknown_sort_key_in_one_line(tmp_path):
+    missing = cifarkit("runs", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    fake_run(tmp_path, "a")
+    bad = cifarkit("runs", str(tmp_path), "--sort", "speed")
+    assert bad.returncode == 2 and "use one of name, recipe" in bad.stderr
+
+
+def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(tmp_path):
+    a = fake_run(tmp_path, "a", lr=1e-3)
+    b = fake_run(tmp_path, "b", lr=1e-2, epochs=3, val=(0.2, 0.4, 0.6), test=0.55)
+    plot = tmp_path / "out" / "cmp.png"
+    shown = cifarkit("compare", str(a), str(b), "--plot", str(plot))
+    assert shown.returncode == 0, shown.stderr
+    assert "train.learning_rate" in shown.stdout and "train.epochs" in shown.stdout
+    assert "seed" not in shown.stdout.split("run ")[0]  # same in both: not a difference
+    assert "55.00 %" in shown.stdout and f"curves: {plot}" in shown.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(cifarkit("compare", str(a), str(b), "--plot", str(plot), "--json").stdout)
+    assert data["differences"] == {"train.epochs": [2, 3], "train.learning_rate": [1e-3, 1e-2]}
+    assert [r["test_accuracy"] for r in data["runs"]] == [0.48, 0.55]
+
+
+@pytest.mark.parametrize("second", ["missing", "junk"])
+def test_compare_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, second):
+    a = fake_run(tmp_path, "a")
+    (tmp_path / "junk").mkdir()
+    result = cifarkit("compare", str(a), str(tmp_path / second), "--plot", str(tmp_path / "p.png"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "p.png").exists()
