@@ -87,3 +87,28 @@ def test_compare_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, second
     result = cifarkit("compare", str(a), str(tmp_path / second), "--plot", str(tmp_path / "p.png"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+def test_show_prints_the_resolved_recipe_its_plugins_and_the_model(tmp_path, cifar10_dir):
+    import tomllib
+
+    from conftest import ROOT, TINY_MODEL
+
+    sets = [a for s in [f"data.path={cifar10_dir}", "train.epochs=3", *TINY_MODEL]
+            for a in ("--set", s)]
+    shown = cifarkit("show", str(ROOT / "recipes" / "default.toml"), *sets, "--backend", "jax")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    recipe_text, rest = shown.stdout.split("# plugins\n")
+    recipe = tomllib.loads(recipe_text)
+    assert recipe["train"]["epochs"] == 3 and recipe["train"]["backend"] == "jax"
+    assert recipe["train"]["label_smoothing"] == 0.0  # defaults included
+    assert "model: model 'seed_cnn' from built-in" in rest
+    assert "dense_units = 8  (" in rest and "--set model.dense_units=8" in rest
+    assert "dense_dropout = 0.5  (default)" in rest
+    assert "block1_conv1 (Conv2D)" in rest and "parameters: " in rest
+    assert not list(tmp_path.iterdir())  # nothing written
+    bad = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set", "train.epochs=0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    missing = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set",
+                       f"data.path={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr

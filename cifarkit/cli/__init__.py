@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for add in (_run_command, _list_plugins_command, _new_plugin_command, _evaluate_command,
-                _predict_command, _runs_command, _compare_command):
+                _predict_command, _runs_command, _compare_command, _show_command):
         add(sub)
     return parser
 
@@ -87,6 +87,55 @@ def _new_plugin_command(sub) -> None:
     new.add_argument("--kind", default="model", choices=KIND_CHOICES,
                      help="plugin kind (default: model)")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create it (default: .)")
+
+
+def _show_command(sub) -> None:
+    show = sub.add_parser("show", help="print a recipe resolved, its plugins and its model",
+                          description="Print the recipe as a run would use it (extends, --set "
+                                      "and every default resolved) as TOML, each plugin it "
+                                      "resolves to with its parameters and their source, and "
+                                      "the model's summary and parameter count. Nothing is "
+                                      "trained; the dataset is read for the image shape and "
+                                      "classes the model is built for.")
+    show.add_argument("recipe", metavar="RECIPE",
+                      help="recipe file, or the name of a recipe shipped with cifarkit")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one recipe key (repeatable)")
+    show.add_argument("--backend", choices=BACKENDS, help="Keras backend (as for run)")
+    show.add_argument("--plugin", dest="plugin_files", action="append", default=[],
+                      metavar="PATH", help="also load plugins from this Python file")
+    show.add_argument("--no-model", action="store_true",
+                      help="leave out the model (no dataset read, no Keras started)")
+    show.add_argument("--json", action="store_true", help="the same as JSON")
+
+
+def cmd_show(args) -> int:
+    from cifarkit.cli.show import model_summary, plugin_rows
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+    from cifarkit.runs.artifacts import json_text
+
+    registry = load_registry(tuple(args.plugin_files))
+    overrides = list(args.overrides) + ([f"train.backend={args.backend}"] if args.backend else [])
+    recipe = load_recipe(locate_recipe(args.recipe), overrides, registry)
+    plugins = plugin_rows(recipe, registry)
+    summary, count = model_summary(recipe, registry) if not args.no_model else (None, None)
+    if args.json:
+        print(json_text({"recipe": recipe.resolved(), "plugins": plugins,
+                         "model_summary": summary, "parameters": count}))
+        return 0
+    print(recipe.dumps())
+    print("# plugins")
+    for p in plugins:
+        print(f"{p['key']}: {p['kind']} {p['plugin']!r} from {p['from']} ({p['module']})")
+        for param in p["parameters"]:
+            print(f"    {param['name']} = {json.dumps(param['value'], default=str)}  "
+                  f"({param['source']})")
+    if summary is not None:
+        print("\n# model")
+        print(summary.rstrip())
+        print(f"parameters: {count:,}")
+    return 0
 
 
 def _runs_command(sub) -> None:
@@ -324,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
                "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-               "compare": cmd_compare}[args.command]
+               "compare": cmd_compare, "show": cmd_show}[args.command]
     try:
         try:
             return handler(args)

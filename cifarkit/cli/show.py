@@ -1,0 +1,55 @@
+"""``cifarkit show RECIPE``: the resolved recipe, the plugins it resolves to with each
+parameter's source, and the model it builds (summary and parameter count), without
+training. Refuses what ``cifarkit run`` would refuse, with the same one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cifarkit.core.recipe import Recipe
+from cifarkit.core.registry import Registry
+
+
+def plugin_calls(recipe: Recipe) -> list:
+    """Every plugin call of the recipe, in the order a run makes them."""
+    return [recipe.data.dataset, *recipe.augmentation, recipe.model, recipe.strategy,
+            recipe.train.optimizer, *recipe.callbacks]
+
+
+def plugin_rows(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
+    """Each call: where it sits, the plugin and where it comes from, and its parameters
+    with their source: ``default``, or the recipe file (or --set) that chose them."""
+    out = []
+    for call in plugin_calls(recipe):
+        info = registry.get(call.kind, call.plugin)
+        defaults = {p.name: p.default for p in info.params if not p.required}
+        params = [{"name": k, "value": v,
+                   "source": "default" if k in defaults and defaults[k] == v else call.origin}
+                  for k, v in call.params.items()]
+        out.append({"key": call.key, "kind": call.kind, "plugin": call.plugin,
+                    "from": info.source, "module": getattr(info.factory, "__module__", None),
+                    "parameters": params})
+    return out
+
+
+def model_summary(recipe: Recipe, registry: Registry) -> tuple[str, int]:
+    """Build the recipe's model on its backend (the dataset read for the image shape,
+    the classes and the sample images a model may take; nothing trained)."""
+    from cifarkit import backends
+    from cifarkit.runs import build
+
+    data = build.load_data(recipe, registry)
+    backend = backends.get(recipe.train.backend)
+    backend.start(recipe.train.deterministic, recipe.seed)
+    model = build.build_model(registry, recipe, data.input_shape, len(data.class_names),
+                              data.x_train, backend)
+    rows = [("layer (type)", "output shape", "parameters")]
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        rows.append((f"{layer.name} ({type(layer).__name__})",
+                     str(tuple(shape.shape)) if shape is not None else "?",
+                     f"{layer.count_params():,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c.rjust(widths[2])}"
+             for a, b, c in rows]
+    return f"{model.name}\n" + "\n".join(lines), int(model.count_params())
