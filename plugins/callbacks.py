@@ -192,7 +192,8 @@ def lookahead(start_epoch: Annotated[int, Range(0)] = 3,
     momentum is ``decay ** every`` scaled by ``progress ** decay_power``
     (progress: fraction of training done), so it moves fast early and
     averages strongly at the end. At each epoch's end the model holds the
-    average, which is what validation, checkpoints and model.keras see.
+    average, which is what validation, checkpoints and model.keras see. On
+    the JAX backend the update runs inside the compiled training step.
 
     Args:
         start_epoch: first epoch (0-based) that averages.

@@ -154,7 +154,7 @@ class Stream:
     one_hot: bool
     seed: int
     shuffle: bool = True
-    drop_remainder: bool = False  # several replicas: every batch full
+    drop_remainder: bool = False  # leave out the last partial batch of each pass
     first_step: int = 0
     names: tuple[str, ...] = ()  # the augmentations' plugin names, for error messages
 

@@ -1,14 +1,14 @@
-"""The JAX backend: keras.distribution, NumPy batches with augmentation in one jitted
-call, ``fit`` on JAX, and compile times read from ``jax.monitoring``.
+"""The JAX backend: keras.distribution, the training steps on the device, and compile
+times read from ``jax.monitoring``.
 
 No tf.data (a JAX run never imports TensorFlow). The training split is the
 same step-addressed stream as TensorFlow's (:class:`cifarkit.backends.Stream`).
-Each batch is gathered from the uint8 array on the host (a few hundred
-kilobytes) and travels as uint8; the recipe's augmentation layers (the same
-plain Keras layers as on TensorFlow) run on the device as one
-``jax.jit``-compiled function of ``(images, random states)``. JAX dispatches
-it asynchronously, so the next batch is augmented while the current one
-trains.
+On one process the split lives on the device and chunks of training steps run
+as one compiled program (:mod:`cifarkit.backends.jax_steps`). With several
+processes each batch is gathered from the uint8 array on the host, travels as
+uint8, and the recipe's augmentation layers (the same plain Keras layers as on
+TensorFlow) run on the device as one ``jax.jit``-compiled function of
+``(images, random states)``.
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ class DeviceTrainer:
         import jax
 
         active = min(self.chunk, self.steps - self.step % self.steps)
-        indices = np.stack([self._indices(self.step + i) for i in range(self.chunk)])
+        last = self.step + active - 1  # a masked spare step repeats the last real batch
+        indices = np.stack([self.stream.indices(min(self.step + i, last))
+                            for i in range(self.chunk)]).astype(np.int32)
         if self._program is None:  # the state lives on every device of the run
             self._shardings = jax.tree_util.tree_map(lambda a: self._where, state)
             self._program = self._compile(state, indices)
@@ -92,11 +94,6 @@ class DeviceTrainer:
         self.step += active
         self.stream.step = self.step
         return logs, state
-
-    def _indices(self, step: int) -> np.ndarray:
-        """Batch ``step``'s indices, or the last real batch's for a masked spare step."""
-        last = self.step + min(self.chunk, self.steps - self.step % self.steps) - 1
-        return self.stream.indices(min(step, last)).astype(np.int32)
 
     def _hook_states(self, state) -> list:
         weights = [*state[0], *state[1]]

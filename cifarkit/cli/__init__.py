@@ -193,8 +193,9 @@ def cmd_compare(args) -> int:
     if diffs:
         rows = [{"key": k, **{n: v for n, v in zip(names, values)}} for k, values in diffs.items()]
         columns = (("key", "recipe key"), *((n, n) for n in names))
-        history.print_rows(console, [{k: json_text(v) if k != "key" else v for k, v in r.items()}
-                                     for r in rows], columns, "recipe keys that differ")
+        history.print_rows(console, [{k: json.dumps(v, default=str) if k != "key" else v
+                                      for k, v in r.items()} for r in rows],
+                           columns, "recipe keys that differ")
     else:
         print("the recipes are the same")
     figures = (("name", "run"), ("status", "status"), ("epochs", "epochs"),

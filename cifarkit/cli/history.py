@@ -92,25 +92,29 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return present + missing
 
 
+#: How a column's value is shown (others: as it is; a missing value: "-").
+FORMATS = {"best_val_accuracy": lambda v: f"{100 * v:.2f} %",
+           "test_accuracy": lambda v: f"{100 * v:.2f} %",
+           "train_time_s": lambda v: f"{v:.1f}", "test_loss": lambda v: f"{v:.4f}",
+           "started": lambda v: str(v)[:16].replace("T", " ")}
+
+
 def shown(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key in ("best_val_accuracy", "test_accuracy"):
-        return f"{100 * value:.2f} %"
-    if key in ("train_time_s", "test_loss"):
-        return f"{value:.1f}" if key == "train_time_s" else f"{value:.4f}"
-    if key == "started":
-        return str(value)[:16].replace("T", " ")
-    return str(value)
+    return "-" if value is None else FORMATS.get(key, str)(value)
+
+
+def _cells(row: dict[str, Any], columns) -> list[str]:
+    """A row's cells; an unreadable folder's are its name, status and the reason."""
+    if row.get("status") != "unreadable":
+        return [shown(k, row.get(k)) for k, _ in columns]
+    cells = [str(row.get(k, "")) if k in ("name", "status") else "" for k, _ in columns]
+    cells[-1] = row.get("error", "")
+    return cells
 
 
 def print_rows(console, rows: list[dict[str, Any]], columns=COLUMNS, title: str = "") -> None:
     """A rich table on a terminal; plain aligned lines when piped."""
-    cells = [[shown(k, r.get(k)) if r.get("status") != "unreadable" or k in ("name", "status")
-              else "" for k, _ in columns] for r in rows]
-    for r, line in zip(rows, cells):
-        if r.get("status") == "unreadable":
-            line[-1] = r.get("error", "")
+    cells = [_cells(r, columns) for r in rows]
     if console.is_terminal:
         from rich.table import Table
 

@@ -196,17 +196,14 @@ def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None
 
 
 def check_model(model, recipe: Recipe, input_shape: tuple, num_classes: int,
-                backend: Backend | None = None) -> None:
+                backend: Backend) -> None:
     """The model contract, checked on blank images: input, width and probabilities
     (through the backend's compiled forward pass where it has one: see
     :meth:`cifarkit.backends.Backend.probe`)."""
     where = f"{recipe.model.origin}: {recipe.model.key}: model {recipe.model.plugin!r}"
     try:
-        if backend is None:
-            probe = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False))
-        else:
-            probe = backend.probe(model, input_shape, recipe.data.batch_size)
-        probe = np.asarray(probe, np.float32)[:1]
+        probe = np.asarray(backend.probe(model, input_shape, recipe.data.batch_size),
+                           np.float32)[:1]
     except Exception as exc:
         expected = getattr(model, "input_shape", None)
         raise PluginError(f"{where} does not take the data's images of shape {input_shape}"
