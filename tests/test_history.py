@@ -112,3 +112,74 @@ def test_show_prints_the_resolved_recipe_its_plugins_and_the_model(tmp_path, cif
     missing = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set",
                        f"data.path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+
+
+def sweep_dir(runs):
+    (folder,) = [p for p in runs.iterdir() if (p / "sweep.json").exists()]
+    return folder
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_runs_each_combination_and_tables_them(tmp_path, cifar10_dir):
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "g.toml", cifar10_dir, "g", 16)
+    runs = tmp_path / "runs"
+    done = cifarkit("sweep", str(recipe), "--backend", "jax", "--set", "train.epochs=1",
+                    "--grid", "train.learning_rate=0.01,0.001",
+                    "--grid", "model.filters=[4,8],[8,8]", "-o", str(runs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = sweep_dir(runs)
+    trials = json.loads((folder / "sweep.json").read_text())["trials"]
+    assert [t["values"] for t in trials] == [
+        {"train.learning_rate": "0.01", "model.filters": "[4,8]"},
+        {"train.learning_rate": "0.01", "model.filters": "[8,8]"},
+        {"train.learning_rate": "0.001", "model.filters": "[4,8]"},
+        {"train.learning_rate": "0.001", "model.filters": "[8,8]"}]
+    for t in trials:  # each trial an ordinary run directory, with its values applied
+        text = (folder / t["run_dir"] / "recipe.toml").read_text()
+        assert f"learning_rate = {t['values']['train.learning_rate']}" in text
+    assert "trial  train.learning_rate  model.filters  status" in done.stdout
+    assert done.stdout.count(" completed ") >= 4 and "best: trial " in done.stdout
+    listed = json.loads(cifarkit("runs", str(folder), "--json").stdout)
+    assert sorted(r["status"] for r in listed) == ["completed"] * 4
+    parent = json.loads(cifarkit("runs", str(runs), "--json").stdout)
+    assert [(r["status"], r["epochs"]) for r in parent] == [("sweep", "4 trials")]
+
+
+def test_a_bad_grid_is_one_line_and_writes_nothing(tmp_path, cifar10_dir):
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "g.toml", cifar10_dir, "g", 16)
+    for grid in ("train.learning_rate=0.01,abc", "train.learning_rate", "nokey=1,2"):
+        bad = cifarkit("sweep", str(recipe), "--grid", grid, "-o", str(tmp_path / "runs"))
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, (grid, bad.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_after_the_current_trial_and_it_resumes(tmp_path, cifar10_dir):
+    import signal
+
+    from conftest import running, wait_for_rows, write_slow_recipe
+
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=40)
+    runs = tmp_path / "runs"
+    with running("sweep", str(recipe), "--grid", "train.learning_rate=0.001,0.002",
+                 "-o", str(runs)) as proc:
+        while not any(runs.glob("*/sweep.json")):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+        wait_for_rows(sweep_dir(runs), 1, proc)  # trial 1 is training
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with: cifarkit sweep --resume" in err
+    folder = sweep_dir(runs)
+    first, second = json.loads((folder / "sweep.json").read_text())["trials"]
+    assert json.loads((folder / first["run_dir"] / "summary.json").read_text())["status"] \
+        == "completed"  # the current trial finished
+    assert second["run_dir"] is None  # the next one never started
+    resumed = cifarkit("sweep", "--resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    statuses = [r["status"] for r in json.loads(cifarkit("runs", str(folder), "--json").stdout)]
+    assert statuses == ["completed", "completed"]

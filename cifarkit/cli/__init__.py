@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for add in (_run_command, _list_plugins_command, _new_plugin_command, _evaluate_command,
-                _predict_command, _runs_command, _compare_command, _show_command):
+                _predict_command, _runs_command, _compare_command, _show_command,
+                _sweep_command):
         add(sub)
     return parser
 
@@ -136,6 +137,77 @@ def cmd_show(args) -> int:
         print(summary.rstrip())
         print(f"parameters: {count:,}")
     return 0
+
+
+def _sweep_command(sub) -> None:
+    sw = sub.add_parser("sweep", help="one run per combination of --grid values, and their table",
+                        description="Run the recipe once per combination of the --grid values "
+                                    "(each trial an ordinary run directory in one sweep folder), "
+                                    "then print the trials as a table with the best one by "
+                                    "validation accuracy. Ctrl-C stops after the current trial; "
+                                    "--resume SWEEP_DIR continues.")
+    sw.add_argument("recipe", metavar="RECIPE", nargs="?",
+                    help="recipe file, or the name of a recipe shipped with cifarkit")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a recipe key and its values, comma-separated (repeatable; a value "
+                         "may be a TOML array: --grid model.filters=[32,64],[64,128])")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one recipe key in every trial (repeatable)")
+    sw.add_argument("--backend", choices=BACKENDS, help="Keras backend (as for run)")
+    sw.add_argument("--output", "-o", default="runs", metavar="DIR",
+                    help="where the sweep folder goes (default: runs/)")
+    sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep")
+    sw.add_argument("--plugin", dest="plugin_files", action="append", default=[],
+                    metavar="PATH", help="also load plugins from this Python file")
+    sw.add_argument("--json", action="store_true", help="the final table as JSON")
+
+
+def cmd_sweep(args) -> int:
+    from cifarkit.cli import history, sweep
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+    from cifarkit.runs.artifacts import json_text
+
+    plugin_files = tuple(str(Path(p).absolute()) for p in args.plugin_files)
+    if args.resume:
+        if args.recipe or args.grid or args.overrides or args.backend:
+            raise CifarkitError("sweep --resume SWEEP_DIR takes no RECIPE, --grid, --set or "
+                                "--backend: the sweep folder's sweep.json holds them")
+        folder = Path(args.resume).absolute()
+        state = sweep.read_state(folder)
+    else:
+        if not args.recipe:
+            raise CifarkitError("sweep: give a RECIPE and --grid KEY=V1,V2, or --resume SWEEP_DIR")
+        registry = load_registry(plugin_files)
+        path = locate_recipe(args.recipe)
+        base = list(args.overrides) + ([f"train.backend={args.backend}"] if args.backend else [])
+        name = load_recipe(path, base, registry).name
+        planned = sweep.plan(path, base, sweep.parse_grid(args.grid), registry, name)
+        folder = sweep.new_folder(Path(args.output).absolute(), name)
+        state = {"recipe": str(path), "recipe_name": name, "grid": args.grid, "set": base,
+                 "started_at": sweep.started_at(), "trials": planned}
+        sweep.write_state(folder, state)
+        print(f"sweep: {len(planned)} trials in {folder}", flush=True)
+    with sweep.StopAfterTrial() as stop:
+        sweep.run_trials(folder, state, state["recipe"], plugin_files, stop)
+    rows = sweep.rows(folder, state)
+    best = sweep.best(rows)
+    if args.json:
+        print(json_text({"sweep": str(folder), "trials": rows,
+                         "best": None if best is None else best["trial"]}))
+    else:
+        keys = list(state["trials"][0]["values"]) if state["trials"] else []
+        columns = (("trial", "trial"), *((k, k) for k in keys), ("status", "status"),
+                   ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"),
+                   ("name", "run"))
+        history.print_rows(make_console(), rows, columns, f"sweep {folder.name}")
+        if best is not None:
+            print(f"best: trial {best['trial']} (validation accuracy "
+                  f"{100 * best['best_val_accuracy']:.2f} %), recipe {best['path']}/recipe.toml")
+    if stop.requested and any(r.get("status") != "completed" for r in rows):
+        print(f"stopped; continue with: cifarkit sweep --resume {folder}", file=sys.stderr)
+        return 130
+    return 0 if all(r.get("status") == "completed" for r in rows) else 1
 
 
 def _runs_command(sub) -> None:
@@ -374,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
                "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-               "compare": cmd_compare, "show": cmd_show}[args.command]
+               "compare": cmd_compare, "show": cmd_show, "sweep": cmd_sweep}[args.command]
     try:
         try:
             return handler(args)

@@ -51,6 +51,14 @@ def describe(run_dir: Path) -> dict[str, Any]:
     from cifarkit.runs.artifacts import read_summary
 
     row: dict[str, Any] = {"name": run_dir.name, "path": str(run_dir)}
+    if (run_dir / "sweep.json").is_file():  # a sweep folder: `cifarkit runs` on it lists its trials
+        try:
+            sweep = json.loads((run_dir / "sweep.json").read_text(encoding="utf-8"))
+            return {**row, "status": "sweep", "recipe": sweep.get("recipe_name"),
+                    "epochs": f"{len(sweep.get('trials', []))} trials",
+                    "started": sweep.get("started_at")}
+        except (OSError, ValueError, AttributeError) as exc:
+            return {**row, "status": "unreadable", "error": f"sweep.json: {exc}"}
     try:
         summary = read_summary(run_dir)
         rows = _metrics(run_dir)
