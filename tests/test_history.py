@@ -183,3 +183,89 @@ def test_ctrl_c_stops_a_sweep_after_the_current_trial_and_it_resumes(tmp_path, c
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     statuses = [r["status"] for r in json.loads(cifarkit("runs", str(folder), "--json").stdout)]
     assert statuses == ["completed", "completed"]
+
+
+SEARCH = """
+[train]
+epochs = 2
+[sweep]
+trials = 3
+pruner = "none"
+[sweep.params]
+"train.learning_rate" = { type = "float", low = 1e-4, high = 1e-1, log = true }
+"model.dense_units" = { type = "categorical", choices = [8, 16] }
+"""
+
+
+@pytest.mark.slow
+def test_a_search_asks_optuna_reports_each_epoch_and_tables_the_trials(tmp_path, cifar10_dir):
+    import optuna
+
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16, SEARCH)
+    runs = tmp_path / "runs"
+    done = cifarkit("sweep", str(recipe), "--backend", "jax", "-o", str(runs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = sweep_dir(runs)
+    state = json.loads((folder / "sweep.json").read_text())
+    study = optuna.load_study(study_name=state["study"], storage=state["storage"])
+    assert state["storage"] == f"sqlite:///{folder / 'optuna.db'}"
+    assert len(study.trials) == 3 and len(state["trials"]) == 3
+    for trial, record in zip(study.trials, state["trials"]):
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        run_dir = folder / record["run_dir"]
+        text = (run_dir / "recipe.toml").read_text()
+        assert f"dense_units = {trial.params['model.dense_units']}" in text
+        val = [float(r["val_accuracy"]) for r in csv_rows(run_dir / "metrics.csv")]
+        assert trial.intermediate_values == {1: val[0], 2: val[1]}  # reported each epoch
+        assert trial.value == max(val)
+    assert f"best in the study: trial {study.best_trial.number + 1}" in done.stdout
+    assert "train.learning_rate" in done.stdout and "model.dense_units" in done.stdout
+
+
+def csv_rows(path):
+    import csv
+
+    return list(csv.DictReader(path.open()))
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_through_its_storage(tmp_path, cifar10_dir):
+    import optuna
+
+    from conftest import start, write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16, SEARCH)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [start("sweep", str(recipe), "--backend", "jax", "--trials", "4", "--storage",
+                     storage, "--study", "shared", "-o", str(tmp_path / f"w{i}"))
+               for i in range(2)]
+    for proc in workers:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert 4 <= len(study.trials) <= 5  # each worker checks the count before it asks
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    ran = [len(json.loads((sweep_dir(tmp_path / f"w{i}") / "sweep.json").read_text())["trials"])
+           for i in range(2)]
+    assert sum(ran) == len(study.trials) and min(ran) >= 1  # both took part
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ('"train.learning_rate" = { type = "float", low = 0.1, high = 0.01 }', "low must be below high"),
+    ('"train.learning_rate" = { type = "normal", low = 0.1, high = 0.2 }', 'type = "float"'),
+    ('"train.learning_rate" = { type = "float", low = 0.1, high = 20.0 }', "train.learning_rate"),
+    ('"model.nope" = { type = "categorical", choices = [1, 2] }', "nope"),
+    ('"data.batch_size" = { type = "int", low = 8, hi = 64 }', "unknown key 'hi'"),
+])
+def test_a_bad_search_space_is_one_line_and_writes_nothing(tmp_path, cifar10_dir, params,
+                                                            fragment):
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16,
+                               "[sweep.params]\n" + params + "\n")
+    bad = cifarkit("sweep", str(recipe), "-o", str(tmp_path / "runs"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert fragment in bad.stderr
+    assert not (tmp_path / "runs").exists()

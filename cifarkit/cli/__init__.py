@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from cifarkit import __version__
 from cifarkit.errors import (CifarkitError, allowed, did_you_mean, is_plugin_exit, plugin_exit,
@@ -156,6 +157,13 @@ def _sweep_command(sub) -> None:
     sw.add_argument("--backend", choices=BACKENDS, help="Keras backend (as for run)")
     sw.add_argument("--output", "-o", default="runs", metavar="DIR",
                     help="where the sweep folder goes (default: runs/)")
+    sw.add_argument("--trials", type=int, metavar="N",
+                    help="search the recipe's [sweep] table with Optuna for N trials "
+                         "(default: its sweep.trials); needs pip install -e \".[sweep]\"")
+    sw.add_argument("--storage", metavar="URL",
+                    help="Optuna storage the study lives in (default: a SQLite file in the "
+                         "sweep folder); workers given the same URL and --study share one study")
+    sw.add_argument("--study", metavar="NAME", help="the study's name (default: the recipe's)")
     sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep")
     sw.add_argument("--plugin", dest="plugin_files", action="append", default=[],
                     metavar="PATH", help="also load plugins from this Python file")
@@ -163,51 +171,102 @@ def _sweep_command(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from cifarkit.cli import history, sweep
-    from cifarkit.core.recipe import load_recipe, locate_recipe
-    from cifarkit.core.registry import load_registry
-    from cifarkit.runs.artifacts import json_text
+    from cifarkit.cli import sweep
 
     plugin_files = tuple(str(Path(p).absolute()) for p in args.plugin_files)
     if args.resume:
-        if args.recipe or args.grid or args.overrides or args.backend:
-            raise CifarkitError("sweep --resume SWEEP_DIR takes no RECIPE, --grid, --set or "
-                                "--backend: the sweep folder's sweep.json holds them")
+        if args.recipe or args.grid or args.overrides or args.backend or args.trials \
+                or args.storage or args.study:
+            raise CifarkitError("sweep --resume SWEEP_DIR takes no RECIPE, --grid, --set, "
+                                "--backend, --trials, --storage or --study: the sweep "
+                                "folder's sweep.json holds them")
         folder = Path(args.resume).absolute()
         state = sweep.read_state(folder)
     else:
-        if not args.recipe:
-            raise CifarkitError("sweep: give a RECIPE and --grid KEY=V1,V2, or --resume SWEEP_DIR")
-        registry = load_registry(plugin_files)
-        path = locate_recipe(args.recipe)
-        base = list(args.overrides) + ([f"train.backend={args.backend}"] if args.backend else [])
-        name = load_recipe(path, base, registry).name
-        planned = sweep.plan(path, base, sweep.parse_grid(args.grid), registry, name)
-        folder = sweep.new_folder(Path(args.output).absolute(), name)
-        state = {"recipe": str(path), "recipe_name": name, "grid": args.grid, "set": base,
-                 "started_at": sweep.started_at(), "trials": planned}
-        sweep.write_state(folder, state)
-        print(f"sweep: {len(planned)} trials in {folder}", flush=True)
+        folder, state = _new_sweep(args, plugin_files)
     with sweep.StopAfterTrial() as stop:
-        sweep.run_trials(folder, state, state["recipe"], plugin_files, stop)
+        if state.get("mode") == "search":
+            sweep.search(folder, state, plugin_files, stop)
+        else:
+            sweep.run_trials(folder, state, state["recipe"], plugin_files, stop)
     rows = sweep.rows(folder, state)
-    best = sweep.best(rows)
-    if args.json:
-        print(json_text({"sweep": str(folder), "trials": rows,
-                         "best": None if best is None else best["trial"]}))
-    else:
-        keys = list(state["trials"][0]["values"]) if state["trials"] else []
-        columns = (("trial", "trial"), *((k, k) for k in keys), ("status", "status"),
-                   ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"),
-                   ("name", "run"))
-        history.print_rows(make_console(), rows, columns, f"sweep {folder.name}")
-        if best is not None:
-            print(f"best: trial {best['trial']} (validation accuracy "
-                  f"{100 * best['best_val_accuracy']:.2f} %), recipe {best['path']}/recipe.toml")
-    if stop.requested and any(r.get("status") != "completed" for r in rows):
+    _print_sweep(args, folder, state, rows)
+    if stop.requested and any(r.get("status") not in ("completed", "pruned") for r in rows):
         print(f"stopped; continue with: cifarkit sweep --resume {folder}", file=sys.stderr)
         return 130
-    return 0 if all(r.get("status") == "completed" for r in rows) else 1
+    return 0 if all(r.get("status") in ("completed", "pruned") for r in rows) else 1
+
+
+def _new_sweep(args, plugin_files: tuple):
+    """A new sweep folder and its sweep.json, after every trial's recipe (grid) or the
+    search space (search) was checked: a mistake is one line and writes nothing."""
+    from cifarkit.cli import sweep
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+
+    if not args.recipe:
+        raise CifarkitError("sweep: give a RECIPE with --grid KEY=V1,V2 or a [sweep] table, "
+                            "or --resume SWEEP_DIR")
+    registry = load_registry(plugin_files)
+    path = locate_recipe(args.recipe)
+    base = list(args.overrides) + ([f"train.backend={args.backend}"] if args.backend else [])
+    recipe = load_recipe(path, base, registry)
+    state: dict[str, Any] = {"recipe": str(path), "recipe_name": recipe.name, "set": base,
+                             "started_at": sweep.started_at()}
+    if args.grid:
+        if args.trials or args.storage or args.study:
+            raise CifarkitError("sweep: --grid runs every combination; --trials, --storage "
+                                "and --study belong to a search of the recipe's [sweep] table")
+        state.update(mode="grid", grid=args.grid, trials=sweep.plan(
+            path, base, sweep.parse_grid(args.grid), registry, recipe.name))
+    else:
+        space = sweep.space(recipe, registry)
+        sweep.import_optuna()
+        cfg = recipe.sweep
+        state.update(mode="search", space=space, metric=cfg.metric, direction=cfg.direction,
+                     pruner=cfg.pruner, seed=recipe.seed, trials=[],
+                     trials_wanted=args.trials or cfg.trials,
+                     study=args.study or f"{recipe.name}-sweep")
+    folder = sweep.new_folder(Path(args.output).absolute(), recipe.name)
+    if state["mode"] == "search":
+        state["storage"] = args.storage or f"sqlite:///{folder / 'optuna.db'}"
+        try:
+            sweep.open_study(state)
+        except CifarkitError:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    sweep.write_state(folder, state)
+    what = (f"{len(state['trials'])} trials" if state["mode"] == "grid" else
+            f"searching {state['trials_wanted']} trials in study {state['study']!r} "
+            f"({state['storage']})")
+    print(f"sweep: {what}; folder {folder}", flush=True)
+    return folder, state
+
+
+def _print_sweep(args, folder: Path, state: dict[str, Any], rows: list) -> None:
+    from cifarkit.cli import history, sweep
+    from cifarkit.runs.artifacts import json_text
+
+    best = sweep.best(rows)
+    study_best = sweep.study_best(state) if state.get("mode") == "search" else None
+    if args.json:
+        print(json_text({"sweep": str(folder), "trials": rows,
+                         "best": None if best is None else best["trial"],
+                         "study_best": study_best}))
+        return
+    keys = list(state.get("space") or (state["trials"][0]["values"] if state["trials"] else []))
+    columns = (("trial", "trial"), *((k, k) for k in keys), ("status", "status"),
+               ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"),
+               ("name", "run"))
+    history.print_rows(make_console(), rows, columns, f"sweep {folder.name}")
+    if study_best is not None:
+        print(f"best in the study: trial {study_best['trial']} ({state['metric']} "
+              f"{study_best['value']:.4g}), recipe {study_best['run_dir']}/recipe.toml")
+    elif best is not None:
+        print(f"best: trial {best['trial']} (validation accuracy "
+              f"{100 * best['best_val_accuracy']:.2f} %), recipe {best['path']}/recipe.toml")
 
 
 def _runs_command(sub) -> None:

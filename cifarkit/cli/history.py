@@ -26,7 +26,7 @@ COLUMNS = (("name", "run"), ("recipe", "recipe"), ("backend", "backend"), ("stat
 DESCENDING = {"best_val_accuracy", "test_accuracy", "started"}
 
 
-def _metrics(run_dir: Path) -> list[dict[str, float | None]]:
+def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return []
@@ -61,7 +61,7 @@ def describe(run_dir: Path) -> dict[str, Any]:
             return {**row, "status": "unreadable", "error": f"sweep.json: {exc}"}
     try:
         summary = read_summary(run_dir)
-        rows = _metrics(run_dir)
+        rows = read_metrics(run_dir)
     except (CifarkitError, OSError, ValueError) as exc:
         return {**row, "status": "unreadable", "error": (str(exc) or type(exc).__name__).splitlines()[0]}
     val = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None]
@@ -196,7 +196,7 @@ def plot_curves(run_dirs: list[Path], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, d in enumerate(run_dirs):
-        rows, colour = _metrics(d), f"C{i % 10}"
+        rows, colour = read_metrics(d), f"C{i % 10}"
         epochs = [r.get("epoch") for r in rows]
         for ax, metric in zip(axes, ("accuracy", "loss")):
             for prefix, style in (("", "-"), ("val_", "--")):

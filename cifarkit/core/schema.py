@@ -101,6 +101,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """``[sweep]``: what ``cifarkit sweep RECIPE --trials N`` searches with Optuna. A run
+    ignores it. ``params`` maps a dotted recipe key to its range: ``{ type = "float",
+    low = 1e-4, high = 0.1, log = true }``, ``{ type = "int", low = 32, high = 256,
+    step = 32 }`` or ``{ type = "categorical", choices = [64, 128] }`` (checked by
+    ``cifarkit sweep``)."""
+
+    metric: str = "val_accuracy"  # a metrics.csv column; each trial scores its best epoch
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: Annotated[int, Range(1, 100000)] = 10
+    pruner: Literal["median", "none"] = "median"  # Optuna's, on the per-epoch metric
+    params: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     """A validated recipe with every plugin default filled in."""
 
@@ -118,6 +133,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=dict)  # type: ignore[arg-type]
     callbacks: Annotated[tuple[PluginCall, ...], PluginRef("callback")] = field(
         default=(), metadata=RESUMABLE)
+    sweep: SweepConfig = field(default_factory=dict, metadata=RESUMABLE)  # type: ignore[arg-type]
 
     def with_backend(self, backend: str) -> "Recipe":
         """This recipe with ``train.backend`` set (what a run directory records)."""
