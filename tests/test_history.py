@@ -269,3 +269,32 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(tmp_path, cifar10_dir
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert fragment in bad.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_search_after_the_current_trial_and_it_resumes(tmp_path, cifar10_dir):
+    import signal
+
+    import optuna
+
+    from conftest import SLOW_EPOCHS, running, wait_for_rows, write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16,
+                               SLOW_EPOCHS.format(epochs=2, steps=40) + SEARCH.replace(
+                                   "[train]\nepochs = 2\n", ""))
+    runs = tmp_path / "runs"
+    with running("sweep", str(recipe), "--trials", "2", "-o", str(runs)) as proc:
+        while not any(runs.glob("*/sweep.json")):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+        wait_for_rows(sweep_dir(runs), 1, proc)  # trial 1 is training
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with: cifarkit sweep --resume" in err
+    folder = sweep_dir(runs)
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [t["status"] for t in state["trials"]] == ["completed"]  # finished, none asked after
+    resumed = cifarkit("sweep", "--resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    study = optuna.load_study(study_name=state["study"], storage=state["storage"])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2

@@ -191,7 +191,7 @@ def cmd_sweep(args) -> int:
             sweep.run_trials(folder, state, state["recipe"], plugin_files, stop)
     rows = sweep.rows(folder, state)
     _print_sweep(args, folder, state, rows)
-    if stop.requested and any(r.get("status") not in ("completed", "pruned") for r in rows):
+    if stop.requested and not sweep.finished(state, rows):
         print(f"stopped; continue with: cifarkit sweep --resume {folder}", file=sys.stderr)
         return 130
     return 0 if all(r.get("status") in ("completed", "pruned") for r in rows) else 1

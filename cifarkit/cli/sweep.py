@@ -186,6 +186,14 @@ def best(trial_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(scored, key=lambda r: r["best_val_accuracy"]) if scored else None
 
 
+def finished(state: dict[str, Any], trial_rows: list[dict[str, Any]]) -> bool:
+    """Whether nothing is left to run: every grid trial done, or a study that holds all
+    its trials (from every worker)."""
+    if state.get("mode") == "search":
+        return len(open_study(state).get_trials(deepcopy=False)) >= state["trials_wanted"]
+    return all(r.get("status") in ("completed", "failed") for r in trial_rows)
+
+
 def study_best(state: dict[str, Any]) -> dict[str, Any] | None:
     """The study's best trial, over every worker sharing its storage."""
     study = open_study(state)
