@@ -5,6 +5,9 @@ attempt raises ImportError, and is also appended to the file named by
 CIFARKIT_BLOCKED_LOG (if set), so an attempt that something catches is seen too:
 
     PYTHONPATH=tests/no_tensorflow cifarkit run recipes/fast.toml --backend jax
+
+CIFARKIT_BLOCK_ALSO (comma-separated top-level names) blocks more packages the
+same way, as if an optional extra were not installed.
 """
 
 import os
@@ -14,7 +17,8 @@ import traceback
 
 class _BlockTensorFlow:
     def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
+        blocked = ["tensorflow", *filter(None, os.environ.get("CIFARKIT_BLOCK_ALSO", "").split(","))]
+        if name.split(".")[0] in blocked:
             log = os.environ.get("CIFARKIT_BLOCKED_LOG")
             if log:
                 with open(log, "a") as f:

@@ -1,0 +1,53 @@
+"""The mlflow callback: what it logs, read back through MLflow's own client."""
+
+import csv
+import importlib.util
+import os
+
+import pytest
+
+from conftest import ROOT, cifarkit, summary, write_tiny_recipe
+
+MLFLOW = """
+[[callbacks]]
+plugin = "mlflow"
+experiment = "tiny"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="the mlflow extra")
+def test_the_mlflow_callback_logs_recipe_metrics_and_files(tmp_path, cifar10_dir):
+    from mlflow.tracking import MlflowClient
+
+    recipe = write_tiny_recipe(tmp_path / "m.toml", cifar10_dir, "m", 16, MLFLOW)
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = cifarkit("run", str(recipe), "--backend", "jax", "--set", "train.epochs=2",
+                    "-o", str(runs), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir() and p.name.startswith("m-")]
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")  # beside the run directory
+    (logged,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert logged.info.status == "FINISHED" and logged.info.run_name == run_dir.name
+    assert logged.data.params["train.epochs"] == "2"
+    assert logged.data.params["model.plugin"] == "seed_cnn"
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    history = client.get_metric_history(logged.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [
+        (int(r["epoch"]), pytest.approx(float(r["val_accuracy"]))) for r in rows]
+    assert logged.data.metrics["test_accuracy"] == pytest.approx(
+        summary(run_dir)["test_accuracy"])
+    files = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"model.keras", "accuracy.png", "loss.png", "recipe.toml", "summary.json"} <= files
+    assert (runs / "mlartifacts").is_dir()
+
+
+def test_a_missing_mlflow_is_one_line_naming_the_extra(tmp_path, cifar10_dir):
+    recipe = write_tiny_recipe(tmp_path / "m.toml", cifar10_dir, "m", 16, MLFLOW)
+    blocked = cifarkit("run", str(recipe), "-o", str(tmp_path / "runs"),
+                       env={"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow"),
+                            "CIFARKIT_BLOCK_ALSO": "mlflow", "KERAS_BACKEND": "jax"})
+    assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1, blocked.stderr
+    assert 'pip install -e ".[mlflow]"' in blocked.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
