@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 import cifarkit
 from cifarkit import Range
 from cifarkit.backends import import_keras
-from cifarkit.data import Splits, keras_download, read_cifar10, read_cifar100, read_image_folder
+from cifarkit.data import (Splits, cifar_classes, keras_download, read_cifar10, read_cifar100,
+                           read_image_folder)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -80,6 +81,24 @@ def image_folder(path: Path, image_size: Annotated[int, Range(8, 1024)] = 32) ->
         image_size: height and width the images are resized to.
     """
     return read_image_folder(path, image_size)
+
+
+# ``describe``: the image shape and class names a dataset gives, from its metadata alone
+# (``cifarkit show`` builds the model from them without reading the images).
+def _describe_cifar10(path: Path | None = None):
+    cached = path if path is not None else _keras_cache("cifar-10-batches-py")
+    return (32, 32, 3), (CIFAR10_CLASSES if cached is None else cifar_classes(cached))
+
+
+def _describe_cifar100(path: Path | None = None, label_mode: str = "fine"):
+    cached = path if path is not None else _keras_cache("cifar-100-python")
+    count = 100 if label_mode == "fine" else 20
+    return (32, 32, 3), ([f"class_{i}" for i in range(count)] if cached is None
+                         else cifar_classes(cached, label_mode))
+
+
+cifar10.describe = _describe_cifar10  # type: ignore[attr-defined]
+cifar100.describe = _describe_cifar100  # type: ignore[attr-defined]
 
 
 @cifarkit.hookimpl

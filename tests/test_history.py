@@ -112,6 +112,16 @@ def test_show_prints_the_resolved_recipe_its_plugins_and_the_model(tmp_path, cif
     missing = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set",
                        f"data.path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    # no image is read: a copy holding only its meta file shows the same model
+    import shutil
+
+    meta_only = tmp_path / "meta" / "cifar-10-batches-py"
+    meta_only.mkdir(parents=True)
+    shutil.copy(cifar10_dir / "batches.meta", meta_only)
+    sets[1] = f"data.path={meta_only}"
+    again = cifarkit("show", str(ROOT / "recipes" / "default.toml"), *sets, "--backend", "jax")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.split("# plugins\n")[1].replace(str(meta_only), str(cifar10_dir)) == rest
 
 
 def sweep_dir(runs):

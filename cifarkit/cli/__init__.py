@@ -96,9 +96,10 @@ def _show_command(sub) -> None:
                           description="Print the recipe as a run would use it (extends, --set "
                                       "and every default resolved) as TOML, each plugin it "
                                       "resolves to with its parameters and their source, and "
-                                      "the model's summary and parameter count. Nothing is "
-                                      "trained; the dataset is read for the image shape and "
-                                      "classes the model is built for.")
+                                      "the model's layers and parameter count. Nothing is "
+                                      "trained; the model is built for the image shape and "
+                                      "classes the dataset's metadata gives (no image is read "
+                                      "where the dataset plugin describes itself, as CIFAR's do).")
     show.add_argument("recipe", metavar="RECIPE",
                       help="recipe file, or the name of a recipe shipped with cifarkit")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -33,16 +33,27 @@ def plugin_rows(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
 
 
 def model_summary(recipe: Recipe, registry: Registry) -> tuple[str, int]:
-    """Build the recipe's model on its backend (the dataset read for the image shape,
-    the classes and the sample images a model may take; nothing trained)."""
+    """Build the recipe's model on its backend, nothing trained. The image shape and
+    classes come from the dataset plugin's ``describe`` (its metadata) where it has
+    one, so no image is read; the sample images a model may take are then noise (a
+    model that learns from them, airbench's whitening, gets its layers and parameter
+    count but not its values). A dataset without ``describe`` is read."""
+    import numpy as np
+
     from cifarkit import backends
     from cifarkit.runs import build
 
-    data = build.load_data(recipe, registry)
+    call = recipe.data.dataset
+    describe = getattr(registry.get("dataset", call.plugin).factory, "describe", None)
+    if describe is not None:
+        shape, names = describe(**call.params)
+        samples = np.random.default_rng(0).integers(0, 256, (64, *shape), np.uint8)
+    else:
+        data = build.load_data(recipe, registry)
+        shape, names, samples = data.input_shape, data.class_names, data.x_train
     backend = backends.get(recipe.train.backend)
     backend.start(recipe.train.deterministic, recipe.seed)
-    model = build.build_model(registry, recipe, data.input_shape, len(data.class_names),
-                              data.x_train, backend)
+    model = build.build_model(registry, recipe, tuple(shape), len(names), samples, backend)
     rows = [("layer (type)", "output shape", "parameters")]
     for layer in model.layers:
         shape = getattr(layer, "output", None)

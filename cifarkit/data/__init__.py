@@ -277,6 +277,21 @@ def read_cifar10(path: Path) -> Splits:
     return Splits(np.concatenate(xs), np.concatenate(ys), x_test, y_test, class_names).check(str(path))
 
 
+def cifar_classes(path: Path, label_mode: str | None = None) -> list[str]:
+    """The class names of a CIFAR-10 copy (``label_mode`` None) or a CIFAR-100 one, read
+    from its small meta file alone (no image is read); the same path errors as a read."""
+    folder, meta, key, count = (("cifar-10-batches-py", "batches.meta", "label_names", 10)
+                                if label_mode is None else
+                                ("cifar-100-python", "meta", f"{label_mode}_label_names",
+                                 100 if label_mode == "fine" else 20))
+    src = _Source(path, folder)
+    try:
+        data, where = src.load(meta)
+        return _names(data, key, where, count)
+    finally:
+        src.close()
+
+
 def read_cifar100(path: Path, label_mode: str = "fine") -> Splits:
     """Read a ``cifar-100-python`` directory or ``cifar-100-python.tar.gz``."""
     src = _Source(path, "cifar-100-python")
