@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Annotated
 
 import cifarkit
@@ -127,13 +128,26 @@ def airbench(input_shape, num_classes, sample_images,
     outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="airbench")
     whiten.set_weights([kernel])
-    for conv in convs:  # partial identity ("dirac") initialisation
-        (w,) = conv.get_weights()
+    # Partial identity ("dirac") initialisation, drawn in NumPy: reading the
+    # convolutions' initial weights back would compute them op by op.
+    rng = np.random.default_rng(random.getrandbits(64))  # seeded with the run
+    for conv in convs:
+        w = _glorot_uniform(rng, tuple(conv.kernel.shape))
         n = min(w.shape[2], w.shape[3])
         w[:, :, :, :n] = 0
         w[1, 1, np.arange(n), np.arange(n)] = 1
         conv.set_weights([w])
     return model
+
+
+def _glorot_uniform(rng, shape: tuple):
+    """Keras's default kernel initialiser, in NumPy: uniform in +/- sqrt(6 / (fan_in +
+    fan_out)) for a convolution kernel of ``shape`` (kh, kw, in, out)."""
+    import numpy as np
+
+    receptive = int(np.prod(shape[:-2]))
+    limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+    return rng.uniform(-limit, limit, shape).astype(np.float32)
 
 
 def _whitening_kernel(images, size: int, eps: float):

@@ -23,6 +23,7 @@ imports TensorFlow. Importing this package imports neither.
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import os
 import sys
@@ -203,6 +204,12 @@ class Backend(abc.ABC):
     def role(self, strategy) -> Role:
         """This process's part in the run under ``strategy``."""
         return Role()
+
+    def initialising(self):
+        """A context in which models and optimizer slots are created: their variables
+        are initialised when it exits, at once where the backend can (one compiled
+        program on JAX). By default they are initialised as they are created."""
+        return contextlib.nullcontext()
 
     # -- data and steps ----------------------------------------------------------
     @abc.abstractmethod

@@ -85,6 +85,17 @@ class Jax(Backend):
         index = jax.process_index()
         return Role(True, index == 0, index, count)
 
+    def initialising(self):
+        """Variables created inside are initialised as one compiled program on exit
+        (:func:`cifarkit.backends.jax_steps.initialising`)."""
+        import jax
+
+        if jax.process_count() > 1:  # every process initialises as Keras does
+            return super().initialising()
+        from .jax_steps import initialising
+
+        return initialising()
+
     # -- data and steps ----------------------------------------------------------
     def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
         import jax

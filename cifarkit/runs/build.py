@@ -76,9 +76,12 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
     num_classes = len(data.class_names)
     with strategy.scope():
-        model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train,
-                            backend)
+        with backend.initialising():
+            model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train,
+                                backend)
         loss = compile_model(model, recipe, registry, learning_rate, backend)
+        with backend.initialising():  # the optimizer's slots (its own variables exist)
+            model.optimizer.build(model.trainable_variables)
         if restore is not None:
             _restore(model, *restore)
         check_model(model, recipe, data.input_shape, num_classes, backend)
@@ -102,8 +105,8 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
 
 
 def _restore(model, folder: Path, state: dict[str, Any]) -> None:
-    """The checkpoint's weights, optimizer state and random state, into ``model``."""
-    model.optimizer.build(model.trainable_variables)
+    """The checkpoint's weights, optimizer state and random state, into ``model``
+    (its optimizer built)."""
     try:
         model.load_weights(folder / WEIGHTS)
     except Exception as exc:  # the model's code changed since the checkpoint
