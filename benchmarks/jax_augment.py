@@ -27,11 +27,12 @@ def per_batch_ms(layers, names, batch: int) -> float:
     for layer in layers:
         layer(images[:2].astype(np.float32), training=True)
     augment = Augmenter(layers, names)
-    augment(images, 0).block_until_ready()  # compiles
+    labels = np.zeros((batch, 10), np.float32)
+    augment(images, labels, 0)[0].block_until_ready()  # compiles
     times = []
     for step in range(1, 21):
         start = time.perf_counter()
-        augment(images, step).block_until_ready()
+        augment(images, labels, step)[0].block_until_ready()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 

@@ -63,6 +63,68 @@ class DirCreatingCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_train_begin(logs)
 
 
+def _step(step):
+    """``(step as float32, the module to compute with)``: NumPy for a concrete step
+    (the reporter reading the rate between steps: nothing compiles or syncs per
+    read), Keras ops for one traced inside the compiled training step."""
+    try:
+        return np.asarray(ops.convert_to_numpy(step), np.float32), np
+    except Exception:
+        return ops.cast(step, "float32"), ops
+
+
+@keras.saving.register_keras_serializable(package="cifarkit")
+class CosineDecaySchedule(keras.optimizers.schedules.CosineDecay):
+    """Keras's ``CosineDecay`` (with its linear warmup), computed in NumPy when the
+    step is concrete (:func:`_step`); inside the training step it is Keras's own."""
+
+    def __call__(self, step):
+        concrete, xp = _step(step)
+        if xp is ops:
+            return super().__call__(step)
+        warmup = 0 if self.warmup_target is None else self.warmup_steps
+        peak = self.initial_learning_rate if self.warmup_target is None else self.warmup_target
+        concrete = min(float(concrete), self.decay_steps + warmup)
+        if concrete < warmup:
+            return np.float32(self.initial_learning_rate
+                              + (peak - self.initial_learning_rate) * concrete / warmup)
+        cosine = 0.5 * (1.0 + np.cos(np.pi * (concrete - warmup) / self.decay_steps))
+        return np.float32(peak * ((1 - self.alpha) * cosine + self.alpha))
+
+
+@keras.saving.register_keras_serializable(package="cifarkit")
+class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The one-cycle policy (Smith and Topin; PyTorch's ``OneCycleLR`` with cosine
+    annealing): from ``learning_rate / div_factor`` up to ``learning_rate`` over the
+    first ``pct_start`` of ``total_steps``, then down to ``learning_rate / (div_factor
+    * final_div_factor)``, both halves along a cosine."""
+
+    def __init__(self, learning_rate: float, total_steps: int, pct_start: float = 0.3,
+                 div_factor: float = 25.0, final_div_factor: float = 1e4):
+        self.learning_rate, self.total_steps, self.pct_start = learning_rate, total_steps, pct_start
+        self.div_factor, self.final_div_factor = div_factor, final_div_factor
+
+    def __call__(self, step):
+        step, xp = _step(step)
+        start = self.learning_rate / self.div_factor
+        end = start / self.final_div_factor
+        rise = max(1.0, self.pct_start * (self.total_steps - 1))
+        fall = max(1.0, (self.total_steps - 1) - rise)
+        up = xp.clip(step / rise, 0.0, 1.0)
+        down = xp.clip((step - rise) / fall, 0.0, 1.0)
+
+        def anneal(a, b, fraction):
+            return b + (a - b) * 0.5 * (1.0 + xp.cos(np.pi * fraction))
+
+        return xp.where(step <= rise, anneal(start, self.learning_rate, up),
+                        anneal(self.learning_rate, end, down))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
+                "pct_start": self.pct_start, "div_factor": self.div_factor,
+                "final_div_factor": self.final_div_factor}
+
+
 @keras.saving.register_keras_serializable(package="cifarkit")
 class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Piecewise-linear learning rate over ``total_steps``, computed from the optimizer's
@@ -82,10 +144,7 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = total_steps
 
     def __call__(self, step):
-        try:  # a step outside the training step (the reporter reading the rate): NumPy
-            step, xp = np.asarray(ops.convert_to_numpy(step), np.float32), np
-        except Exception:  # traced inside the compiled step
-            step, xp = ops.cast(step, "float32"), ops
+        step, xp = _step(step)
         progress = xp.clip(step / max(1, self.total_steps - 1), 0.0, 1.0)
         rising = self.start + (1.0 - self.start) * progress / max(self.peak_at, 1e-12)
         falling = (1.0 + (self.end - 1.0) * (progress - self.peak_at) / (1.0 - self.peak_at)
@@ -97,20 +156,19 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "peak_at": self.peak_at, "end": self.end, "total_steps": self.total_steps}
 
 
-class WarmupDecay(keras.callbacks.Callback):
-    """Piecewise-linear learning rate over all training steps: installs a
-    :class:`WarmupDecaySchedule` on the optimizer when training begins.
+class ScheduleCallback(keras.callbacks.Callback):
+    """A learning-rate schedule over all training steps: ``make(total_steps)`` builds
+    it, installed on the optimizer when training begins. The schedule is a function
+    of the optimizer's step count, so a resumed run continues it exactly.
 
     Args:
-        learning_rate: the peak learning rate.
-        start: multiplier of the learning rate at the first step.
-        peak_at: fraction of training (0-1) at which the peak is reached.
-        end: multiplier of the learning rate at the last step.
+        name: the plugin's name, for errors.
+        make: ``total_steps -> keras.optimizers.schedules.LearningRateSchedule``.
     """
 
-    def __init__(self, learning_rate: float, start: float, peak_at: float, end: float):
+    def __init__(self, name: str, make):
         super().__init__()
-        self.learning_rate, self.start, self.peak_at, self.end = learning_rate, start, peak_at, end
+        self.name, self.make = name, make
 
     # Installed as soon as fit hands over the model and its step counts (before it
     # builds the training step, which then computes the rate from the optimizer's
@@ -131,10 +189,9 @@ class WarmupDecay(keras.callbacks.Callback):
             return
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if not steps or not epochs:
-            raise PluginError("warmup_decay: the number of steps per epoch is unknown; "
+            raise PluginError(f"{self.name}: the number of steps per epoch is unknown; "
                               "set train.steps_per_epoch")
-        optimizer._learning_rate = WarmupDecaySchedule(
-            self.learning_rate, self.start, self.peak_at, self.end, epochs * steps)
+        optimizer._learning_rate = self.make(epochs * steps)
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -97,9 +97,43 @@ def random_affine(rotation: Annotated[float, Range(0, 180)] = 15.0,
                         interpolation, seed, name="random_affine")
 
 
+def mixup(alpha: Annotated[float, Range(0, min_inclusive=False)] = 0.2,
+          seed: int | None = None):
+    """MixUp (Zhang et al.): each image is blended with another of the batch, and
+    its one-hot label with that image's, by the same weight drawn from
+    Beta(alpha, alpha). Keras's ``MixUp`` layer. The labels become soft, so the
+    loss must be categorical_crossentropy; training accuracy then compares
+    against the larger share of each mixed label.
+
+    Args:
+        alpha: Beta distribution parameter; larger blends more evenly.
+    """
+    import keras
+
+    return keras.layers.MixUp(alpha=alpha, seed=seed)
+
+
+def cutmix(factor: Annotated[float, Range(0, 1, min_inclusive=False)] = 1.0,
+           seed: int | None = None):
+    """CutMix (Yun et al.): a random box of each image is replaced by the same box
+    of another image of the batch, and the one-hot labels are mixed by the area
+    each image keeps. Keras's ``CutMix`` layer: the mixing weight comes from
+    Beta(a, a) with ``a`` drawn uniformly from (0, factor). The loss must be
+    categorical_crossentropy.
+
+    Args:
+        factor: upper end of the range the Beta parameter is drawn from.
+    """
+    import keras
+
+    return keras.layers.CutMix(factor=factor, seed=seed)
+
+
 @cifarkit.hookimpl
 def register_augmentations(register):
     register(random_rotation)
     register(random_translation)
     register(random_flip)
     register(random_affine)
+    register(mixup)
+    register(cutmix)

@@ -175,9 +175,63 @@ def warmup_decay(learning_rate: float,
         peak_at: fraction of training (0-1) at which the full learning rate is reached.
         end: multiplier of the learning rate at the last step.
     """
-    from cifarkit_plugins._callbacks import WarmupDecay
+    from cifarkit_plugins._callbacks import ScheduleCallback, WarmupDecaySchedule
 
-    return WarmupDecay(learning_rate, start, peak_at, end)
+    return ScheduleCallback("warmup_decay", lambda total: WarmupDecaySchedule(
+        learning_rate, start, peak_at, end, total))
+
+
+def cosine_decay(learning_rate: float,
+                 warmup: Annotated[float, Range(0, 1, max_inclusive=False)] = 0.0,
+                 warmup_start: Annotated[float, Range(0)] = 0.0,
+                 end: Annotated[float, Range(0, 1)] = 0.0):
+    """Cosine decay of the learning rate over the whole run, with an optional linear
+    warmup: Keras's ``CosineDecay``, set every step.
+
+    Over the first ``warmup`` of all training steps the rate rises linearly from
+    ``warmup_start`` x lr to lr; over the rest it falls along half a cosine to
+    ``end`` x lr at the last step (lr is ``train.learning_rate``). A function
+    of the step alone, so a resumed run continues it exactly.
+
+    Args:
+        warmup: fraction of training (0-1) spent warming up; 0: none.
+        warmup_start: multiplier of the learning rate at the first warmup step.
+        end: multiplier of the learning rate at the end (Keras's ``alpha``).
+    """
+    from cifarkit_plugins._callbacks import CosineDecaySchedule, ScheduleCallback
+
+    def make(total):
+        warm = int(round(warmup * total))
+        if warm == 0:
+            return CosineDecaySchedule(learning_rate, max(1, total - 1), alpha=end)
+        return CosineDecaySchedule(learning_rate * warmup_start, max(1, total - 1 - warm),
+                                   alpha=end, warmup_target=learning_rate, warmup_steps=warm)
+
+    return ScheduleCallback("cosine_decay", make)
+
+
+def one_cycle(learning_rate: float,
+              pct_start: Annotated[float, Range(0, 1, min_inclusive=False,
+                                                max_inclusive=False)] = 0.3,
+              div_factor: Annotated[float, Range(1)] = 25.0,
+              final_div_factor: Annotated[float, Range(1)] = 1e4):
+    """The one-cycle policy (Smith and Topin), as PyTorch's ``OneCycleLR`` with cosine
+    annealing, over the whole run, set every step.
+
+    The rate rises from lr / ``div_factor`` to lr (``train.learning_rate``) over
+    the first ``pct_start`` of all training steps, then falls to lr /
+    (``div_factor`` x ``final_div_factor``) at the last step, both along a
+    cosine. A function of the step alone, so a resumed run continues it exactly.
+
+    Args:
+        pct_start: fraction of training (0-1) spent rising.
+        div_factor: the first rate is lr / div_factor.
+        final_div_factor: the last rate is the first / final_div_factor.
+    """
+    from cifarkit_plugins._callbacks import OneCycleSchedule, ScheduleCallback
+
+    return ScheduleCallback("one_cycle", lambda total: OneCycleSchedule(
+        learning_rate, total, pct_start, div_factor, final_div_factor))
 
 
 def lookahead(start_epoch: Annotated[int, Range(0)] = 3,
@@ -215,4 +269,6 @@ def register_callbacks(register):
     register(tensorboard, backend="tensorflow")
     register(tensorboard_jax, name="tensorboard", backend="jax")
     register(warmup_decay, controls=["learning_rate"])
+    register(cosine_decay, controls=["learning_rate"])
+    register(one_cycle, controls=["learning_rate"])
     register(lookahead)

@@ -239,7 +239,8 @@ def test_augmentation_on_jax_is_the_same_kind_as_on_tensorflow(tmp_path):
         images = np.tile(np.arange(32, dtype=np.float32)[None, None, :, None], (256, 32, 1, 3))
         layer(images[:2], training=True)
         augment = Augmenter([layer], ["random_flip"])
-        out = [np.asarray(augment(images, step)) for step in (0, 1, 0)]
+        labels = np.zeros((256, 10), np.float32)
+        out = [np.asarray(augment(images, labels, step)[0]) for step in (0, 1, 0)]
         flipped = [float((o[:, 0, 0, 0] == 31).mean()) for o in out]
         kept = all(((o == images) | (o == images[:, :, ::-1])).all() for o in out)
         print(json.dumps({"flipped": flipped, "kept": kept, "same": bool((out[0] == out[2]).all()),

@@ -77,9 +77,10 @@ def test_the_device_steps_train_on_what_the_host_stream_gives():
     state = state_of(m)
     for s in range(8):
         i = host.indices(s)
-        traced = jax.jit(augment.traced)(x[:34][i], np.int32(s))
-        np.testing.assert_allclose(np.asarray(traced), np.asarray(augment(x[:34][i], s)))
-        _, state = step(state, (augment(x[:34][i], s), y[:34][i]))
+        traced, _ = jax.jit(augment.traced)(x[:34][i], y[:34][i], np.int32(s))
+        images, labels = augment(x[:34][i], y[:34][i], s)
+        np.testing.assert_allclose(np.asarray(traced), np.asarray(images))
+        _, state = step(state, (images, labels))
     expected = flat(state)
     for chunk in (3, 1):
         m = model()

@@ -123,6 +123,28 @@ def seed_states(layers: Sequence[Any]) -> list:
     return list(states.values())
 
 
+def mixes_labels(layer) -> bool:
+    """Whether an augmentation layer mixes labels as well as images: Keras's ``MixUp``
+    and ``CutMix``, or any layer with ``mixes_labels = True``. Such a layer is called
+    with ``{"images": ..., "labels": ...}`` (one-hot float labels) and returns both."""
+    if getattr(layer, "mixes_labels", False):
+        return True
+    import keras
+
+    return isinstance(layer, (keras.layers.MixUp, keras.layers.CutMix))
+
+
+def augment_batch(layers: Sequence[Any], images, labels, training: bool = True):
+    """A batch through the augmentation layers in order: ``(images, labels)``."""
+    for layer in layers:
+        if mixes_labels(layer):
+            out = layer({"images": images, "labels": labels}, training=training)
+            images, labels = out["images"], out["labels"]
+        else:
+            images = layer(images, training=training)
+    return images, labels
+
+
 def steps_per_pass(n: int, batch_size: int, drop_remainder: bool) -> int:
     """Batches in one pass over ``n`` examples (at least one)."""
     return max(1, n // batch_size) if drop_remainder else -(-n // batch_size)
@@ -166,6 +188,11 @@ class Backend(abc.ABC):
     with no such feature (no distribution to enter, one process, no compile count)."""
 
     name: str = ""
+    #: Whether Keras's optimizer can overwrite the weights with their moving average
+    #: inside the training step (``ema_overwrite_frequency``). TensorFlow's cannot
+    #: under a tf.distribute strategy (a ``merge_call`` inside a ``cond``), so there
+    #: a callback does it after each epoch's last step.
+    ema_in_step: bool = False
 
     def select(self, deterministic: bool = False) -> None:
         """Make this the backend Keras starts with (before Keras is imported)."""

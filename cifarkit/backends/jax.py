@@ -21,7 +21,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cifarkit.errors import CifarkitError, PluginError, first_line
-from cifarkit.backends import SEED_STRIDE, Backend, Role, Stream, seed_states, steps_per_pass
+from cifarkit.backends import (SEED_STRIDE, Backend, Role, Stream, augment_batch, seed_states,
+                               steps_per_pass)
 
 #: jax.monitoring's events for the three stages of a compilation.
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -31,6 +32,7 @@ COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
 
 class Jax(Backend):
     name = "jax"
+    ema_in_step = True
 
     def __init__(self) -> None:
         self._compile_s = 0.0
@@ -131,6 +133,7 @@ class Jax(Backend):
                       else even_batch(len(validation[0]), batch_size))
         finally:
             model.train_function, model.steps_per_execution = None, previous
+            _unshare_averages(model)
 
     def probe(self, model, input_shape: tuple, batch_size: int):
         """A whole batch through Keras's compiled predict step: the program prediction
@@ -212,6 +215,20 @@ class Jax(Backend):
         return self._compile_s
 
 
+def _unshare_averages(model) -> None:
+    """Keras's ``fit`` ends with ``finalize_variable_values``, which on JAX makes each
+    trainable variable hold the very array its moving average holds (``use_ema``);
+    Keras's predict step then donates that array and the average is left deleted.
+    Each weight gets its own copy."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "use_ema", False):
+        return
+    import jax.numpy as jnp
+
+    for variable in model.trainable_variables:
+        variable.assign(jnp.array(variable.value, copy=True))
+
+
 def even_batch(n: int, batch_size: int) -> int:
     """The largest size up to ``batch_size`` that splits ``n`` examples into whole
     batches (one shape: one compiled step), unless that is under a quarter of
@@ -289,23 +306,21 @@ class Augmenter:
         self.states = seed_states(self.layers)
         self.starts = [np.asarray(keras.ops.convert_to_numpy(s.value)).copy() for s in self.states]
 
-        def apply(images, values):
+        def apply(images, labels, values):
             images = keras.ops.cast(images, "float32")  # uint8 travels: a quarter of the bytes
             with keras.StatelessScope(state_mapping=list(zip(self.states, values))):
-                for layer in self.layers:
-                    images = layer(images, training=True)
-            return images
+                return augment_batch(self.layers, images, labels)
 
         self.apply = apply
         self._apply = jax.jit(apply)
 
-    def traced(self, images, step):
+    def traced(self, images, labels, step):
         """As :meth:`__call__`, inside a compiled program: ``step`` is a traced int32,
         and the seeds wrap exactly as :meth:`values` wraps them."""
         import jax.numpy as jnp
 
         if not self.layers:
-            return images.astype(jnp.float32)
+            return images.astype(jnp.float32), labels
         stride = step.astype(jnp.uint32) * jnp.uint32(SEED_STRIDE % 2**32)
         values = []
         for start in self.starts:
@@ -313,19 +328,20 @@ class Augmenter:
             offset = stride if dtype.itemsize == 4 and dtype.kind == "u" else (
                 stride & jnp.uint32(np.iinfo(dtype).max))  # signed: modulo its max + 1
             values.append(jnp.stack([jnp.asarray(start[0], dtype), offset.astype(dtype)]))
-        return self.apply(images, values)
+        return self.apply(images, labels, values)
 
     def values(self, step: int) -> list[np.ndarray]:
         """Every layer's random state for batch ``step``: (its seed, step x stride)."""
         return [np.array([start[0], step * SEED_STRIDE % (np.iinfo(start.dtype).max + 1)],
                          dtype=start.dtype) for start in self.starts]  # wraps as on TensorFlow
 
-    def __call__(self, images: np.ndarray, step: int):
-        """Batch ``step``'s images (uint8 or float32, 0-255), augmented, as float32."""
+    def __call__(self, images: np.ndarray, labels: np.ndarray, step: int):
+        """Batch ``step``'s images (uint8 or float32, 0-255) and labels, augmented: images
+        as float32 (labels change only where a layer mixes them)."""
         if not self.layers:
-            return images.astype(np.float32)
+            return images.astype(np.float32), labels
         try:
-            return self._apply(images, self.values(step))
+            return self._apply(images, labels, self.values(step))
         except Exception as exc:  # a layer that cannot be traced by jax.jit
             raise PluginError(f"augmentation {', '.join(self.names)} fails under jax.jit on "
                               f"images of shape {tuple(images.shape[1:])} "
@@ -367,13 +383,14 @@ class TrainStream:
         index, count = self.shard
         while True:
             i = self.indices(self.step)
-            images = self.augment(self.x[i], self.step)  # the whole batch, as one process would
+            # the whole batch, as one process would
+            images, labels = self.augment(self.x[i], self.y[i], self.step)
             self.step += 1
             if count > 1:  # every batch is full (several replicas): an equal slice each
                 share = len(i) // count
                 part = slice(index * share, (index + 1) * share)
-                images, i = images[part], i[part]
-            yield images, self.y[i]
+                images, labels = images[part], labels[part]
+            yield images, labels
 
 
 BACKEND = Jax()

@@ -111,10 +111,11 @@ class DeviceTrainer:
         def program(state, hook_states, x, y, indices, first, active):
             def one_step(carry, index, step):
                 state, hook_states, _ = carry
-                images = augment.traced(jax.numpy.take(x, index, axis=0), step)
+                images, labels = augment.traced(jax.numpy.take(x, index, axis=0),
+                                                jax.numpy.take(y, index, axis=0), step)
                 if batch_sharding is not None:
                     images = jax.lax.with_sharding_constraint(images, batch_sharding)
-                logs, state = model.train_step(state, (images, jax.numpy.take(y, index, axis=0)))
+                logs, state = model.train_step(state, (images, labels))
                 if hooks:
                     state, hook_states = _apply_hooks(hooks, step, state, hook_states,
                                                       n_trainable)

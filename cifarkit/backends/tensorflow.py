@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cifarkit.backends import SEED_STRIDE, Backend, Role, Stream, seed_states
+from cifarkit.backends import SEED_STRIDE, Backend, Role, Stream, augment_batch, seed_states
 
 
 @contextlib.contextmanager
@@ -156,9 +156,7 @@ class TensorFlow(Backend):
             for state, start in zip(states, initial):  # this batch's random state: (seed, g)
                 counter = tf.cast(g, state.dtype) * SEED_STRIDE
                 state.assign(tf.stack([tf.constant(start[0], state.dtype), counter]))
-            for layer in augment:
-                images = layer(images, training=True)
-            return images, y
+            return augment_batch(augment, images, y)
 
         # Sequential when layers share random state: each batch sets it, then uses it.
         train = train.map(apply, num_parallel_calls=None if states else autotune)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add in (_run_command, _list_plugins_command, _new_plugin_command, _evaluate_command,
                 _predict_command, _runs_command, _compare_command, _show_command,
-                _sweep_command):
+                _sweep_command, _export_command):
         add(sub)
     return parser
 
@@ -366,6 +366,40 @@ def _predict_command(sub) -> None:
     pr.add_argument("--backend", choices=BACKENDS, help="Keras backend to load the model on (default: the one the run trained on)")
 
 
+def _export_command(sub) -> None:
+    ex = sub.add_parser("export", help="export a run's model as ONNX or a TensorFlow SavedModel",
+                        description="Export RUN_DIR/model.keras with Keras's model.export: the "
+                                    "whole inference path (raw 0-255 float32 NHWC pixels in, "
+                                    "class probabilities out), and a JSON beside it that "
+                                    "describes the input, output and class names. ONNX needs "
+                                    "the export extra: pip install -e \".[export]\".")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--format", required=True, choices=["onnx", "saved_model"])
+    ex.add_argument("--output", metavar="PATH",
+                    help="where to write (default: RUN_DIR/export/model.onnx or "
+                         "RUN_DIR/export/saved_model)")
+    ex.add_argument("--backend", choices=BACKENDS,
+                    help="Keras backend to load the model on (default: tensorflow, whichever "
+                         "backend trained it)")
+    ex.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def cmd_export(args) -> int:
+    from cifarkit.cli.export import export_run
+
+    description = export_run(Path(args.run_dir), args.format,
+                              Path(args.output) if args.output else None, args.backend)
+    if args.json:
+        print(json_text(description))
+        return 0
+    where = Path(args.output) if args.output else Path(args.run_dir) / "export"
+    print(f"exported {args.format}: {where if args.output else where / description['path']} "
+          f"(input {description['input']['name']!r}: float32 NHWC "
+          f"{description['input']['shape'][1:]} 0-255; {len(description['class_names'])} "
+          "class probabilities out)")
+    return 0
+
+
 def _trust_arguments(parser) -> None:
     parser.add_argument("--plugin", dest="plugin_files", action="append", default=[],
                         metavar="PATH", help="load plugins from this Python file (trusted "
@@ -506,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {"run": cmd_run, "list-plugins": cmd_list_plugins, "new-plugin": cmd_new_plugin,
                "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-               "compare": cmd_compare, "show": cmd_show, "sweep": cmd_sweep}[args.command]
+               "compare": cmd_compare, "show": cmd_show, "sweep": cmd_sweep,
+               "export": cmd_export}[args.command]
     try:
         try:
             return handler(args)

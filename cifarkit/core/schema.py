@@ -93,6 +93,17 @@ class TrainConfig:
     # Where compiled programs are kept between runs: "auto" (the user's cache folder),
     # "off", or a folder. Only the JAX backend has such a cache (docs/backends.md).
     compilation_cache: str = field(default="auto", metadata=RESUMABLE)
+    # Weights to start from: a run directory (its model.keras, else its latest
+    # checkpoint), a .keras file or a .weights.h5 file. Layers are matched by name
+    # and shape; the others keep their fresh initial weights.
+    init_from: Path | None = None
+    # Layer names or fnmatch patterns ("block1_*") whose weights are not trained.
+    freeze: tuple[str, ...] = ()
+    # Keep an exponential moving average of the trained weights (Keras's optimizer
+    # use_ema) with this momentum; at every epoch's end the weights become the
+    # average, so validation, checkpoints, model.keras and the test all use it.
+    ema_momentum: Annotated[float, Range(0, 1, min_inclusive=False, max_inclusive=False)] \
+        | None = None
 
     @property
     def one_hot(self) -> bool:

@@ -49,6 +49,7 @@ class Built:
     learning_rate: float  # after train.learning_rate_scaling
     role: Role
     compile_cache: Path | None = None  # the persistent compilation cache in use, if any
+    starting: str | None = None  # what train.init_from loaded and train.freeze froze
 
     @property
     def split_batches(self) -> bool:
@@ -75,19 +76,6 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     learning_rate = recipe.train.learning_rate * (
         replicas if recipe.train.learning_rate_scaling == "linear" else 1)
     num_classes = len(data.class_names)
-    with strategy.scope():
-        with backend.initialising():
-            model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train,
-                                backend)
-        loss = compile_model(model, recipe, registry, learning_rate, backend)
-        with backend.initialising():  # the optimizer's slots (its own variables exist)
-            model.optimizer.build(model.trainable_variables)
-        if restore is not None:
-            _restore(model, *restore)
-        check_model(model, recipe, data.input_shape, num_classes, backend)
-    augment = [registry.call(a, backend=backend, seed=recipe.seed + i)
-               for i, a in enumerate(recipe.augmentation)]
-    check_augmentation(recipe, augment, data.input_shape)
     batch = recipe.data.batch_size
     _check_batch(recipe, len(data.x_train), replicas)
     split_batches = replicas > 1
@@ -95,13 +83,54 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     # order): every step has one shape, so the step compiles once.
     drop = split_batches or len(data.x_train) >= batch
     steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, drop)
+    with strategy.scope():
+        with backend.initialising():
+            model = build_model(registry, recipe, data.input_shape, num_classes, data.x_train,
+                                backend)
+        # A resumed run takes every weight from its checkpoint (the source may be gone).
+        starting = start_weights(model, recipe, initialise=restore is None)
+        loss = compile_model(model, recipe, registry, learning_rate, backend)
+        use_ema(model.optimizer, recipe.train.ema_momentum, steps, backend)
+        with backend.initialising():  # the optimizer's slots (its own variables exist)
+            model.optimizer.build(model.trainable_variables)
+        if restore is not None:
+            _restore(model, *restore)
+        check_model(model, recipe, data.input_shape, num_classes, backend)
+    augment = [registry.call(a, backend=backend, seed=recipe.seed + i)
+               for i, a in enumerate(recipe.augmentation)]
+    check_augmentation(recipe, augment, data.input_shape, num_classes)
     stream = Stream(batch, num_classes, recipe.train.one_hot, recipe.seed, recipe.data.shuffle,
                     drop_remainder=drop,
                     first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
                     names=tuple(a.plugin for a in recipe.augmentation))
     train_ds, val_ds = backend.datasets(data, augment, stream)
     return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas,
-                 learning_rate, role, compile_cache)
+                 learning_rate, role, compile_cache, starting)
+
+
+def start_weights(model, recipe: Recipe, initialise: bool = True) -> str | None:
+    """``train.init_from`` (unless ``initialise`` is false) and ``train.freeze``, before
+    the model is compiled; returns the one-line report (None: neither is set)."""
+    from cifarkit.runs.init import freeze, load_matching
+
+    tr, parts = recipe.train, []
+    if tr.init_from is not None and initialise:
+        parts.append(load_matching(model, tr.init_from, f"{recipe.path}: train.init_from"))
+    if tr.freeze:
+        frozen = freeze(model, tr.freeze, f"{recipe.path}: train.freeze")
+        parts.append(f"frozen: {', '.join(frozen)}")
+    return "; ".join(parts) or None
+
+
+def use_ema(optimizer, momentum: float | None, steps_per_epoch: int, backend: Backend) -> None:
+    """Keras's own weight averaging (``use_ema``) on any optimizer, before it is built.
+    The average replaces the weights at the end of every epoch, so everything after
+    an epoch sees it: inside the training step (Keras's ``ema_overwrite_frequency``)
+    where the backend can, else by :class:`cifarkit.runs.loop.AverageAtEpochEnd`."""
+    if momentum is None:
+        return
+    optimizer.use_ema, optimizer.ema_momentum = True, float(momentum)
+    optimizer.ema_overwrite_frequency = int(steps_per_epoch) if backend.ema_in_step else None
 
 
 def _restore(model, folder: Path, state: dict[str, Any]) -> None:
@@ -178,16 +207,25 @@ def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_
             for c in recipe.callbacks]
 
 
-def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple) -> None:
+def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple,
+                       num_classes: int = 10) -> None:
     """Each augmentation keeps the images' shape, checked symbolically (traced on a
-    ``keras.KerasTensor``, so nothing is computed or compiled)."""
+    ``keras.KerasTensor``, so nothing is computed or compiled); one that mixes labels
+    needs a loss that takes soft (one-hot) labels."""
     import keras
 
     images = keras.KerasTensor((2, *input_shape), "float32")
+    labels = keras.KerasTensor((2, num_classes), "float32")
     for call, layer in zip(recipe.augmentation, layers):
         where = f"{call.origin}: {call.key}: augmentation {call.plugin!r}"
+        mixing = backends.mixes_labels(layer)
+        if mixing and not recipe.train.one_hot:
+            raise RecipeError(f"{where} mixes labels, which train.loss = "
+                              f"{recipe.train.loss!r} cannot take (it reads class indices); "
+                              "use loss = \"categorical_crossentropy\"")
         try:
-            out = layer(images, training=True)
+            out = backends.augment_batch([layer], images, labels)[0] if mixing \
+                else layer(images, training=True)
         except Exception as exc:
             raise PluginError(f"{where} fails on images of shape {input_shape} "
                               f"({first_line(exc)})") from None

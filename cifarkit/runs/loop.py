@@ -195,6 +195,25 @@ class Validation(keras.callbacks.Callback):
                          if k in result})
 
 
+def _average_at_epoch_end_class():
+    import keras
+
+    class AverageAtEpochEnd(keras.callbacks.Callback):
+        """After each epoch's last training step the weights become the optimizer's
+        moving average (``train.ema_momentum`` where the backend cannot do it inside
+        the step), before validation and everything else that epoch's end sees."""
+
+        def __init__(self, steps: int):
+            super().__init__()
+            self.steps = steps
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == self.steps:
+                self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    return AverageAtEpochEnd
+
+
 def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_epoch: int,
         last_epoch: int, signals: Signals) -> None:
     """Train epochs ``initial_epoch + 1 .. last_epoch`` with ``fit`` or the multi-worker loop.
@@ -203,6 +222,8 @@ def fit(recipe: Recipe, built: Built, data: Prepared, callbacks: list, initial_e
     Raises :class:`Interrupted` when a signal stopped training.
     """
     val_ds = built.val_ds
+    if recipe.train.ema_momentum is not None and not built.backend.ema_in_step:
+        callbacks = [_average_at_epoch_end_class()(built.steps), *callbacks]
     if built.split_batches and data.x_val is not None:
         callbacks = [Validation(data, built.loss, recipe.train.one_hot, recipe.train.metrics,
                                 recipe.data.batch_size, built.backend), *callbacks]

@@ -83,6 +83,7 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                     f"batch {recipe.data.batch_size}, "
                     f"{tr.optimizer.plugin} lr {parts.learning_rate:g}"
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
+        **({"weights": parts.starting} if parts.starting else {}),
         "run directory": str(run.run_dir),
         **({"resuming": f"after epoch {resumed_after} of {tr.epochs}"}
            if resumed_after is not None else {}),
