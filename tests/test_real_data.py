@@ -8,6 +8,7 @@ import pytest
 
 from cifarkit.data import read_cifar10
 from conftest import DEFAULT_RECIPE, ROOT, cifarkit
+from test_export import check_onnx_matches_keras, needs_onnx
 
 SHARED = ROOT.parent / "shared"
 ARCHIVE = SHARED / "data" / "cifar10-jpeg.tar.gz"
@@ -34,13 +35,21 @@ def test_real_batches_read_with_the_restricted_unpickler(real_cifar10):
     assert sorted(set(s.y_train.tolist())) == list(range(10))
 
 
-@pytest.mark.slow
-def test_default_recipe_on_real_data_smoke(tmp_path, real_cifar10):
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, real_cifar10):
+    """The default recipe, one epoch on 512 real images."""
+    out = tmp_path_factory.mktemp("runs")
     result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={real_cifar10}",
                       "--set", "data.limit=512", "--set", "train.epochs=1",
-                      "--output", str(tmp_path / "runs"), timeout=900)
+                      "--output", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+@pytest.mark.slow
+def test_default_recipe_on_real_data_smoke(real_run):
+    run_dir = real_run
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["parameters"] == 2_201_418 and summary["test_examples"] == 512
     # the summary's accuracy is what its own per-class figures and evaluate say
@@ -50,3 +59,10 @@ def test_default_recipe_on_real_data_smoke(tmp_path, real_cifar10):
     confusion = result["confusion_matrix"]
     correct = sum(confusion[i][i] for i in range(10))
     assert summary["test_accuracy"] == result["accuracy"] == correct / 512
+
+
+@pytest.mark.slow
+@needs_onnx
+def test_onnx_export_agrees_with_keras_on_200_real_test_images(real_run, real_cifar10, tmp_path):
+    x = read_cifar10(real_cifar10).x_test[:200].astype("float32")
+    check_onnx_matches_keras(real_run, x, tmp_path)

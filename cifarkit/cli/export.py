@@ -32,7 +32,7 @@ NEEDS = {"onnx": [("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("tf2onnx", 
 def export_run(run_dir: Path, fmt: str, output: Path | None = None,
                backend: str | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s model.keras; return the description written beside it."""
-    missing = [pip for module, pip in NEEDS[fmt] if importlib.util.find_spec(module) is None]
+    missing = [pip for module, pip in NEEDS[fmt] if not _installed(module)]
     if missing:
         raise OutputError(f"--format {fmt} needs {', '.join(missing)}: "
                           "pip install -e \".[export]\"")
@@ -68,6 +68,13 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         raise OutputError(f"{run_dir / 'model.keras'}: Keras on the {chosen.name} backend "
                           f"cannot export it as {fmt} ({first_line(exc)}){hint}") from None
     return description
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # an import hook that refuses it
+        return False
 
 
 def _describe(model, fmt: str, target: Path, written: Path, class_names, tta: str,
