@@ -190,3 +190,16 @@ def test_extras_resume_exactly(tmp_path, cifar10_dir, backend, schedule):
     assert summary(run_dir)["status"] == "completed"
     rates = [float(r["learning_rate"]) for r in metrics(run_dir)]
     assert len(set(rates)) == 3  # the schedule moved the rate every epoch
+
+
+def test_the_shipped_recipes_with_extras_resolve(registry):
+    from cifarkit.core.recipe import load_recipe
+    from conftest import ROOT
+
+    tuned = load_recipe(ROOT / "recipes" / "finetune.toml", ["train.init_from=runs/x"],
+                        registry=registry)
+    assert tuned.train.freeze == ("block1_*",) and tuned.train.init_from.is_absolute()
+    assert [c.plugin for c in tuned.callbacks] == ["early_stopping", "cosine_decay"]
+    extras = load_recipe(ROOT / "recipes" / "ema-cutmix-cosine.toml", registry=registry)
+    assert extras.train.ema_momentum == 0.99
+    assert [a.plugin for a in extras.augmentation] == ["random_affine", "cutmix"]
