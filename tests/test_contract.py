@@ -141,7 +141,8 @@ def test_the_data_tables_keys_are_the_reserved_dataset_names():
 
 def test_every_schema_field_is_in_the_resolved_recipe(registry):
     recipe = load_recipe(DEFAULT_RECIPE, ["data.limit=10", "train.steps_per_epoch=3",
-                                          "data.path=/data/cifar"], registry)
+                                          "data.path=/data/cifar", "train.init_from=/runs/x",
+                                          "train.ema_momentum=0.99"], registry)
     assert "backend" not in recipe.resolved()["train"]  # unset until a run chooses one
     resolved = recipe.with_backend("jax").resolved()  # as a run directory's recipe.toml
     keys = {f.name for f in dataclasses.fields(Recipe) if f.metadata.get("key", True)}

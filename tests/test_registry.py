@@ -52,7 +52,7 @@ def test_parameter_json_has_type_default_and_description(registry):
 
 
 def test_unknown_plugin_suggests_a_close_name(registry):
-    with pytest.raises(PluginError, match=r"did you mean 'early_stopping'\?.*allowed: csv_logger"):
+    with pytest.raises(PluginError, match=r"did you mean 'early_stopping'\?.*allowed: cosine_decay, csv_logger"):
         registry.get("callback", "early_stoping")
 
 
