@@ -203,3 +203,24 @@ def test_the_shipped_recipes_with_extras_resolve(registry):
     extras = load_recipe(ROOT / "recipes" / "ema-cutmix-cosine.toml", registry=registry)
     assert extras.train.ema_momentum == 0.99
     assert [a.plugin for a in extras.augmentation] == ["random_affine", "cutmix"]
+
+
+def test_top_5_accuracy_reads_smoothed_and_mixed_labels_by_their_largest_share():
+    """With label smoothing or mixed labels, top_5_accuracy scores the class with the
+    largest share of each label, as for hard labels."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), 64).astype(np.float32)
+    classes = rng.integers(0, 10, 64)
+    hard = np.eye(10, dtype=np.float32)[classes]
+    smoothed = hard * 0.9 + 0.01
+    other = np.eye(10, dtype=np.float32)[(classes + 3) % 10]
+    mixed = 0.7 * hard + 0.3 * other
+    scores = []
+    for labels in (hard, smoothed, mixed):
+        metric = keras.metrics.TopKCategoricalAccuracy(k=5)
+        metric.update_state(labels, probs)
+        scores.append(float(metric.result()))
+    assert scores[0] == scores[1] == scores[2]
+    assert 0 < scores[0] < 1
