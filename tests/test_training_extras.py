@@ -58,16 +58,16 @@ def test_init_from_loads_matching_layers_and_freeze_keeps_them(tmp_path, cifar10
 
 
 def test_init_from_with_nothing_matching_is_one_line_and_writes_nothing(tmp_path, cifar10_dir):
-    source, _ = _train(tmp_path, cifar10_dir, "source", "[train]\nepochs = 1\n")
-    assert source.returncode == 0, source.stderr[-2000:]
-    (source_dir,) = (tmp_path / "source").iterdir()
+    other = tmp_path / "metrics.csv"
+    other.write_text("epoch\n")
     weights = tmp_path / "w.weights.h5"
     with h5py.File(weights, "w") as f:  # a weights file of some other model
         f.create_group("layers/dense/vars").attrs["name"] = "other"
         f["layers/dense/vars/0"] = np.zeros((3, 3))
     for value, expected in [(weights, "no layer of this model matches one in"),
                             (tmp_path / "missing", "does not exist"),
-                            (source_dir / "metrics.csv", "neither a run directory")]:
+                            (other, "neither a run directory"),
+                            (tmp_path, "holds neither model.keras nor a checkpoint")]:
         result, recipe = _train(tmp_path, cifar10_dir, "t", f'[train]\ninit_from = "{value}"\n')
         assert result.returncode == 2, result.stderr[-2000:]
         (line,) = result.stderr.strip().splitlines()
