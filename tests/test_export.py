@@ -11,6 +11,8 @@ import pytest
 from cifarkit.testing import write_cifar10
 from conftest import ROOT, TINY_MODEL, cifarkit
 
+pytestmark = pytest.mark.slow  # each backend's run is trained in a subprocess
+
 BACKENDS = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
 needs_onnx = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "tf2onnx")),

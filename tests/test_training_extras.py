@@ -33,6 +33,7 @@ def _train(tmp_path, data, name, rest="", *args, backend="tensorflow"):
 # -- init_from and freeze --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_init_from_loads_matching_layers_and_freeze_keeps_them(tmp_path, cifar10_dir, backend):
     """A wider first block: its layers stay fresh, the rest come from the source run;
