@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import secrets
-import stat
 from pathlib import Path
 
 from cifarkit.errors import OutputError
