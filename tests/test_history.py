@@ -167,24 +167,31 @@ def test_a_bad_grid_is_one_line_and_writes_nothing(tmp_path, cifar10_dir):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_after_the_current_trial_and_it_resumes(tmp_path, cifar10_dir):
+def interrupted_sweep(runs, *args):
+    """Start ``cifarkit sweep ARGS -o RUNS``, Ctrl-C it while trial 1 trains; check it
+    exits 130 saying how to continue, and return the sweep folder."""
     import signal
 
-    from conftest import running, wait_for_rows, write_slow_recipe
+    from conftest import running, wait_for_rows
 
-    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=40)
-    runs = tmp_path / "runs"
-    with running("sweep", str(recipe), "--grid", "train.learning_rate=0.001,0.002",
-                 "-o", str(runs)) as proc:
+    with running("sweep", *args, "-o", str(runs)) as proc:
         while not any(runs.glob("*/sweep.json")):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
         wait_for_rows(sweep_dir(runs), 1, proc)  # trial 1 is training
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     assert "continue with: cifarkit sweep --resume" in err
-    folder = sweep_dir(runs)
+    return sweep_dir(runs)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_after_the_current_trial_and_it_resumes(tmp_path, cifar10_dir):
+    from conftest import write_slow_recipe
+
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=40)
+    folder = interrupted_sweep(tmp_path / "runs", str(recipe), "--grid",
+                               "train.learning_rate=0.001,0.002")
     first, second = json.loads((folder / "sweep.json").read_text())["trials"]
     assert json.loads((folder / first["run_dir"] / "summary.json").read_text())["status"] \
         == "completed"  # the current trial finished
@@ -283,25 +290,14 @@ def test_a_bad_search_space_is_one_line_and_writes_nothing(tmp_path, cifar10_dir
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_search_after_the_current_trial_and_it_resumes(tmp_path, cifar10_dir):
-    import signal
-
     import optuna
 
-    from conftest import SLOW_EPOCHS, running, wait_for_rows, write_tiny_recipe
+    from conftest import SLOW_EPOCHS, write_tiny_recipe
 
     recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16,
                                SLOW_EPOCHS.format(epochs=2, steps=40) + SEARCH.replace(
                                    "[train]\nepochs = 2\n", ""))
-    runs = tmp_path / "runs"
-    with running("sweep", str(recipe), "--trials", "2", "-o", str(runs)) as proc:
-        while not any(runs.glob("*/sweep.json")):
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-        wait_for_rows(sweep_dir(runs), 1, proc)  # trial 1 is training
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-2000:]
-    assert "continue with: cifarkit sweep --resume" in err
-    folder = sweep_dir(runs)
+    folder = interrupted_sweep(tmp_path / "runs", str(recipe), "--trials", "2")
     state = json.loads((folder / "sweep.json").read_text())
     assert [t["status"] for t in state["trials"]] == ["completed"]  # finished, none asked after
     resumed = cifarkit("sweep", "--resume", str(folder))

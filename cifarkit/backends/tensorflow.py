@@ -277,3 +277,12 @@ def _multi_worker_steps(model, strategy, train_config, global_batch: int):
 
 
 BACKEND = TensorFlow()
+
+
+def saved_model_names(path) -> tuple[str, str]:
+    """A SavedModel's serving signature: ``(input name, output name)``."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    return next(iter(inputs)), next(iter(signature.structured_outputs))

@@ -109,11 +109,9 @@ def _io_names(fmt: str, written: Path) -> tuple[str, str]:
 
         graph = onnx.load(str(written), load_external_data=False).graph
         return graph.input[0].name, graph.output[0].name
-    import tensorflow as tf
+    from cifarkit.backends.tensorflow import saved_model_names
 
-    signature = tf.saved_model.load(str(written)).signatures["serving_default"]
-    inputs = signature.structured_input_signature[1]
-    return next(iter(inputs)), next(iter(signature.structured_outputs))
+    return saved_model_names(written)
 
 
 def _remove(path: Path) -> None:

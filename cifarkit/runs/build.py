@@ -208,7 +208,7 @@ def build_callbacks(registry: Registry, recipe: Recipe, run_dir: Path, learning_
 
 
 def check_augmentation(recipe: Recipe, layers: list, input_shape: tuple,
-                       num_classes: int = 10) -> None:
+                       num_classes: int) -> None:
     """Each augmentation keeps the images' shape, checked symbolically (traced on a
     ``keras.KerasTensor``, so nothing is computed or compiled); one that mixes labels
     needs a loss that takes soft (one-hot) labels."""
