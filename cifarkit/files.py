@@ -20,12 +20,12 @@ class FileTooLarge(OSError):
         self.size = size
 
 
-def read_regular(path: Path, limit: int) -> bytes:
+def read_regular(path: Path, limit: int, follow: bool = True) -> bytes:
     """``path``'s bytes: a regular file of at most ``limit`` bytes, else
     :class:`NotRegularFile` or :class:`FileTooLarge` (or the OSError of the open).
     The open does not block on a FIFO, and at most ``limit + 1`` bytes are read
-    whatever the file claims."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    whatever the file claims. ``follow=False``: a symbolic link is refused (ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
@@ -36,3 +36,30 @@ def read_regular(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(len(data))
     return data
+
+
+def unsafe_parent(path: Path) -> str | None:
+    """Why ``path``'s folder chain lets another user swap what lies under it, or None.
+
+    Each folder from ``path`` up to ``/`` must be owned by root or by this user, and
+    writable by nobody else unless it has the sticky bit (as ``/tmp`` does): the checks
+    ssh and sudo make of the folders above what they trust. ``path`` itself must not be
+    a symbolic link."""
+    path = Path(os.path.abspath(path))
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return f"{path} is a symbolic link"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    uid = os.getuid()
+    for folder in (path, *path.parents):
+        try:
+            info = os.stat(folder)
+        except OSError as exc:
+            return f"{folder}: {exc.strerror or exc}"
+        if info.st_uid not in (0, uid):
+            return f"{folder} is owned by user id {info.st_uid}"
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return (f"{folder} can be written by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}, no sticky bit)")
+    return None

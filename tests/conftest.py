@@ -118,6 +118,35 @@ def cifarkit(*args: str, cwd: Path | None = None, env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``cifarkit ARGS`` run in this process (as :func:`cifarkit` runs it in a new one):
+    exit status, stdout and stderr, with no interpreter or TensorFlow start-up. For tests
+    whose subject is not a process boundary (signals, kills, another Keras backend,
+    imports): Keras here runs on TensorFlow. A bug's traceback lands in stderr, exit 1."""
+    import io
+    import traceback
+
+    from cifarkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update({"COLUMNS": "120", **(env or {})})
+    os.environ.pop("FORCE_COLOR", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
+
+
 # -- long runs in a subprocess: start, interrupt, read back -------------------
 
 SLOW_EPOCHS = """\
@@ -172,6 +201,42 @@ def wait_for_rows(runs: Path, n: int, proc, timeout=240):
     pytest.fail("timed out waiting for epochs")
 
 
+# -- deterministic stop points: tests/stop_at.py acts at a given step ----------
+
+STOP_AT = Path(__file__).resolve().with_name("stop_at.py")
+
+
+def stop_at(epoch: int, step: int, action: str, marker: Path | None = None) -> tuple[list, dict]:
+    """``(arguments, environment)`` for a ``cifarkit run`` that does ``action`` (kill, int,
+    term, int2, term2, hold) at the end of ``step`` of ``epoch`` (tests/stop_at.py)."""
+    env = {"CIFARKIT_TEST_STOP_AT": f"{epoch}:{step}:{action}"}
+    if marker is not None:
+        env["CIFARKIT_TEST_STOP_FILE"] = str(marker)
+    return ["--plugin", str(STOP_AT)], env
+
+
+def wait_for_file(path: Path, proc, timeout=240) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {path}")
+        time.sleep(0.02)
+
+
+def stopped_run(tmp_path: Path, recipe: Path, epoch: int, step: int, action: str, *args: str,
+                runs: Path | None = None, env: dict | None = None):
+    """``(finished process, run directory)`` of ``recipe`` run until ``action`` at
+    ``(epoch, step)``."""
+    runs = runs or tmp_path / "runs"
+    extra, stop_env = stop_at(epoch, step, action)
+    done = cifarkit("run", str(recipe), "--output", str(runs), *extra, *args,
+                    env={**(env or {}), **stop_env})
+    (run_dir,) = runs.iterdir()
+    return done, run_dir
+
+
 def metrics(run_dir):
     return list(csv.DictReader((run_dir / "metrics.csv").open()))
 
@@ -224,17 +289,22 @@ def write_plugin(path: Path, hook: str, factory: str) -> Path:
 
 
 @contextlib.contextmanager
-def slow_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 150, *args: str):
-    """``(process, run directory)`` of a slow recipe's run, once ``rows`` epochs are done;
-    the process is always reaped."""
-    runs = tmp_path / "runs"
+def slow_run(tmp_path: Path, data: Path, rows: int, epochs: int = 3, steps: int = 4, *args: str):
+    """``(process, run directory)`` of a slow recipe's run held (alive, mid-training) just
+    after ``rows`` completed epochs; the process is always reaped. A signal releases it."""
+    runs, marker = tmp_path / "runs", tmp_path / "holding"
+    extra, env = stop_at(rows + 1, 1, "hold", marker)
     with running("run", str(write_slow_recipe(tmp_path, data, epochs=epochs, steps=steps)),
-                 "--output", str(runs), *args) as proc:
-        yield proc, wait_for_rows(runs, rows, proc)
+                 "--output", str(runs), *extra, *args, env=env) as proc:
+        wait_for_file(marker, proc)
+        (run_dir,) = runs.iterdir()
+        yield proc, run_dir
 
 
-def killed_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 150) -> Path:
-    """The run directory of a slow recipe's run killed (-9) once ``rows`` epochs are done."""
-    with slow_run(tmp_path, data, rows, epochs, steps) as (proc, run_dir):
-        proc.send_signal(9)
+def killed_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 4) -> Path:
+    """The run directory of a slow recipe's run killed (-9) in the middle of epoch ``rows + 1``."""
+    done, run_dir = stopped_run(tmp_path, write_slow_recipe(tmp_path, data, epochs=epochs,
+                                                            steps=steps),
+                                rows + 1, min(2, steps), "kill")
+    assert done.returncode == -9, done.stderr[-2000:]
     return run_dir

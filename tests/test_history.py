@@ -92,25 +92,28 @@ def test_compare_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, second
 def test_show_prints_the_resolved_recipe_its_plugins_and_the_model(tmp_path, cifar10_dir):
     import tomllib
 
-    from conftest import ROOT, TINY_MODEL
+    from conftest import ROOT, TINY_MODEL, cli
 
     sets = [a for s in [f"data.path={cifar10_dir}", "train.epochs=3", *TINY_MODEL]
             for a in ("--set", s)]
-    shown = cifarkit("show", str(ROOT / "recipes" / "default.toml"), *sets, "--backend", "jax")
+    shown = cli("show", str(ROOT / "recipes" / "default.toml"), *sets)
     assert shown.returncode == 0, shown.stderr[-2000:]
     recipe_text, rest = shown.stdout.split("# plugins\n")
     recipe = tomllib.loads(recipe_text)
-    assert recipe["train"]["epochs"] == 3 and recipe["train"]["backend"] == "jax"
+    assert recipe["train"]["epochs"] == 3
     assert recipe["train"]["label_smoothing"] == 0.0  # defaults included
     assert "model: model 'seed_cnn' from built-in" in rest
     assert "dense_units = 8  (" in rest and "--set model.dense_units=8" in rest
     assert "dense_dropout = 0.5  (default)" in rest
     assert "block1_conv1 (Conv2D)" in rest and "parameters: " in rest
     assert not list(tmp_path.iterdir())  # nothing written
-    bad = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set", "train.epochs=0")
+    on_jax = cli("show", str(ROOT / "recipes" / "default.toml"), *sets, "--backend", "jax",
+                 "--no-model")
+    assert tomllib.loads(on_jax.stdout.split("# plugins\n")[0])["train"]["backend"] == "jax"
+    bad = cli("show", str(ROOT / "recipes" / "default.toml"), "--set", "train.epochs=0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    missing = cifarkit("show", str(ROOT / "recipes" / "default.toml"), "--set",
-                       f"data.path={tmp_path / 'nowhere'}")
+    missing = cli("show", str(ROOT / "recipes" / "default.toml"), "--set",
+                  f"data.path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
     # no image is read: a copy holding only its meta file shows the same model
     import shutil
@@ -119,9 +122,10 @@ def test_show_prints_the_resolved_recipe_its_plugins_and_the_model(tmp_path, cif
     meta_only.mkdir(parents=True)
     shutil.copy(cifar10_dir / "batches.meta", meta_only)
     sets[1] = f"data.path={meta_only}"
-    again = cifarkit("show", str(ROOT / "recipes" / "default.toml"), *sets, "--backend", "jax")
+    again = cli("show", str(ROOT / "recipes" / "default.toml"), *sets)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.split("# plugins\n")[1].replace(str(meta_only), str(cifar10_dir)) == rest
+
 
 
 def sweep_dir(runs):

@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_RECIPE, ROOT, cifarkit, summary, write_slow_recipe
+from conftest import DEFAULT_RECIPE, ROOT, cifarkit, cli, summary, write_slow_recipe
 
 
-@pytest.mark.slow
 def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
+    """In this process (cli): what is under test is the commands, not a process boundary."""
     runs = tmp_path / "runs"
-    done = cifarkit("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=150)),
-                    "--output", str(runs))
+    done = cli("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=150)),
+               "--output", str(runs))
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = runs.iterdir()
     s = summary(run_dir)
     assert (run_dir / "confusion_matrix.png").is_file()
     assert s["test_accuracy"] > 0.3  # the synthetic classes are learnable
 
-    ev = cifarkit("evaluate", str(run_dir), "--json")
+    ev = cli("evaluate", str(run_dir), "--json")
     assert ev.returncode == 0, ev.stderr[-2000:]
     result = json.loads(ev.stdout)
     assert result["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-9)
@@ -30,7 +30,7 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     assert result["per_class_accuracy"] == pytest.approx(s["per_class_accuracy"])
     assert np.array(result["confusion_matrix"]).sum() == s["test_examples"]
     assert (run_dir / "evaluation" / "confusion_matrix.png").is_file()
-    table = cifarkit("evaluate", str(run_dir), env={"COLUMNS": "80"})
+    table = cli("evaluate", str(run_dir), env={"COLUMNS": "80"})
     assert "per-class accuracy" in table.stdout and "confusion matrix" in table.stdout
     # piped: the long path is one whole line, not hard-wrapped at 80 columns
     assert f"wrote {run_dir / 'evaluation' / 'confusion_matrix.png'} and" in table.stdout
@@ -39,7 +39,7 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     for name, size, colour in [("a.png", (64, 48), (250, 10, 10)), ("b.jpg", (20, 20), (10, 10, 250))]:
         Image.fromarray(np.full((size[1], size[0], 3), colour, np.uint8)).save(tmp_path / name)
         images.append(str(tmp_path / name))
-    pr = cifarkit("predict", str(run_dir), *images, "--top", "3", "--json")
+    pr = cli("predict", str(run_dir), *images, "--top", "3", "--json")
     assert pr.returncode == 0, pr.stderr[-2000:]
     preds = json.loads(pr.stdout)
     assert [p["image"] for p in preds] == images
@@ -48,10 +48,10 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
         assert all(q["class"] in s["class_names"] for q in p["predictions"])
         probs = [q["probability"] for q in p["predictions"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
-    plain = cifarkit("predict", str(run_dir), images[0])
+    plain = cli("predict", str(run_dir), images[0])
     assert plain.stdout.startswith(images[0] + ": ")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    bad = cifarkit("predict", str(run_dir), str(tmp_path / "bad.png"))
+    bad = cli("predict", str(run_dir), str(tmp_path / "bad.png"))
     assert bad.returncode == 2 and "unreadable image" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -10,7 +10,6 @@ import csv
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,8 +18,8 @@ import pytest
 
 from cifarkit.backends import get
 
-from conftest import (ROOT, assert_same_epochs, cifarkit, metrics, running, summary,
-                      wait_for_rows, write_slow_recipe, write_tiny_recipe)
+from conftest import (ROOT, assert_same_epochs, cifarkit, metrics, stopped_run, summary,
+                      write_slow_recipe, write_tiny_recipe)
 
 # Not imported here: importing jax sets TF_CPP_MIN_LOG_LEVEL=1 in this process,
 # which every later subprocess would inherit (TensorFlow's warnings then show).
@@ -124,16 +123,14 @@ def test_a_tensorflow_model_loads_on_jax(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_ctrl_c_and_resume_on_jax_match_the_uninterrupted_run(tmp_path, cifar10_dir):
-    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=60)
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=6)
     env = no_tf(tmp_path)
     whole = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "whole"), env=env)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    runs = tmp_path / "parts"
-    with running("run", str(recipe), "--backend", "jax", "-o", str(runs), env=env) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
-    assert proc.returncode == 130 and summary(run_dir)["status"] == "interrupted"
+    stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", "--backend", "jax",
+                                   runs=tmp_path / "parts", env=env)
+    assert stopped.returncode == 130 and summary(run_dir)["status"] == "interrupted"
+    assert len(metrics(run_dir)) == 1
     assert (run_dir / "model.keras").is_file()
     resumed = cifarkit("run", "--resume", str(run_dir), env=env)  # recipe.toml names jax
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -144,12 +141,10 @@ def test_ctrl_c_and_resume_on_jax_match_the_uninterrupted_run(tmp_path, cifar10_
 
 @pytest.mark.slow
 def test_kill_9_then_resume_on_jax(tmp_path, cifar10_dir):
-    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=60)
-    runs = tmp_path / "runs"
-    with running("run", str(recipe), "--backend", "jax", "-o", str(runs),
-                 env=no_tf(tmp_path)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
-        proc.send_signal(signal.SIGKILL)
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=4)
+    killed, run_dir = stopped_run(tmp_path, recipe, 2, 2, "kill", "--backend", "jax",
+                                  env=no_tf(tmp_path))
+    assert killed.returncode == -9 and len(metrics(run_dir)) == 1
     resumed = cifarkit("run", "--resume", str(run_dir), env=no_tf(tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 3

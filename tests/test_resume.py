@@ -10,8 +10,8 @@ import pytest
 from cifarkit import OutputError
 
 from cifarkit.runs import checkpoint
-from conftest import (assert_same_epochs, cifarkit, killed_run, metrics, running, slow_run,
-                      summary, wait_for_rows, write_slow_recipe)
+from conftest import (assert_same_epochs, cifarkit, killed_run, metrics, slow_run, stopped_run,
+                      summary, write_slow_recipe)
 
 
 @pytest.mark.slow
@@ -43,16 +43,12 @@ def test_a_resumed_run_trains_on_what_the_uninterrupted_run_did(tmp_path, cifar1
     (Before, a resumed epoch replayed the first epoch's batches, and reported
     training accuracy far above what the model could reach.)
     """
-    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=100)
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=6)
     whole = cifarkit("run", str(recipe), "--deterministic", "--output", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
-    runs = tmp_path / "parts"
-    with running("run", str(recipe), "--deterministic", "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
-    done = len(metrics(run_dir))
-    assert proc.returncode == 130 and done < 3
+    stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", "--deterministic",
+                                   runs=tmp_path / "parts")
+    assert stopped.returncode == 130 and len(metrics(run_dir)) == 1  # mid-epoch 2
     resumed = cifarkit("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (whole_dir,) = (tmp_path / "whole").iterdir()
@@ -61,13 +57,10 @@ def test_a_resumed_run_trains_on_what_the_uninterrupted_run_did(tmp_path, cifar1
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
-    runs = tmp_path / "runs"
-    with running("run", str(write_slow_recipe(tmp_path, cifar10_dir, epochs=3)), "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert f"cifarkit run --resume {run_dir}" in out
+    stopped, run_dir = stopped_run(tmp_path, write_slow_recipe(tmp_path, cifar10_dir, epochs=3),
+                                   2, 2, "int")
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert f"cifarkit run --resume {run_dir}" in stopped.stdout
     s = summary(run_dir)
     assert s["status"] == "interrupted" and s["resume_command"] == f"cifarkit run --resume {run_dir}"
     assert (run_dir / "model.keras").is_file() and len(metrics(run_dir)) == 1
@@ -79,7 +72,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(tmp_path, cifar10_dir):
-    with slow_run(tmp_path, cifar10_dir, 1, 3, 400) as (proc, run_dir):
+    with slow_run(tmp_path, cifar10_dir, 1) as (proc, run_dir):
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
@@ -284,7 +277,7 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
 
     from cifarkit.testing import write_cifar10
 
-    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2, steps=20)
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2)
     recipe = run_dir / "recipe.toml"
     text = recipe.read_text()
     other = write_cifar10(tmp_path / "other", n_train=140, n_test=40)  # same 10 classes
@@ -304,7 +297,7 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
 def test_a_resume_can_be_given_more_epochs_and_refuses_other_keys(tmp_path, cifar10_dir):
     """`run --resume RUN --set train.epochs=N` continues to N (recipe.toml then says N);
     --set on a key a resume cannot honour is one line naming it, and changes nothing."""
-    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2, steps=20)
+    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2)
     before = (run_dir / "recipe.toml").read_text()
     refused = cifarkit("run", "--resume", str(run_dir), "--set", "data.batch_size=32")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr

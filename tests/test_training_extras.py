@@ -4,13 +4,12 @@ cosine-decay and one-cycle schedules; on both backends, and resumed exactly."""
 
 import importlib.util
 import math
-import signal
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import (assert_same_epochs, cifarkit, metrics, running, summary, wait_for_rows,
+from conftest import (assert_same_epochs, cifarkit, cli, metrics, stopped_run, summary,
                       write_tiny_recipe)
 
 BACKENDS = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
@@ -23,10 +22,10 @@ def _layer_weights(path) -> dict:
     return read_layers(path, "test")
 
 
-def _train(tmp_path, data, name, rest="", *args, backend="tensorflow"):
+def _train(tmp_path, data, name, rest="", *args, backend="tensorflow", run=cifarkit):
     recipe = write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 16, rest)
-    result = cifarkit("run", str(recipe), "--backend", backend, "--output",
-                      str(tmp_path / name), *args)
+    result = run("run", str(recipe), "--backend", backend, "--output", str(tmp_path / name),
+                 *args)
     return result, recipe
 
 
@@ -69,12 +68,13 @@ def test_init_from_with_nothing_matching_is_one_line_and_writes_nothing(tmp_path
                             (tmp_path / "missing", "does not exist"),
                             (other, "neither a run directory"),
                             (tmp_path, "holds neither model.keras nor a checkpoint")]:
-        result, recipe = _train(tmp_path, cifar10_dir, "t", f'[train]\ninit_from = "{value}"\n')
+        result, recipe = _train(tmp_path, cifar10_dir, "t", f'[train]\ninit_from = "{value}"\n',
+                                run=cli)
         assert result.returncode == 2, result.stderr[-2000:]
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith(f"cifarkit: error: {recipe}: train.init_from:") and expected in line
         assert not (tmp_path / "t").exists()
-    result, _ = _train(tmp_path, cifar10_dir, "t", '[train]\nfreeze = ["nothing_*"]\n')
+    result, _ = _train(tmp_path, cifar10_dir, "t", '[train]\nfreeze = ["nothing_*"]\n', run=cli)
     assert result.returncode == 2 and "'nothing_*' matches no layer with weights" in result.stderr
     assert "block1_conv1" in result.stderr and not (tmp_path / "t").exists()
 
@@ -156,7 +156,7 @@ plugin = "cutmix"
 plugin = "mixup"
 [train]
 epochs = 3
-steps_per_epoch = 40
+steps_per_epoch = 6
 ema_momentum = 0.9
 [[callbacks]]
 plugin = "early_stopping"
@@ -178,12 +178,9 @@ def test_extras_resume_exactly(tmp_path, cifar10_dir, backend, schedule):
     common = ("--deterministic", "--backend", backend)
     whole = cifarkit("run", str(recipe), *common, "--output", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
-    runs = tmp_path / "parts"
-    with running("run", str(recipe), *common, "--output", str(runs)) as proc:
-        run_dir = wait_for_rows(runs, 1, proc)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
-    assert proc.returncode == 130 and len(metrics(run_dir)) < 3
+    stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", *common,
+                                   runs=tmp_path / "parts")
+    assert stopped.returncode == 130 and len(metrics(run_dir)) == 1, stopped.stderr[-2000:]
     resumed = cifarkit("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (whole_dir,) = (tmp_path / "whole").iterdir()

@@ -92,7 +92,7 @@ def cache_folder(setting: str, backend: str) -> Path | None:
         folder = Path(setting).expanduser().absolute()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = folder.stat()
+        info = os.lstat(folder)
     except OSError as exc:
         raise CifarkitError(f"train.compilation_cache: cannot create {folder} "
                             f"({exc.strerror or exc}); choose another folder or \"off\"") from None
@@ -101,6 +101,13 @@ def cache_folder(setting: str, backend: str) -> Path | None:
                             f"(mode {info.st_mode & 0o777:o}), and a compilation cache others "
                             "can write to lets them run code as you; use a folder only you can "
                             "write to (chmod 700), or \"off\"")
+    from cifarkit.files import unsafe_parent
+
+    why = unsafe_parent(folder)
+    if why is not None:
+        raise CifarkitError(f"train.compilation_cache: {folder}: {why}, so another user could "
+                            "replace the cache, and a compilation cache others can write to "
+                            "lets them run code as you; use a folder of your own, or \"off\"")
     return folder
 
 

@@ -169,6 +169,9 @@ def _sweep_command(sub) -> None:
     sw.add_argument("--plugin", dest="plugin_files", action="append", default=[],
                     metavar="PATH", help="also load plugins from this Python file")
     sw.add_argument("--json", action="store_true", help="the final table as JSON")
+    sw.add_argument("--trust-run", action="store_true",
+                    help="with --resume: run what the sweep folder's sweep.json names (recipe, "
+                         "overrides, plugin files) even if another user's cifarkit made it")
 
 
 def cmd_sweep(args) -> int:
@@ -182,14 +185,16 @@ def cmd_sweep(args) -> int:
                                 "--backend, --trials, --storage or --study: the sweep "
                                 "folder's sweep.json holds them")
         folder = Path(args.resume).absolute()
+        sweep.check_trusted(folder, args.trust_run)
         state = sweep.read_state(folder)
     else:
         folder, state = _new_sweep(args, plugin_files)
+    child = sweep.child_args(plugin_files, args.trust_run)
     with sweep.StopAfterTrial() as stop:
         if state.get("mode") == "search":
-            sweep.search(folder, state, plugin_files, stop)
+            sweep.search(folder, state, child, stop)
         else:
-            sweep.run_trials(folder, state, state["recipe"], plugin_files, stop)
+            sweep.run_trials(folder, state, state["recipe"], child, stop)
     rows = sweep.rows(folder, state)
     _print_sweep(args, folder, state, rows)
     if stop.requested and not sweep.finished(state, rows):
@@ -263,11 +268,13 @@ def _print_sweep(args, folder: Path, state: dict[str, Any], rows: list) -> None:
                ("name", "run"))
     history.print_rows(make_console(), rows, columns, f"sweep {folder.name}")
     if study_best is not None:
-        print(f"best in the study: trial {study_best['trial']} ({state['metric']} "
-              f"{study_best['value']:.4g}), recipe {study_best['run_dir']}/recipe.toml")
+        print(terminal_safe(f"best in the study: trial {study_best['trial']} ({state['metric']} "
+                            f"{study_best['value']:.4g}), recipe "
+                            f"{study_best['run_dir']}/recipe.toml"))
     elif best is not None:
-        print(f"best: trial {best['trial']} (validation accuracy "
-              f"{100 * best['best_val_accuracy']:.2f} %), recipe {best['path']}/recipe.toml")
+        print(terminal_safe(f"best: trial {best['trial']} (validation accuracy "
+                            f"{100 * best['best_val_accuracy']:.2f} %), recipe "
+                            f"{best['path']}/recipe.toml"))
 
 
 def _runs_command(sub) -> None:
@@ -305,7 +312,7 @@ def cmd_runs(args) -> int:
         print(json_text(rows))
         return 0
     if not rows:
-        print(f"no run directories in {args.folder}")
+        print(f"no run directories in {terminal_safe(args.folder)}")
         return 0
     history.print_rows(make_console(), rows, title=f"runs in {args.folder}")
     return 0
@@ -334,7 +341,7 @@ def cmd_compare(args) -> int:
                ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"),
                ("test_loss", "test loss"), ("train_time_s", "training s"))
     history.print_rows(console, result["runs"], figures, "final figures")
-    print(f"curves: {result['plot']}")
+    print(f"curves: {terminal_safe(result['plot'])}")
     return 0
 
 
@@ -487,10 +494,10 @@ def cmd_run(args) -> int:
                                 "a resume can honour, such as train.epochs)")
         run_dir = Path(args.resume).absolute()
         read_resumable(run_dir)  # a run directory, or a one-line error saying why not
-        from cifarkit.runs.trust import is_own
+        from cifarkit.runs.trust import check_resumable
 
-        recipe = load_recipe(run_dir / "recipe.toml", overrides, registry,
-                             trusted=args.trust_run or is_own(run_dir))
+        check_resumable(run_dir, args.trust_run)
+        recipe = load_recipe(run_dir / "recipe.toml", overrides, registry)
         result = run(recipe, registry, run_dir.parent, Reporter(make_console()), resume=run_dir)
     else:
         if not args.recipe:

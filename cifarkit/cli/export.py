@@ -20,7 +20,7 @@ import numpy as np
 
 from cifarkit import backends
 from cifarkit.cli.inference import _load_model, _summary_fields
-from cifarkit.errors import OutputError, first_line
+from cifarkit.errors import OutputError, first_line, printable
 from cifarkit.runs import artifacts
 
 FORMATS = {"onnx": ("onnx", "model.onnx"), "saved_model": ("tf_saved_model", "saved_model")}
@@ -39,14 +39,28 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
     summary = artifacts.read_summary(run_dir)
     trained_on, class_names, tta = _summary_fields(summary, run_dir)
     keras_format, default_name = FORMATS[fmt]
-    target = (output or run_dir / "export" / default_name).resolve()
+    if output is None:  # inside the run directory: a real folder, never a link out of it
+        from cifarkit.runs.folder import subfolder
+
+        output = subfolder(run_dir, "export") / default_name
+    wanted = Path(default_name).suffix
+    suffix = output.suffix.lower()
+    if (wanted and suffix != wanted) or (not wanted and suffix == ".json"):
+        writes = f"a {wanted} file" if wanted else "a folder, not a .json file"
+        raise OutputError(f"export --output: {printable(str(output))}: --format {fmt} writes "
+                          f"{writes} (its JSON description goes beside it, under the same name)")
+    target = output.absolute()
     description_path = target.with_name(target.name.split(".")[0] + ".json")
     for path in (target, description_path):
         if path.exists():
             raise OutputError(f"{path}: already exists; remove it or pass --output")
     chosen = backends.get(backend or "tensorflow")
     model = _load_model(run_dir, chosen)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{target.parent}: cannot create the folder ({exc.strerror or exc})"
+                          ) from None
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         # Keras's ONNX export wants a model that has been called once.

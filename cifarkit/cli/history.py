@@ -8,14 +8,14 @@ damaged, is safe to list. Imports neither Keras nor TensorFlow.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import tomllib
+import os
 from pathlib import Path
 from typing import Any
 
-from cifarkit.errors import CifarkitError, OutputError, first_line
+from cifarkit.errors import CifarkitError, OutputError, first_line, printable, terminal_safe
+from cifarkit.runs import folder
 
 #: The columns of ``cifarkit runs``: key, heading.
 COLUMNS = (("name", "run"), ("recipe", "recipe"), ("backend", "backend"), ("status", "status"),
@@ -27,14 +27,21 @@ DESCENDING = {"best_val_accuracy", "test_accuracy", "started"}
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
+    try:
+        raw_rows = folder.read_csv(run_dir / "metrics.csv")
+    except FileNotFoundError:
         return []
-    rows = []
-    with path.open(newline="") as f:
-        for raw in csv.DictReader(f):
-            rows.append({k: _number(v) for k, v in raw.items() if k})
-    return rows
+    return [{k: _number(v) for k, v in raw.items() if isinstance(k, str) and k}
+            for raw in raw_rows]
+
+
+def _text(value: Any) -> str | None:
+    """A summary's text field as text (bounded), whatever type the file gave it."""
+    return None if value is None else str(value)[:200] if isinstance(value, str) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value: Any) -> float | None:
@@ -51,30 +58,31 @@ def describe(run_dir: Path) -> dict[str, Any]:
     from cifarkit.runs.artifacts import read_summary
 
     row: dict[str, Any] = {"name": run_dir.name, "path": str(run_dir)}
-    if (run_dir / "sweep.json").is_file():  # a sweep folder: `cifarkit runs` on it lists its trials
+    if os.path.lexists(run_dir / "sweep.json"):  # a sweep folder: `runs` on it lists its trials
         try:
-            sweep = json.loads((run_dir / "sweep.json").read_text(encoding="utf-8"))
-            return {**row, "status": "sweep", "recipe": sweep.get("recipe_name"),
-                    "epochs": f"{len(sweep.get('trials', []))} trials",
-                    "started": sweep.get("started_at")}
-        except (OSError, ValueError, AttributeError) as exc:
-            return {**row, "status": "unreadable", "error": f"sweep.json: {exc}"}
+            sweep = folder.read_json(run_dir / "sweep.json")
+            trials = sweep.get("trials")
+            return {**row, "status": "sweep", "recipe": _text(sweep.get("recipe_name")),
+                    "epochs": f"{len(trials) if isinstance(trials, list) else '?'} trials",
+                    "started": _text(sweep.get("started_at"))}
+        except (CifarkitError, OSError) as exc:
+            return {**row, "status": "unreadable", "error": first_line(exc)}
     try:
         summary = read_summary(run_dir)
         rows = read_metrics(run_dir)
     except (CifarkitError, OSError, ValueError) as exc:
-        return {**row, "status": "unreadable", "error": (str(exc) or type(exc).__name__).splitlines()[0]}
+        return {**row, "status": "unreadable", "error": first_line(exc)}
     val = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None]
-    done = summary.get("epochs_run")
-    row.update(recipe=summary.get("recipe"), backend=summary.get("backend"),
-               status=summary.get("status"),
-               epochs_run=done if isinstance(done, int) else len(rows),
-               epochs_planned=summary.get("epochs_planned"),
+    done, planned = summary.get("epochs_run"), summary.get("epochs_planned")
+    row.update(recipe=_text(summary.get("recipe")), backend=_text(summary.get("backend")),
+               status=_text(summary.get("status")),
+               epochs_run=done if _is_int(done) else len(rows),
+               epochs_planned=planned if _is_int(planned) else None,
                best_val_accuracy=max(val) if val else None,
                test_accuracy=_number(summary.get("test_accuracy")),
                test_loss=_number(summary.get("test_loss")),
                train_time_s=_number(summary.get("train_time_s")),
-               started=summary.get("started_at"))
+               started=_text(summary.get("started_at")))
     row["epochs"] = f"{row['epochs_run']}/{row['epochs_planned'] or '?'}"
     return row
 
@@ -121,16 +129,19 @@ def _cells(row: dict[str, Any], columns) -> list[str]:
 
 
 def print_rows(console, rows: list[dict[str, Any]], columns=COLUMNS, title: str = "") -> None:
-    """A rich table on a terminal; plain aligned lines when piped."""
-    cells = [_cells(r, columns) for r in rows]
+    """A rich table on a terminal; plain aligned lines when piped. Every cell is untrusted
+    text (folder names, summary values): control characters are shown escaped, never
+    obeyed, and rich markup in it is printed as it is, never interpreted."""
+    cells = [[terminal_safe(c) for c in _cells(r, columns)] for r in rows]
     if console.is_terminal:
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title or None)
+        table = Table(title=Text(terminal_safe(title)) if title else None)
         for _, heading in columns:
-            table.add_column(heading)
+            table.add_column(Text(terminal_safe(heading)))
         for line in cells:
-            table.add_row(*line)
+            table.add_row(*(Text(c) for c in line))
         console.print(table)
         return
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
@@ -144,8 +155,8 @@ def print_rows(console, rows: list[dict[str, Any]], columns=COLUMNS, title: str 
 def _recipe(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "recipe.toml"
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return folder.read_toml(path)
+    except OSError as exc:
         raise OutputError(f"{path}: unreadable ({first_line(exc)})") from None
 
 
@@ -175,6 +186,12 @@ def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
     """The differing recipe keys, each run's row and its curves overlaid in ``plot``."""
     if len(run_dirs) < 2:
         raise CifarkitError("compare: give at least two run directories")
+    if plot.suffix.lower() != ".png":
+        raise CifarkitError(f"compare --plot: {printable(str(plot))} does not end in .png; "
+                            "the curves are a PNG image, written nowhere else")
+    if os.path.lexists(plot) and not _is_png(plot):
+        raise OutputError(f"{printable(str(plot))}: exists and is not a PNG image; compare "
+                          "--plot replaces only an earlier plot (remove it, or choose another)")
     rows = []
     for d in run_dirs:
         row = describe(d)
@@ -185,6 +202,13 @@ def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
     plot_curves(run_dirs, plot)
     result["plot"] = str(plot)
     return result
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        return folder.read_bytes(path, 64 * folder.MB)[:8] == b"\x89PNG\r\n\x1a\n"
+    except (OSError, CifarkitError):
+        return False
 
 
 def plot_curves(run_dirs: list[Path], path: Path) -> None:
@@ -220,5 +244,9 @@ def plot_curves(run_dirs: list[Path], path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{printable(str(path.parent))}: cannot create the folder "
+                          f"({exc.strerror or exc})") from None
     atomic_write(path, buffer.getvalue())

@@ -141,7 +141,10 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
                                                    or recipe.data.dataset.plugin),
               "class_names": data.class_names, **result,
               "run_test_accuracy": summary.get("test_accuracy")}
-    output = output or run_dir / "evaluation"
+    if output is None:  # inside the run directory: a real folder, never a link out of it
+        from cifarkit.runs.folder import subfolder
+
+        output = subfolder(run_dir, "evaluation")
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

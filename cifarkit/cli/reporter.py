@@ -89,7 +89,16 @@ class Reporter:
     # -- plumbing ------------------------------------------------------------
     def attach_log(self, path: Path) -> None:
         """Append to ``path`` from now on; a native crash writes its Python stack there too."""
-        self.log = open(path, "a", encoding="utf-8", buffering=1)
+        from cifarkit.runs.folder import open_append
+
+        try:
+            self.log = open_append(path)
+        except OSError as exc:
+            from cifarkit.errors import OutputError
+
+            raise OutputError(f"{path}: cannot append to the run log ({exc.strerror or exc}; "
+                              "a symbolic link or other non-file there is not written "
+                              "through)") from None
         faulthandler.enable(self.log, all_threads=True)
 
     def line(self, text: str, style: str | None = None) -> None:

@@ -13,7 +13,7 @@ trials are kept, an interrupted one resumes, the rest start.
 from __future__ import annotations
 
 import itertools
-import json
+import os
 import signal
 import subprocess
 import sys
@@ -87,19 +87,50 @@ def plan(recipe_path: Path, base: list[str], grid: dict[str, list[str]], registr
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
-    from cifarkit.runs.artifacts import write_json
+    """sweep.json, and its signature (this user's key): a later ``sweep --resume`` runs
+    what it names only when this user's cifarkit wrote it (or with --trust-run)."""
+    from cifarkit.runs.artifacts import atomic_write, json_text
+    from cifarkit.runs.trust import SIGNATURE_NAME, sweep_signature
 
-    write_json(folder / SWEEP_FILE, state)
+    text = json_text(state)
+    atomic_write(folder / SWEEP_FILE, text)
+    atomic_write(folder / SIGNATURE_NAME, sweep_signature(text) + "\n")
+
+
+def check_trusted(folder: Path, trust_run: bool) -> None:
+    """Refuse (one line) to resume a sweep folder this user's cifarkit did not write,
+    unless the user vouches for it: its sweep.json names a recipe, overrides (plugin
+    files among them) and a storage URL that a resume would read and run."""
+    from cifarkit.runs.folder import read_text
+    from cifarkit.runs.trust import is_own_sweep
+
+    path = folder / SWEEP_FILE
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise OutputError(f"{folder}: not a sweep folder (no {SWEEP_FILE})") from None
+    if not trust_run and not is_own_sweep(folder, text):
+        raise OutputError(f"{path}: this sweep folder was not made by your cifarkit (or its "
+                          "sweep.json was edited since), and resuming it would run the recipe, "
+                          "overrides and plugin files it names; pass --trust-run if you trust it")
+
+
+def trial_dir(folder: Path, trial: dict[str, Any]) -> Path | None:
+    """A trial's run directory: a plain folder name inside the sweep folder, else none."""
+    name = trial.get("run_dir")
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        return None
+    return folder / name
 
 
 def read_state(folder: Path) -> dict[str, Any]:
+    from cifarkit.runs.folder import read_json
+
     path = folder / SWEEP_FILE
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_json(path)
     except FileNotFoundError:
         raise OutputError(f"{folder}: not a sweep folder (no {SWEEP_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{path}: unreadable ({exc})") from None
     if not isinstance(state, dict) or not isinstance(state.get("trials"), list):
         raise OutputError(f"{path}: not a cifarkit sweep file")
     return state
@@ -130,7 +161,33 @@ class StopAfterTrial:
             signal.signal(s, old)
 
 
-def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, plugin_files: tuple,
+def child_args(plugin_files: tuple, trust_run: bool = False) -> list[str]:
+    """What every trial's ``cifarkit run`` is given besides its recipe: the sweep's plugin
+    files, and ``--trust-run`` when the user vouched for a sweep folder from elsewhere."""
+    return [*(a for p in plugin_files for a in ("--plugin", p)),
+            *(["--trust-run"] if trust_run else [])]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """A trial gets SIGTERM when its sweep dies, however it dies (Linux's parent-death
+    signal): it stops after its current step, resumable, instead of training on alone."""
+    os.setsid()  # its own session: a Ctrl-C reaches the sweep, which decides
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def start_trial(args: list[str]) -> subprocess.Popen:
+    """One trial's ``cifarkit run``, with the interpreter this sweep runs in and never the
+    working folder on its import path (``-P``: a ``cifarkit/`` folder there is not imported)."""
+    return subprocess.Popen([sys.executable, "-P", "-m", "cifarkit", *args],
+                            preexec_fn=_die_with_parent)
+
+
+def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: list[str],
                stop: StopAfterTrial) -> None:
     """Run (or resume) every trial not yet finished, one process each, in order."""
     from cifarkit.runs.artifacts import read_summary
@@ -138,7 +195,7 @@ def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, plugin_fil
     for trial in state["trials"]:
         if stop.requested:
             return
-        run_dir = folder / trial["run_dir"] if trial.get("run_dir") else None
+        run_dir = trial_dir(folder, trial)
         status = None
         if run_dir is not None:
             try:
@@ -147,16 +204,14 @@ def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, plugin_fil
                 status = None
         if status in ("completed", "failed"):
             continue
-        plugins = [a for p in plugin_files for a in ("--plugin", p)]
         if run_dir is not None and status in ("interrupted", "crashed", "running"):
-            args = ["run", "--resume", str(run_dir), *plugins]
+            args = ["run", "--resume", str(run_dir), *child]
         else:
             args = ["run", recipe_file, *(a for o in trial["overrides"] for a in ("--set", o)),
-                    "-o", str(folder), *plugins]
+                    "-o", str(folder), *child]
         print(f"── trial {trial['trial']} of {len(state['trials'])}: "
               + ", ".join(f"{k}={v}" for k, v in trial["values"].items()), flush=True)
-        stop.child = subprocess.Popen([sys.executable, "-m", "cifarkit", *args],
-                                      start_new_session=True)
+        stop.child = start_trial(args)
         stop.child.wait()
         if trial.get("run_dir") is None:
             made = sorted(folder.glob(f"{trial['name']}-*"), key=lambda p: p.stat().st_mtime)
@@ -170,7 +225,8 @@ def rows(folder: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
 
     out = []
     for trial in state["trials"]:
-        row = (describe(folder / trial["run_dir"]) if trial.get("run_dir")
+        run_dir = trial_dir(folder, trial)
+        row = (describe(run_dir) if run_dir is not None
                else {"name": trial["name"], "status": "not started"})
         if trial.get("status") == "pruned":  # stopped by Optuna, not by a person
             row["status"] = "pruned"
@@ -294,7 +350,7 @@ def open_study(state: dict[str, Any]):
                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
-def search(folder: Path, state: dict[str, Any], plugin_files: tuple,
+def search(folder: Path, state: dict[str, Any], child: list[str],
            stop: StopAfterTrial) -> None:
     """Ask the study for trials until it holds ``state["trials"]`` of them (from every
     worker sharing its storage), run each as a process of its own, report its
@@ -320,21 +376,20 @@ def search(folder: Path, state: dict[str, Any], plugin_files: tuple,
                                 f"name={name}"]}
         state["trials"].append(record)
         write_state(folder, state)
-        outcome = _run_reported(folder, record, state, plugin_files, stop, study, asked)
+        outcome = _run_reported(folder, record, state, child, stop, study, asked)
         record["status"] = outcome
         write_state(folder, state)
 
 
-def _run_reported(folder, record, state, plugin_files, stop, study, asked) -> str:
+def _run_reported(folder, record, state, child_extra, stop, study, asked) -> str:
     """One trial's process, its metric reported to Optuna each epoch; the outcome."""
     optuna = import_optuna()
     States = optuna.trial.TrialState
     args = ["run", state["recipe"], *(a for o in record["overrides"] for a in ("--set", o)),
-            "-o", str(folder), *(a for p in plugin_files for a in ("--plugin", p))]
+            "-o", str(folder), *child_extra]
     print(f"── trial {record['trial']}: "
           + ", ".join(f"{k}={v}" for k, v in record["values"].items()), flush=True)
-    stop.child = child = subprocess.Popen([sys.executable, "-m", "cifarkit", *args],
-                                          start_new_session=True)
+    stop.child = child = start_trial(args)
     reported, pruned = 0, False
     while True:
         ended = child.poll() is not None

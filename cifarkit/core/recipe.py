@@ -247,6 +247,11 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
     by plugin name when only one entry uses it (``callbacks.early_stopping.patience``).
     """
     option = printable(raw_option)
+    if not raw_option.isprintable():  # a newline or an escape would be written into recipe.toml
+        bad = next(c for c in raw_option if not c.isprintable())
+        raise RecipeError(f"--set {option}: holds the control character {bad!r}; recipe "
+                          "values are one line of printable text (write such a value in a "
+                          "recipe file, as a TOML string with escapes)")
     m = _SET_RE.match(raw_option)
     if not m:
         raise RecipeError(f"--set {option}: expected KEY=VALUE, e.g. --set train.epochs=1")
@@ -432,13 +437,13 @@ def _check_controls(v: _Validator, callbacks: tuple[PluginCall, ...], registry: 
 
 
 def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Registry,
-             overrides: tuple[str, ...] = ()) -> Recipe:
+             overrides: tuple[str, ...] = (), load_plugins: bool = True) -> Recipe:
     """Check a merged recipe document and build the typed :class:`Recipe`."""
     v = _Validator(path, origins, registry)
     v.check_keys(doc, _schema(Recipe), ())
     # Local plugin files first: the plugin tables below may name their plugins.
     plugin_files = v.value(_schema(Recipe)["plugins"][0], doc.get("plugins", []), ("plugins",))
-    for i, file in enumerate(plugin_files):
+    for i, file in enumerate(plugin_files if load_plugins else ()):
         try:
             registry.load_file(file)
         except CifarkitError as exc:
@@ -483,12 +488,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     return validate(doc, path, origins, registry, tuple(overrides))
 
 
-def recipe_from_document(doc: dict, path: Path, registry: Registry) -> Recipe:
+def recipe_from_document(doc: dict, path: Path, registry: Registry,
+                         load_plugins: bool = True) -> Recipe:
     """A recipe from an already-parsed document (a checkpoint keeps one), validated and
-    with today's defaults filled in; ``path`` is what errors name."""
+    with today's defaults filled in; ``path`` is what errors name. ``load_plugins=False``:
+    the document's ``plugins`` files are not imported (a plugin only they register is
+    then an unknown plugin, a :class:`CifarkitError`)."""
     origins: dict[Key, Origin] = {}
     _record(doc, Origin(str(path), path.parent), origins)
-    return validate(copy.deepcopy(doc), path, origins, registry)
+    return validate(copy.deepcopy(doc), path, origins, registry, load_plugins=load_plugins)
 
 
 FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe.toml was "

@@ -158,8 +158,12 @@ class Recipe:
         """The resolved recipe as TOML text; running it reproduces this recipe."""
         import tomli_w
 
-        header = (f"# Fully resolved recipe written by cifarkit from {self.path}"
-                  + (f" with {' '.join('--set ' + o for o in self.overrides)}" if self.overrides else "")
+        from cifarkit.errors import terminal_safe
+
+        # a comment stays one line whatever the path or an override holds
+        header = (f"# Fully resolved recipe written by cifarkit from {terminal_safe(self.path)}"
+                  + (" with " + terminal_safe(" ".join("--set " + o for o in self.overrides))
+                     if self.overrides else "")
                   + ".\n# `cifarkit run` on this file repeats the run.\n")
         return header + tomli_w.dumps(self.resolved())
 

@@ -415,8 +415,10 @@ def read_resumable(run_dir: Path) -> dict[str, Any]:
     """The summary of a run to resume; ``{}`` for one killed before its first
     summary.json (it has its recipe.toml), else :func:`read_summary`'s error."""
     run_dir = Path(run_dir)
-    if run_dir.is_dir() and not (run_dir / "summary.json").exists() \
-            and (run_dir / "recipe.toml").is_file():
+    from cifarkit.runs.folder import is_regular
+
+    if run_dir.is_dir() and not os.path.lexists(run_dir / "summary.json") \
+            and is_regular(run_dir / "recipe.toml"):
         return {}
     return read_summary(run_dir)
 
@@ -428,17 +430,15 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     lock is reported as "crashed": its process ended without recording how
     (kill -9, a native crash, a power cut). ``--resume`` continues it.
     """
+    from cifarkit.runs import folder
+
     path = Path(run_dir) / "summary.json"
     if not Path(run_dir).is_dir():
         raise OutputError(f"{run_dir}: not a run directory (not found)")
     try:
-        summary = json.loads(path.read_text())
+        summary = folder.read_json(path)
     except FileNotFoundError:
         raise OutputError(f"{run_dir}: not a run directory (no summary.json)") from None
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(summary, dict):
-        raise OutputError(f"{path}: not a cifarkit summary")
     if summary.get("status") == "running" and not is_locked(Path(run_dir)):
         summary["status"] = "crashed"
     return summary

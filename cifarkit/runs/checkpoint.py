@@ -75,7 +75,7 @@ def _load_state(folder: Path, saved: dict[str, Any]) -> Any:
         name = value.get("npz") if isinstance(value, dict) else (
             value if isinstance(value, str) and value.endswith(".npz") else None)
         if isinstance(name, str):
-            with np.load(folder / name, allow_pickle=False) as arrays:
+            with np.load(_saved_file(folder, name), allow_pickle=False) as arrays:
                 state[key] = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
     return state
 
@@ -119,7 +119,22 @@ def candidates(run_dir: Path) -> list[Path]:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "state.json").read_text())
+    from cifarkit.runs.folder import read_json
+
+    return read_json(folder / "state.json")
+
+
+def _saved_file(folder: Path, name: Any) -> Path:
+    """A file a checkpoint's state names: a plain name inside ``folder``, a regular file
+    itself (no path, link, FIFO or device from a state.json written elsewhere)."""
+    from cifarkit.runs.folder import is_regular
+
+    if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"state.json names {name!r}, which is not a file of the checkpoint")
+    path = folder / name
+    if not is_regular(path):
+        raise ValueError(f"{name} is not a regular file of the checkpoint")
+    return path
 
 
 def verify(folder: Path) -> dict[str, Any]:
@@ -133,11 +148,11 @@ def verify(folder: Path) -> dict[str, Any]:
     state = load_state(folder)
     if not isinstance(state, dict) or not isinstance(state.get("rows"), list):
         raise ValueError("state.json is not a cifarkit checkpoint state")
-    with h5py.File(folder / WEIGHTS, "r") as f:
+    with h5py.File(_saved_file(folder, WEIGHTS), "r") as f:
         f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     for saved in state.get("callbacks") or []:
-        for name in _arrays_in(saved):
-            with np.load(folder / name, allow_pickle=False) as arrays:
+        for name in _arrays_in(saved if isinstance(saved, dict) else None):
+            with np.load(_saved_file(folder, name), allow_pickle=False) as arrays:
                 [arrays[k] for k in arrays.files]
     return state
 
@@ -208,7 +223,9 @@ def check_edits(recipe: Recipe, registry: Registry, state: dict[str, Any], run_d
     if not isinstance(before, dict):
         return  # a checkpoint written before recipes were kept in it
     try:
-        before = recipe_from_document(before, run_dir / "recipe.toml", registry).resolved()
+        # read, never run: the kept recipe's plugin files are not imported
+        before = recipe_from_document(before, run_dir / "recipe.toml", registry,
+                                      load_plugins=False).resolved()
     except CifarkitError:
         pass  # a plugin since uninstalled, say: compare what was written
     editable = resume_editable(recipe, registry)

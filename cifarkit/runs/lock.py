@@ -8,8 +8,10 @@ holds the holder's process id and host, for the error a second process gets.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import socket
 from pathlib import Path
 
@@ -38,10 +40,17 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         path = self.run_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink, never blocking on a FIFO; only a regular file
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
         except OSError as exc:
-            raise OutputError(f"{path}: cannot create the run lock ({exc.strerror or exc})") from None
+            why = ("a symbolic link, which cifarkit does not write through"
+                   if exc.errno == errno.ELOOP else exc.strerror or str(exc))
+            raise OutputError(f"{path}: cannot use it as the run lock ({why}); remove it "
+                              "and try again") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -73,9 +82,12 @@ class RunLock:
 def is_locked(run_dir: Path) -> bool:
     """Whether a live process holds ``run_dir`` (its training is really running)."""
     path = Path(run_dir) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # a FIFO or a link planted there is no lock (and must not block the caller)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
+        return False
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

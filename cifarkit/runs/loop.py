@@ -37,12 +37,16 @@ class Diverged(CifarkitError):
 
 
 def _check_finite(logs: dict[str, float], epoch: int, step: int, steps: int) -> None:
-    loss = logs.get("loss")
-    if loss is not None and not math.isfinite(loss):
-        raise Diverged(f"training diverged: the loss is {loss} by epoch {epoch}, step "
-                       f"{step} of {steps}; the run stopped there, and its last checkpoint "
-                       "(the last finite epoch) is kept. A lower train.learning_rate, or "
-                       "gradient clipping in the optimizer, usually helps")
+    """A non-finite training loss, or (at an epoch's end) validation loss, is divergence."""
+    for key, what in (("loss", "loss"), ("val_loss", "validation loss")):
+        loss = logs.get(key)
+        if loss is not None and not math.isfinite(loss):
+            where = (f"after epoch {epoch}" if key == "val_loss"
+                     else f"by epoch {epoch}, step {step} of {steps}")
+            raise Diverged(f"training diverged: the {what} is {loss} {where}; the run "
+                           "stopped there, and its last checkpoint (the last finite epoch) "
+                           "is kept. A lower train.learning_rate, or gradient clipping in "
+                           "the optimizer, usually helps")
 
 
 class Signals:

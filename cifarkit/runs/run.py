@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from cifarkit.runs import artifacts, build, checkpoint, trust
+from cifarkit.runs import artifacts, build, checkpoint, folder, trust
 from cifarkit.backends import Backend
 from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
@@ -123,7 +123,7 @@ class Run:
                 text = self.recipe.dumps()
                 artifacts.atomic_write(self.run_dir / "recipe.toml", text)
             else:  # vouched for (own, or --trust-run): signed as it is now
-                text = (self.run_dir / "recipe.toml").read_text(encoding="utf-8")
+                text = folder.read_text(self.run_dir / "recipe.toml")
             artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
                                    trust.signature(text) + "\n")
             artifacts.write_json(self.run_dir / "summary.json", self.summary)
@@ -197,6 +197,12 @@ class Run:
         self.reporter.stop_live()
         test = score(probs, data.y_test, data.class_names, self.parts.loss,
                      recipe.train.one_hot, recipe.train.metrics)
+        if not np.isfinite(test["loss"]) or not np.isfinite(probs).all():
+            from cifarkit.runs.loop import Diverged
+
+            raise Diverged(f"the model diverged: its test loss is {test['loss']} (non-finite "
+                           "predictions); the run failed, and model.keras was not written. A "
+                           "lower train.learning_rate, or gradient clipping, usually helps")
         if recipe.train.tta != "none":
             test["accuracy_without_tta"] = float((plain.argmax(axis=1) == data.y_test).mean())
         signals.check()

@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import secrets
+import stat
 from pathlib import Path
 
 from cifarkit.errors import OutputError
@@ -47,10 +48,40 @@ def key_path() -> Path:
     return Path(base) / "cifarkit" / "run-key"
 
 
+def _check_private(path: Path, folder: bool) -> None:
+    """Refuse, in one line, a key (or its folder) that another user could read, replace or
+    plant: it must be this user's own, a real file (folder) and not a link, and readable or
+    writable by nobody else (a key) / writable by nobody else (its folder), as ssh checks
+    a private key."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot check cifarkit's run key ({exc.strerror or exc})"
+                          ) from None
+    kind = stat.S_ISDIR if folder else stat.S_ISREG
+    loose = 0o022 if folder else 0o077
+    problem = ("a symbolic link" if stat.S_ISLNK(info.st_mode)
+               else "not a folder" if folder and not kind(info.st_mode)
+               else "not a regular file" if not kind(info.st_mode)
+               else f"owned by user id {info.st_uid}, not by you" if info.st_uid != os.getuid()
+               else f"mode {stat.S_IMODE(info.st_mode):04o}: others can "
+                    f"{'write to it' if folder else 'read or write it'}"
+               if info.st_mode & loose else None)
+    if problem:
+        raise OutputError(f"{path}: cifarkit's run key {'folder ' if folder else ''}is "
+                          f"{problem}; a key others can reach lets them pass run folders off "
+                          f"as yours (fix: chmod {'700' if folder else '600'} {path}, or "
+                          "remove it to make a new key)")
+
+
 def _key(create: bool) -> bytes | None:
     path = key_path()
+    _check_private(path.parent, folder=True)
+    _check_private(path, folder=False)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, KEY_BYTES + 1, follow=False)
         if len(data) == KEY_BYTES:
             return data
     except OSError:
@@ -59,6 +90,7 @@ def _key(create: bool) -> bytes | None:
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_private(path.parent, folder=True)
         data = secrets.token_bytes(KEY_BYTES)
         temporary = path.with_name(f".run-key.{os.getpid()}")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -70,22 +102,60 @@ def _key(create: bool) -> bytes | None:
             pass
         finally:
             temporary.unlink(missing_ok=True)
-        return path.read_bytes()
+        _check_private(path, folder=False)
+        return read_regular(path, KEY_BYTES + 1, follow=False)
     except OSError as exc:
         raise OutputError(f"{path}: cannot create cifarkit's run key "
                           f"({exc.strerror or exc}); set XDG_CONFIG_HOME to a writable folder") from None
 
 
+def _strings(doc, prefix: str = "") -> dict[str, str]:
+    """Every text value of a document by its dotted key: whatever can name code, a path
+    or a URL (plugin names and files, data paths, init_from, the compilation cache,
+    tracker URIs, callbacks' paths) is text; numbers and booleans name nothing."""
+    out: dict[str, str] = {}
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) \
+        if isinstance(doc, list) else ()
+    for k, v in items:
+        if isinstance(v, (dict, list)):
+            out.update(_strings(v, f"{prefix}{k}."))
+        elif isinstance(v, str):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _guarded(recipe_text: str) -> bytes:
-    """What of a recipe reads or runs something, in one canonical form."""
+    """What of a recipe reads or runs something, in one canonical form: its ``plugins``,
+    ``extends`` and ``[data]`` whole, and every text value anywhere else."""
     doc = tomllib.loads(recipe_text)
     part = {k: doc.get(k) for k in ("plugins", "extends", "data")}
+    part["text"] = _strings(doc)
     return json.dumps(part, sort_keys=True, default=str).encode("utf-8")
 
 
 def _digest(key: bytes, recipe_text: str) -> str:
-    return hmac.new(key, b"cifarkit-run-recipe\0" + _guarded(recipe_text),
+    return hmac.new(key, b"cifarkit-run-recipe-2\0" + _guarded(recipe_text),
                     hashlib.sha256).hexdigest()
+
+
+def sweep_signature(sweep_text: str) -> str:
+    """The signature of a sweep folder's ``sweep.json`` (all of it) under this user's key."""
+    return hmac.new(_key(create=True) or b"", b"cifarkit-sweep\0" + sweep_text.encode("utf-8"),
+                    hashlib.sha256).hexdigest()
+
+
+def is_own_sweep(folder: Path, sweep_text: str) -> bool:
+    """Whether ``sweep_text`` (the folder's sweep.json) is what this user's cifarkit wrote."""
+    key = _key(create=False)
+    if key is None:
+        return False
+    try:
+        stored = read_regular(folder / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    expected = hmac.new(key, b"cifarkit-sweep\0" + sweep_text.encode("utf-8"),
+                        hashlib.sha256).hexdigest()
+    return hmac.compare_digest(stored, expected)
 
 
 def signature(recipe_text: str) -> str:
@@ -100,9 +170,23 @@ def is_own(run_dir: Path) -> bool:
     if key is None:
         return False
     try:
-        stored = read_regular(run_dir / SIGNATURE_NAME, 200).decode("ascii").strip()
-        recipe = read_regular(run_dir / "recipe.toml", MAX_RECIPE_BYTES).decode("utf-8")
+        stored = read_regular(run_dir / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
+        recipe = read_regular(run_dir / "recipe.toml", MAX_RECIPE_BYTES,
+                              follow=False).decode("utf-8")
         expected = _digest(key, recipe)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # TOML errors: ValueError
         return False
     return hmac.compare_digest(stored, expected)
+
+
+def check_resumable(run_dir: Path, trust_run: bool) -> None:
+    """Refuse (one line) to resume a run directory this user's cifarkit did not make,
+    unless the user vouches for it (``--trust-run``): a resume reads the data, runs the
+    plugin files and writes where its recipe says, and signs the directory as the
+    user's own afterwards."""
+    if trust_run or is_own(run_dir):
+        return
+    raise OutputError(f"{run_dir / 'recipe.toml'}: this run directory was not made by your "
+                      "cifarkit (or a path, plugin or other text in its recipe.toml was "
+                      "edited since), and resuming it would read, run and write what it "
+                      "names; pass --trust-run if you trust it")

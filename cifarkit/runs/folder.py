@@ -1,0 +1,202 @@
+"""Run and sweep folders are untrusted input: the one place their files are read and written.
+
+A run directory may come from anywhere (unpacked, shared, edited by someone
+else), so every command reads its files the same way:
+
+* regular files only, opened without following a symlink (``O_NOFOLLOW``) and
+  without blocking on a FIFO; devices, sockets and folders are refused;
+* never more than a per-file bound of bytes (:data:`LIMITS`), whatever the file claims;
+* strict parsing: UTF-8, JSON / TOML / CSV nested at most :data:`MAX_DEPTH` deep,
+  CSV fields at most :data:`MAX_FIELD` characters.
+
+A malformed or hostile piece is one :class:`UnreadableFile` (an ``OutputError``:
+one line, exit status 2) naming the file and what is wrong with it.
+
+Writes go through :func:`subfolder` (a folder inside the run directory that
+is itself a real folder, never a symlink out of it) and
+:func:`cifarkit.runs.artifacts.atomic_write` (a temporary file renamed over
+the target, so a symlink planted at the target is replaced, not followed);
+appends (run.log) and the lock are opened with ``O_NOFOLLOW``.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from cifarkit.errors import OutputError, printable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KB, MB = 1 << 10, 1 << 20
+#: The most bytes read of each file a run or sweep folder holds.
+LIMITS = {"summary.json": 4 * MB, "sweep.json": 16 * MB, "state.json": 64 * MB,
+          "recipe.toml": 1 * MB, "metrics.csv": 16 * MB, "timing.csv": 16 * MB,
+          "evaluation.json": 16 * MB, ".signature": 200, ".lock": 200}
+DEFAULT_LIMIT = 16 * MB
+#: How deep JSON and TOML documents may nest.
+MAX_DEPTH = 32
+#: The longest CSV field read.
+MAX_FIELD = 4 * KB
+
+
+class UnreadableFile(OutputError):
+    """A file of a run or sweep folder that cannot be read safely (one line)."""
+
+
+def _fail(path: Path, why: str) -> UnreadableFile:
+    return UnreadableFile(f"{printable(str(path))}: unreadable ({why})")
+
+
+def is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (not a symlink, FIFO, device or folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder itself (not a symlink to one)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """``path``'s bytes: a regular file, not through a symlink, at most ``limit`` bytes
+    (default: :data:`LIMITS` by file name). ``FileNotFoundError`` passes through
+    (callers word a missing file); everything else is :class:`UnreadableFile`."""
+    path = Path(path)
+    limit = limit if limit is not None else LIMITS.get(path.name, DEFAULT_LIMIT)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _fail(path, "a symbolic link; cifarkit reads no link in a run folder") from None
+        raise _fail(path, exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _fail(path, "not a regular file")
+        if info.st_size > limit:
+            raise _fail(path, f"{info.st_size:,} bytes, more than the {limit:,} allowed")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise _fail(path, exc.strerror or str(exc)) from None
+    if len(data) > limit:
+        raise _fail(path, f"more than the {limit:,} bytes allowed")
+    return data
+
+
+def read_text(path: Path, limit: int | None = None) -> str:
+    data = read_bytes(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(path, f"not UTF-8 text at byte {exc.start}") from None
+
+
+def _check_depth(path: Path, text: str, opening: str, closing: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` before a recursive parser sees it
+    (strings skipped; a rough bound that never under-counts a real document's depth)."""
+    depth, in_string, escaped, quote = 0, False, False, ""
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                in_string = False
+        elif ch in "\"'" and (quote := ch):
+            in_string = True
+        elif ch in opening:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _fail(path, f"nested more than {MAX_DEPTH} levels deep")
+        elif ch in closing:
+            depth -= 1
+
+
+def read_json(path: Path, limit: int | None = None, kind: type | None = dict) -> Any:
+    """A JSON document of a run folder (see :func:`read_bytes`), of type ``kind``."""
+    text = read_text(path, limit)
+    _check_depth(path, text, "[{", "]}")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _fail(path, f"not JSON: {str(exc).splitlines()[0][:200]}") from None
+    if kind is not None and not isinstance(doc, kind):
+        raise _fail(path, f"a JSON {type(doc).__name__} where a {kind.__name__} belongs")
+    return doc
+
+
+def read_toml(path: Path, limit: int | None = None) -> dict[str, Any]:
+    """A TOML document of a run folder (see :func:`read_bytes`)."""
+    text = read_text(path, limit)
+    if "\x00" in text:
+        raise _fail(path, "holds a NUL character")
+    _check_depth(path, text, "[{", "]}")
+    try:
+        return tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _fail(path, f"not TOML: {str(exc).splitlines()[0][:200]}") from None
+
+
+def read_csv(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    """The rows of a CSV file of a run folder; fields at most :data:`MAX_FIELD` long."""
+    text = read_text(path, limit)
+    rows = []
+    try:
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            for key, value in row.items():
+                for part in (key, value) if not isinstance(value, list) else (key, *value):
+                    if isinstance(part, str) and len(part) > MAX_FIELD:
+                        raise _fail(path, f"a field longer than {MAX_FIELD:,} characters")
+            rows.append(row)
+    except csv.Error as exc:
+        raise _fail(path, f"not CSV: {exc}") from None
+    return rows
+
+
+def subfolder(parent: Path, name: str) -> Path:
+    """``parent / name`` as a real folder inside ``parent`` (created if missing): a
+    symlink, or a file, there is refused in one line instead of being written through."""
+    path = Path(parent) / name
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise OutputError(f"{printable(str(path))}: cannot create the folder "
+                          f"({exc.strerror or exc})") from None
+    if not is_folder(path):
+        raise OutputError(f"{printable(str(path))}: not a folder of its own (a symbolic link "
+                          "or a file); cifarkit writes through no link in a run folder: "
+                          "remove it, or name another place with --output")
+    return path
+
+
+def open_append(path: Path):
+    """``path`` opened for appending text, never through a symlink, regular files only."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                 | os.O_NONBLOCK, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
