@@ -147,6 +147,28 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cifar10_dir) -> Path:
+    """One finished tiny run (TensorFlow, one epoch) per test session and worker, trained
+    in this process. Read it through ``run_copy``; never change it in place."""
+    out = tmp_path_factory.mktemp("trained")
+    sets = [*tiny_overrides(cifar10_dir), "strategy.plugin=one_device"]
+    done = cli("run", "default", *[a for s in sets for a in ("--set", s)], "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A copy of the session's trained run in this test's folder, to change at will."""
+    import shutil
+
+    copy = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, copy, symlinks=True)
+    return copy
+
+
 # -- long runs in a subprocess: start, interrupt, read back -------------------
 
 SLOW_EPOCHS = """\

@@ -121,7 +121,8 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     assert run_dir.name.startswith("default-")
     names = {p.name for p in run_dir.iterdir()}
     assert {"recipe.toml", "metrics.csv", "timing.csv", "summary.json", "model.keras",
-            "accuracy.png", "loss.png", "confusion_matrix.png", "run.log", ".signature"} == names
+            "accuracy.png", "loss.png", "confusion_matrix.png", "run.log", ".signature",
+            "checkpoint"} == names  # the final checkpoint: what training on needs
     assert not [n for n in names if n.startswith(".") and n != ".signature"]  # no temporary files
 
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 from cifarkit import OutputError
 from cifarkit.runs.artifacts import read_summary
 from cifarkit.runs.lock import RunLock, is_locked
-from conftest import (DEFAULT_RECIPE, cifarkit, killed_run, metrics, slow_run, stopped_run,
+from conftest import (DEFAULT_RECIPE, cifarkit, cli, killed_run, metrics, slow_run, stopped_run,
                       summary, write_slow_recipe)
 
 SEGFAULT_PLUGIN = '''
@@ -53,7 +53,7 @@ def test_resume_of_a_run_that_is_still_training_is_refused(tmp_path, cifar10_dir
     with slow_run(tmp_path, cifar10_dir, 1) as (proc, run_dir):
         s = summary(run_dir)
         assert s["pid"] == proc.pid and s["host"] == socket.gethostname()
-        second = cifarkit("run", "--resume", str(run_dir))
+        second = cli("run", "--resume", str(run_dir))
         assert second.returncode == 2, second.stderr[-2000:]
         assert second.stderr.strip() == (
             f"cifarkit: error: {run_dir}: in use by process {proc.pid} on {socket.gethostname()}; "
@@ -66,7 +66,7 @@ def test_resume_of_a_run_that_is_still_training_is_refused(tmp_path, cifar10_dir
     (run_dir / ".summary.json.x1.tmp").write_text("{")
     (run_dir / ".checkpoint-pending").mkdir(exist_ok=True)
     assert summary(run_dir)["status"] == "running" and read_summary(run_dir)["status"] == "crashed"
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     left = {p.name for p in run_dir.iterdir() if p.name.startswith(".")}
     assert left <= {".lock", ".signature"}, left
@@ -93,7 +93,7 @@ def test_a_native_crash_lands_in_run_log_and_resumes(tmp_path, cifar10_dir):
     edited = (run_dir / "recipe.toml").read_text().replace('plugin = "crash_after"\nepoch = 1',
                                                             'plugin = "crash_after"\nepoch = 99')
     (run_dir / "recipe.toml").write_text(edited)
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 2
 
@@ -104,7 +104,7 @@ def interrupted_or_completed(run_dir):
     assert s["status"] in ("interrupted", "completed"), s["status"]
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".model.")]
     if s["status"] == "interrupted":
-        resumed = cifarkit("run", "--resume", str(run_dir))
+        resumed = cli("run", "--resume", str(run_dir))
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert summary(run_dir)["status"] == "completed"
 
@@ -147,13 +147,13 @@ def test_resume_refuses_recipe_edits_it_cannot_honour(tmp_path, cifar10_dir):
     for old, (new, key) in edits.items():
         assert old in original, old
         (run_dir / "recipe.toml").write_text(original.replace(old, new))
-        result = cifarkit("run", "--resume", str(run_dir))
+        result = cli("run", "--resume", str(run_dir))
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
         assert result.stderr.startswith(f"cifarkit: error: {run_dir / 'recipe.toml'}: {key}: ")
     # allowed: more epochs and other callback settings
     (run_dir / "recipe.toml").write_text(original.replace("epochs = 3", "epochs = 4")
                                          .replace("patience = 10", "patience = 5"))
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(metrics(run_dir)) == 4 >= done and summary(run_dir)["epochs_planned"] == 4
 
@@ -166,17 +166,17 @@ def test_a_run_killed_before_its_first_summary_resumes(tmp_path, cifar10_dir):
     done = cifarkit("run", str(recipe), "--output", str(tmp_path / "first"))
     assert done.returncode == 0, done.stderr[-2000:]
     (first,) = (tmp_path / "first").iterdir()
-    (run_dir / "recipe.toml").write_text((first / "recipe.toml").read_text())  # as a kill leaves it
+    for name in (".signature", "recipe.toml"):  # as a kill leaves it (the signature first)
+        (run_dir / name).write_text((first / name).read_text())
     (run_dir / ".recipe.toml.abc.tmp").write_text("half")
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed"
     assert not (run_dir / ".recipe.toml.abc.tmp").exists()
-    # a completed run's leftover checkpoint (a kill during the final clean-up) is swept
-    (run_dir / "checkpoint").mkdir()
-    again = cifarkit("run", "--resume", str(run_dir))
-    assert again.returncode == 2 and "already completed" in again.stderr
-    assert not (run_dir / "checkpoint").exists()
+    # a completed run resumes only to train on: to more epochs than it ran
+    again = cli("run", "--resume", str(run_dir))
+    assert again.returncode == 2 and "already completed (1 epochs)" in again.stderr
+    assert "--set train.epochs=N, N more than 1" in again.stderr
 
 
 @pytest.mark.slow
@@ -195,7 +195,7 @@ def test_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path,
     assert s["status"] == "failed" and s["epochs_run"] == 0
     assert not (run_dir / ".checkpoint-pending").exists()
     small_fs.remount(out, "size=200m")
-    resumed = cifarkit("run", "--resume", str(run_dir))
+    resumed = cli("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 2
     # evaluate onto a full disk, then into a read-only place: one line each
@@ -210,7 +210,7 @@ def test_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path,
     read_only = cifarkit("evaluate", str(run_dir))
     assert read_only.returncode == 2 and "read-only file system" in read_only.stderr, \
         read_only.stderr[-2000:]
-    again = cifarkit("run", "--resume", str(run_dir))
+    again = cli("run", "--resume", str(run_dir))
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr[-2000:]
 
 

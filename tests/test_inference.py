@@ -132,38 +132,37 @@ def _image(path):
     return path
 
 
-@pytest.mark.slow  # cifarkit predict in a subprocess
 def test_predict_escapes_names_and_prints_whole_lines_when_piped(hand_made_run, tmp_path):
     run_dir = hand_made_run("escapes", class_names=["\x1b[31mred\x1b[0m", "line\nbreak", "ok"])
     folder = tmp_path / ("a_long_folder_name_" * 6)
     folder.mkdir()
     image = _image(folder / "bell\x07.png")
-    out = cifarkit("predict", str(run_dir), str(image), "--top", "3", env={"COLUMNS": "80"})
+    out = cli("predict", str(run_dir), str(image), "--top", "3", env={"COLUMNS": "80"})
     assert out.returncode == 0, out.stderr
     assert "\x1b" not in out.stdout and "\x07" not in out.stdout
     (line,) = out.stdout.splitlines()  # one whole line, however long
     assert line.startswith(str(folder)) and "\\x1b[31mred\\x1b[0m" in line and "line\\nbreak" in line
 
 
-@pytest.mark.slow  # cifarkit predict in a subprocess
 @pytest.mark.parametrize("field, value, fragment", [
-    ("test_tta", 5, "summary.json: test_tta: 5 is not one of"),
-    ("backend", 3, "summary.json: backend: 3 is not a backend"),
+    ("test_tta", 5, "summary.json: test_tta: expected text, got int"),
+    ("test_tta", "x", "summary.json: test_tta: 'x' is not one of"),
+    ("backend", 3, "summary.json: backend: expected text, got int"),
+    ("backend", "x", "summary.json: backend: 'x' is not a backend"),
     ("class_names", "cat", "summary.json: class_names: expected a list of strings, got str"),
     ("class_names", [1, 2, 3], "summary.json: class_names: expected a list of strings"),
 ])
 def test_predict_refuses_a_malformed_summary_in_one_line(hand_made_run, tmp_path, field, value,
                                                          fragment):
     run_dir = hand_made_run(f"bad-{field}-{type(value).__name__}", **{field: value})
-    out = cifarkit("predict", str(run_dir), str(_image(tmp_path / "x.png")))
+    out = cli("predict", str(run_dir), str(_image(tmp_path / "x.png")))
     assert out.returncode == 2 and fragment in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
-@pytest.mark.slow  # cifarkit predict in a subprocess
 def test_predict_feeds_a_grayscale_model_luminance(hand_made_run, tmp_path):
     run_dir = hand_made_run("gray", channels=1, class_names=["a", "b", "c"])
-    out = cifarkit("predict", str(run_dir), str(_image(tmp_path / "x.png")), "--json")
+    out = cli("predict", str(run_dir), str(_image(tmp_path / "x.png")), "--json")
     assert out.returncode == 0, out.stderr
     (item,) = json.loads(out.stdout)
     assert {p["class"] for p in item["predictions"]} == {"a", "b", "c"}

@@ -10,7 +10,7 @@ import pytest
 from cifarkit import OutputError
 
 from cifarkit.runs import checkpoint
-from conftest import (assert_same_epochs, cifarkit, killed_run, metrics, slow_run, stopped_run,
+from conftest import (assert_same_epochs, cifarkit, cli, killed_run, metrics, slow_run, stopped_run,
                       summary, write_slow_recipe)
 
 
@@ -18,7 +18,7 @@ from conftest import (assert_same_epochs, cifarkit, killed_run, metrics, slow_ru
 def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
     run_dir = killed_run(tmp_path, cifar10_dir, rows=2)
     assert len(metrics(run_dir)) == 2 and summary(run_dir)["status"] == "running"
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming: after epoch 2 of 4" in result.stdout
     rows = metrics(run_dir)
@@ -28,8 +28,10 @@ def test_kill_9_during_epoch_3_then_resume(tmp_path, cifar10_dir):
     s = summary(run_dir)
     assert s["status"] == "completed" and s["resumed"] is True and s["resumed_from_epoch"] == 2
     assert s["epochs_run"] == 4 and (run_dir / "model.keras").is_file()
-    assert not (run_dir / "checkpoint").exists()
-    again = cifarkit("run", "--resume", str(run_dir))
+    # the final checkpoint is kept (what training on needs), nothing older
+    assert (run_dir / "checkpoint" / "state.json").is_file()
+    assert not (run_dir / ".checkpoint-previous").exists()
+    again = cli("run", "--resume", str(run_dir))
     assert again.returncode == 2 and "already completed" in again.stderr
 
 
@@ -49,7 +51,7 @@ def test_a_resumed_run_trains_on_what_the_uninterrupted_run_did(tmp_path, cifar1
     stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", "--deterministic",
                                    runs=tmp_path / "parts")
     assert stopped.returncode == 130 and len(metrics(run_dir)) == 1  # mid-epoch 2
-    resumed = cifarkit("run", "--resume", str(run_dir))
+    resumed = cli("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (whole_dir,) = (tmp_path / "whole").iterdir()
     assert_same_epochs(whole_dir, run_dir, 3, rel=1e-5)
@@ -64,7 +66,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path, cifar10_dir):
     s = summary(run_dir)
     assert s["status"] == "interrupted" and s["resume_command"] == f"cifarkit run --resume {run_dir}"
     assert (run_dir / "model.keras").is_file() and len(metrics(run_dir)) == 1
-    result = cifarkit("run", "--resume", str(run_dir))
+    result = cli("run", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert [r["epoch"] for r in metrics(run_dir)] == ["1", "2", "3"]
     assert summary(run_dir)["status"] == "completed"
@@ -282,13 +284,16 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
     text = recipe.read_text()
     other = write_cifar10(tmp_path / "other", n_train=140, n_test=40)  # same 10 classes
     recipe.write_text(text.replace(str(cifar10_dir), str(other)))
-    refused = cifarkit("run", "--resume", str(run_dir))
+    # an edited data path makes the directory foreign: the user vouches for the edit
+    foreign = cli("run", "--resume", str(run_dir))
+    assert foreign.returncode == 2 and "--trust-run" in foreign.stderr
+    refused = cli("run", "--resume", str(run_dir), "--trust-run")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "the data now gives train_examples 126, but the run started with 90" in refused.stderr
     moved = tmp_path / "moved" / "cifar-10-batches-py"
     shutil.copytree(cifar10_dir, moved)
     recipe.write_text(text.replace(str(cifar10_dir), str(moved)))
-    resumed = cifarkit("run", "--resume", str(run_dir))
+    resumed = cli("run", "--resume", str(run_dir), "--trust-run")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed"
 
@@ -299,17 +304,45 @@ def test_a_resume_can_be_given_more_epochs_and_refuses_other_keys(tmp_path, cifa
     --set on a key a resume cannot honour is one line naming it, and changes nothing."""
     run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2)
     before = (run_dir / "recipe.toml").read_text()
-    refused = cifarkit("run", "--resume", str(run_dir), "--set", "data.batch_size=32")
+    refused = cli("run", "--resume", str(run_dir), "--set", "data.batch_size=32")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "data.batch_size: --set changes it (16 -> 32)" in refused.stderr
     assert (run_dir / "recipe.toml").read_text() == before
-    fewer = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=0")
+    fewer = cli("run", "--resume", str(run_dir), "--set", "train.epochs=0")
     assert fewer.returncode == 2 and "train.epochs" in fewer.stderr
-    more = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=3")
+    more = cli("run", "--resume", str(run_dir), "--set", "train.epochs=3")
     assert more.returncode == 0, more.stderr[-2000:]
     s = summary(run_dir)
     assert s["status"] == "completed" and s["epochs_run"] == 3
     assert [int(r["epoch"]) for r in metrics(run_dir)] == [1, 2, 3]
     assert "epochs = 3" in (run_dir / "recipe.toml").read_text()
-    again = cifarkit("run", "--resume", str(run_dir), "--set", "train.epochs=5")
-    assert again.returncode == 2 and "already completed" in again.stderr
+    same = cli("run", "--resume", str(run_dir), "--set", "train.epochs=3")
+    assert same.returncode == 2 and "already completed (3 epochs)" in same.stderr
+
+
+def test_a_completed_run_trains_on_and_an_early_stopped_one_starts_its_patience_again(
+        tmp_path, cifar10_dir):
+    """`run --resume RUN --set train.epochs=N` on a completed run continues from its final
+    weights, optimizer and callback state; early stopping's patience counts afresh."""
+    from conftest import cli
+
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=4, steps=3)
+    never_better = ["--set", "callbacks.early_stopping.patience=0",
+                    "--set", "callbacks.early_stopping.min_delta=100.0"]
+    first = cli("run", str(recipe), *never_better, "--output", str(tmp_path / "runs"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["stopped_early"] and s["epochs_run"] == 2
+    rates = [float(r["learning_rate"]) for r in metrics(run_dir)]
+    more = cli("run", "--resume", str(run_dir), "--set", "train.epochs=6")
+    assert more.returncode == 0, more.stderr[-2000:]
+    header = " ".join(more.stdout.split())
+    assert "after epoch 2 of 6; a completed run trained on: early stopping's patience" in header
+    s = summary(run_dir)
+    # one more epoch: patience 0 and no improvement stop it again, after epoch 3, not at once
+    assert s["status"] == "completed" and s["epochs_run"] == 3 and s["resumed"] is True
+    rows = metrics(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    # reduce_lr_on_plateau's state came from the checkpoint: it halves on from where it was
+    assert float(rows[2]["learning_rate"]) == pytest.approx(rates[1] / 2)

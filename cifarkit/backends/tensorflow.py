@@ -279,6 +279,16 @@ def _multi_worker_steps(model, strategy, train_config, global_batch: int):
 BACKEND = TensorFlow()
 
 
+def saved_model_predict(path, x) -> tuple[Any, str]:
+    """A SavedModel's serving output for ``x``, and the runtime that gave it."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    name = next(iter(signature.structured_input_signature[1]))
+    out = signature(**{name: tf.constant(x)})
+    return next(iter(out.values())).numpy(), f"tensorflow {tf.__version__}"
+
+
 def saved_model_names(path) -> tuple[str, str]:
     """A SavedModel's serving signature: ``(input name, output name)``."""
     import tensorflow as tf

@@ -55,7 +55,8 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         if path.exists():
             raise OutputError(f"{path}: already exists; remove it or pass --output")
     chosen = backends.get(backend or "tensorflow")
-    model = _load_model(run_dir, chosen)
+    trained = _load_model(run_dir, chosen)
+    model = portable(trained)  # float32, GELU through erf: what every runtime runs
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -68,6 +69,8 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         model.export(str(partial), format=keras_format, verbose=False)
         description = _describe(model, fmt, target, partial, class_names, tta, run_dir,
                                 trained_on or "tensorflow", chosen.name)
+        description["checked"] = check_artifact(fmt, partial, description["input"]["name"],
+                                                model, trained, run_dir)
         artifacts.write_json(description_path, description)
         partial.rename(target)
     except BaseException as exc:
@@ -82,6 +85,113 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         raise OutputError(f"{run_dir / 'model.keras'}: Keras on the {chosen.name} backend "
                           f"cannot export it as {fmt} ({first_line(exc)}){hint}") from None
     return description
+
+
+#: Inputs the export is checked on, and how far the runtime may differ from Keras.
+CHECK_INPUTS, CHECK_TOLERANCE = 8, 1e-4
+
+
+def _gelu_erf():
+    """GELU as ``0.5 x (1 + erf(x / sqrt 2))``: exactly Keras's GELU, through the Erf
+    operator that ONNX has (TensorFlow's own GELU goes through Erfc, which it lacks)."""
+    import keras
+
+    name = "cifarkit_export>gelu_erf"
+    if keras.saving.get_registered_object(name) is None:
+        @keras.saving.register_keras_serializable(package="cifarkit_export", name="gelu_erf")
+        def gelu_erf(x):
+            return 0.5 * x * (1.0 + keras.ops.erf(x / np.float32(np.sqrt(2.0))))
+    # an activation named by a plain string is looked up among Keras's own only
+    return keras.saving.serialize_keras_object(keras.saving.get_registered_object(name))
+
+
+def _float32_config(node: Any, gelu: Any) -> Any:
+    """A model config with every dtype policy float32 and every ``gelu`` activation
+    written through erf."""
+    if isinstance(node, list):
+        return [_float32_config(v, gelu) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") \
+            and isinstance(node.get("config"), dict):
+        return {**node, "config": {**node["config"], "name": "float32"}}
+    if node.get("class_name") == "Normalization" and isinstance(node.get("config"), dict):
+        node = {**node, **_normalization_as_rescaling(node["config"])}
+    out = {}
+    for key, value in node.items():
+        if key == "activation" and value == "gelu":
+            out[key] = gelu
+        elif key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
+            out[key] = "float32"
+        else:
+            out[key] = _float32_config(value, gelu)
+    return out
+
+
+def _normalization_as_rescaling(config: dict) -> dict:
+    """A Normalization layer given its mean and variance, as the Rescaling that computes
+    the same ``(x - mean) / sqrt(variance)``: Normalization keeps them as tensors made
+    before tracing, which tf2onnx turns into extra graph inputs; Rescaling's constants
+    land inside the graph. Anything else (adapted statistics, inverted) stays as it is."""
+    mean, variance = config.get("mean"), config.get("variance")
+    axis = config.get("axis")
+    if mean is None or variance is None or config.get("invert") \
+            or (list(axis) if isinstance(axis, (list, tuple)) else [axis]) != [-1]:
+        return {}
+    std = np.maximum(np.sqrt(np.asarray(variance, np.float64)), 1e-7)
+    scale, offset = 1.0 / std, -np.asarray(mean, np.float64) / std
+    return {"class_name": "Rescaling", "module": "keras.layers",
+            "config": {"name": config.get("name"), "dtype": config.get("dtype"),
+                       "trainable": False, "scale": scale.astype(np.float32).tolist(),
+                       "offset": offset.astype(np.float32).tolist()}}
+
+
+def portable(model):
+    """``model`` rebuilt as a float32 graph whose GELUs go through erf, with its weights:
+    the same function up to float32 rounding, in operators ONNX runtimes have. A model
+    whose config cannot be rebuilt is returned as it is (the check after export says
+    whether that runs)."""
+    try:
+        clone = type(model).from_config(_float32_config(model.get_config(), _gelu_erf()))
+        clone.set_weights([np.asarray(w, np.float32) if np.asarray(w).dtype.kind == "f"
+                           else np.asarray(w) for w in model.get_weights()])
+    except Exception:  # a subclassed model without a full config, say
+        return model
+    return clone
+
+
+def check_artifact(fmt: str, written: Path, input_name: str, graph, trained,
+                   run_dir: Path) -> dict[str, Any]:
+    """Load the exported file with the runtime a user deploys with (onnxruntime; for a
+    SavedModel, TensorFlow), run a batch and compare with Keras. Any failure or a
+    difference over :data:`CHECK_TOLERANCE` is one line (:class:`OutputError`)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (CHECK_INPUTS, *graph.input_shape[1:])).astype(np.float32)
+    want = np.asarray(graph.predict(x, verbose=0), np.float32)
+    as_trained = np.asarray(trained.predict(x, verbose=0), np.float32)
+    try:
+        if fmt == "onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(written),
+                                                   providers=["CPUExecutionProvider"])
+            got, runtime = session.run(None, {input_name: x})[0], \
+                f"onnxruntime {onnxruntime.__version__}"
+        else:
+            from cifarkit.backends.tensorflow import saved_model_predict
+
+            got, runtime = saved_model_predict(written, x)
+    except Exception as exc:
+        raise OutputError(f"{run_dir / 'model.keras'}: the exported {fmt} does not run "
+                          f"({first_line(exc)[:300]}); nothing was written") from None
+    got = np.asarray(got, np.float32)
+    difference = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if not difference <= CHECK_TOLERANCE:
+        raise OutputError(f"{run_dir / 'model.keras'}: the exported {fmt} disagrees with Keras "
+                          f"on {CHECK_INPUTS} inputs (largest difference {difference:.3g}, "
+                          f"allowed {CHECK_TOLERANCE:g}); nothing was written")
+    return {"runtime": runtime, "inputs": CHECK_INPUTS, "max_abs_difference": difference,
+            "max_abs_difference_vs_trained_precision": float(np.abs(got - as_trained).max())}
 
 
 def _installed(module: str) -> bool:

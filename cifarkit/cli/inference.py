@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -81,12 +82,20 @@ def _finite(probs: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
 
 
 def _load_model(run_dir: Path, backend: Backend):
+    from cifarkit.runs.folder import check_model_file, is_regular
+
     path = run_dir / "model.keras"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
+    if not is_regular(path):
+        raise OutputError(f"{path}: not a regular file (a link, FIFO or device is not read)")
     if not zipfile.is_zipfile(path):
         raise OutputError(f"{path}: not a Keras model file (damaged or truncated: a .keras "
                           "file is a zip archive)")
+    try:
+        check_model_file(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise OutputError(f"{path}: refused ({first_line(exc)})") from None
     keras = backend.start()
     try:
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.

@@ -436,7 +436,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not Path(run_dir).is_dir():
         raise OutputError(f"{run_dir}: not a run directory (not found)")
     try:
-        summary = folder.read_json(path)
+        summary = folder.check_summary(path, folder.read_json(path))
     except FileNotFoundError:
         raise OutputError(f"{run_dir}: not a run directory (no summary.json)") from None
     if summary.get("status") == "running" and not is_locked(Path(run_dir)):

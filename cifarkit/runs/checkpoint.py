@@ -185,15 +185,30 @@ def restore_random_state(model, state: dict[str, Any]) -> None:
         v.assign(np.asarray(value, dtype=np.asarray(v.numpy()).dtype))
 
 
-def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list) -> None:
-    """Put saved callback state back (call after the callbacks' on_train_begin)."""
+def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list,
+                      fresh_patience: bool = False) -> None:
+    """Put saved callback state back (call after the callbacks' on_train_begin).
+    ``fresh_patience``: a completed run trained on; callbacks that count epochs without
+    improvement (early stopping, learning-rate reduction) start counting again, from
+    the best value they had seen."""
     for cb, saved in zip(callbacks, state.get("callbacks", [])):
         if saved is not None and hasattr(cb, "set_state"):
             cb.set_state(_load_state(folder, saved))
+        if fresh_patience:
+            for counter in ("wait", "stopped_epoch"):
+                if isinstance(getattr(cb, counter, None), int):
+                    setattr(cb, counter, 0)
 
 
 def remove(run_dir: Path) -> None:
     for name in (CURRENT, PREVIOUS, PENDING):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def keep_final(run_dir: Path) -> None:
+    """A completed run keeps its last checkpoint (weights, optimizer and callback state:
+    what ``run --resume --set train.epochs=N`` trains on from), nothing older."""
+    for name in (PREVIOUS, PENDING):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 

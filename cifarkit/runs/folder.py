@@ -200,3 +200,124 @@ def open_append(path: Path):
         os.close(fd)
         raise OSError(errno.EINVAL, f"{path} is not a regular file")
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+#: The members a ``.keras`` archive may hold, and the most bytes each may inflate to.
+KERAS_MEMBERS = {"config.json": 16 * MB, "metadata.json": 1 * MB,
+                 "model.weights.h5": 8 * 1024 * MB}
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse (``ValueError``) a ``.keras`` file that is not a regular file, or whose
+    members are unknown or would inflate past their bound (read from the archive's
+    headers before anything is inflated; zipfile never inflates past a member's
+    declared size). A weights member may be at most 50 times the archive's size:
+    weights barely compress."""
+    import zipfile
+
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path.name} is not a regular file")
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            name = member.filename
+            bound = KERAS_MEMBERS.get(name)
+            if bound is None:
+                if name.startswith("assets/") and member.file_size <= 64 * MB:
+                    continue
+                raise ValueError(f"holds {name!r}, which is no part of a Keras model file")
+            if name == "model.weights.h5":
+                bound = min(bound, max(64 * MB, 50 * info.st_size))
+            if member.file_size > bound:
+                raise ValueError(f"its member {name} would inflate to {member.file_size:,} "
+                                 f"bytes, more than the {bound:,} allowed")
+
+
+def check_hdf5(handle) -> None:
+    """Refuse (``ValueError``) an HDF5 file that would read other files: external links,
+    datasets with external storage, virtual datasets."""
+    import h5py
+
+    def visit(group) -> None:
+        for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise ValueError(f"{group.name}/{key} is an external link (to "
+                                 f"{link.filename}); cifarkit reads no other file")
+            if isinstance(link, h5py.SoftLink):
+                continue
+            item = group[key]
+            if isinstance(item, h5py.Group):
+                visit(item)
+            elif isinstance(item, h5py.Dataset):
+                if item.is_virtual:
+                    raise ValueError(f"{item.name} is a virtual dataset (it reads other files)")
+                if item.external:
+                    raise ValueError(f"{item.name} keeps its data in an external file")
+
+    visit(handle)
+
+
+def check_model_file(path: Path) -> None:
+    """A run's model.keras checked before Keras loads it: :func:`check_keras_archive`,
+    then :func:`check_hdf5` on its weights (``ValueError`` naming what is wrong)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    check_keras_archive(path)
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return  # Keras says what is missing
+        data = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(data, "r") as handle:
+        check_hdf5(handle)
+
+
+_NUMBER = (int, float)
+#: The type each field of summary.json must have when present (None is always allowed).
+SUMMARY_FIELDS: dict[str, Any] = {
+    "status": str, "recipe": str, "recipe_file": str, "run_dir": str, "started_at": str,
+    "finished_at": str, "dataset": str, "model": str, "strategy": str, "backend": str,
+    "mixed_precision": str, "test_tta": str, "error": str, "resume_command": str, "host": str,
+    "best_monitor": str, "epochs_run": int, "epochs_planned": int, "train_examples": int,
+    "validation_examples": int, "test_examples": int, "parameters": int, "replicas": int,
+    "workers": int, "batch_size": int, "pid": int, "resume_count": int,
+    "resumed_from_epoch": int, "best_epoch": int, "test_accuracy": _NUMBER,
+    "test_loss": _NUMBER, "train_time_s": _NUMBER, "wall_time_s": _NUMBER,
+    "learning_rate": _NUMBER, "best_value": _NUMBER, "deterministic": bool,
+    "resumed": bool, "stopped_early": bool, "class_names": list, "overrides": list,
+    "per_class_accuracy": dict, "versions": dict, "test_metrics": dict,
+}
+
+
+def check_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` (summary.json's content), or one line naming the first field of the
+    wrong type: what a resume, ``runs``, ``evaluate`` and ``export`` rely on is checked
+    once, here."""
+    for key, kind in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if value is None:
+            continue
+        wrong = (not isinstance(value, kind)
+                 or (kind in (int, _NUMBER) and isinstance(value, bool))
+                 or (key in ("class_names", "overrides")
+                     and not all(isinstance(v, str) for v in value)))
+        if wrong:
+            listed = key in ("class_names", "overrides")
+            got = type(value).__name__
+            if listed and isinstance(value, list):
+                got = "a list holding " + next(type(v).__name__ for v in value
+                                               if not isinstance(v, str))
+            raise UnreadableFile(f"{printable(str(path))}: {key}: expected "
+                                 f"{'a list of strings' if listed else _type_name(kind)}, "
+                                 f"got {got}")
+    return summary
+
+
+def _type_name(kind) -> str:
+    if kind is _NUMBER:
+        return "a number"
+    return {str: "text", int: "an integer", bool: "true or false", list: "a list",
+            dict: "a table"}[kind]

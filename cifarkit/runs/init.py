@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,43 +26,54 @@ MODEL = "model.keras"
 
 def source_file(path: Path, where: str) -> Path:
     """The weights file ``path`` names: a run directory's model.keras (else its latest
-    checkpoint), a ``.keras`` file or a ``.weights.h5`` file."""
+    checkpoint), a ``.keras`` file or a ``.weights.h5`` file (regular files only)."""
     if path.is_dir():
         if (path / MODEL).is_file():
-            return path / MODEL
-        found = candidates(path)
-        if found:
-            return found[0] / WEIGHTS
-        raise RecipeError(f"{where}: {path} holds neither {MODEL} nor a checkpoint; name a run "
-                          "directory, a .keras file or a .weights.h5 file")
-    if not path.exists():
+            path = path / MODEL
+        else:
+            found = candidates(path)
+            if not found:
+                raise RecipeError(f"{where}: {path} holds neither {MODEL} nor a checkpoint; "
+                                  "name a run directory, a .keras file or a .weights.h5 file")
+            path = found[0] / WEIGHTS
+    elif not path.exists():
         raise RecipeError(f"{where}: {path} does not exist")
-    if path.suffix != ".keras" and not path.name.endswith(".weights.h5"):
+    elif path.suffix != ".keras" and not path.name.endswith(".weights.h5"):
         raise RecipeError(f"{where}: {path} is neither a run directory, a .keras file nor a "
                           ".weights.h5 file")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would hang, a device never end
+        raise RecipeError(f"{where}: {path} is not a regular file")
     return path
 
 
-def read_layers(path: Path, where: str) -> dict[str, list[np.ndarray]]:
+def read_layers(path: Path, where: str,
+                wanted: dict[str, list[tuple]] | None = None) -> dict[str, list]:
     """Each layer's saved variables, by layer name, in Keras's order (the optimizer's
-    state is left out)."""
+    state is left out). With ``wanted`` ({layer name: variable shapes}), only the layers
+    saved with exactly those shapes are read; every other layer comes back as its saved
+    shapes (tuples), never read. Files that would read other files (HDF5 external links,
+    external storage, virtual datasets) are refused, as are variables that are not numbers."""
     import h5py
+
+    from cifarkit.runs.folder import check_hdf5, check_keras_archive
 
     try:
         if path.suffix == ".keras":
+            check_keras_archive(path)
             with zipfile.ZipFile(path) as archive:
                 data = io.BytesIO(archive.read("model.weights.h5"))
             handle = h5py.File(data, "r")
         else:
             handle = h5py.File(path, "r")
         with handle:
-            return dict(_layers(handle))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            check_hdf5(handle)
+            return dict(_layers(handle, wanted))
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
         raise RecipeError(f"{where}: {path} is not a readable Keras weights file "
                           f"({first_line(exc)})") from None
 
 
-def _layers(handle) -> Iterator[tuple[str, list[np.ndarray]]]:
+def _layers(handle, wanted) -> Iterator[tuple[str, list]]:
     import h5py
 
     groups: list[Any] = []
@@ -72,10 +84,18 @@ def _layers(handle) -> Iterator[tuple[str, list[np.ndarray]]]:
     for group in groups:
         name = group.attrs["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-        arrays = [np.asarray(group[key]) for key in sorted(group, key=int)]
-        if arrays and name not in seen:  # the first of two same-named layers wins
-            seen.add(name)
-            yield name, arrays
+        datasets = [group[key] for key in sorted(group, key=int)]
+        if not datasets or name in seen:  # the first of two same-named layers wins
+            continue
+        seen.add(name)
+        shapes = [tuple(d.shape) for d in datasets]
+        if wanted is not None and wanted.get(name) != shapes:
+            yield name, shapes
+            continue
+        for d in datasets:
+            if d.dtype.kind not in "biuf":
+                raise ValueError(f"{d.name} holds {d.dtype}, not numbers")
+        yield name, [np.asarray(d) for d in datasets]
 
 
 def all_layers(model) -> list:
@@ -91,19 +111,25 @@ def all_layers(model) -> list:
 def load_matching(model, path: Path, where: str) -> str:
     """Load the layers of ``path`` that match ``model``'s by name and shape; return the
     one-line report. Nothing matching is an error."""
-    source = read_layers(source_file(path, where), where)
-    loaded, fresh = [], []
+    here: dict[str, list[tuple]] = {}
     for layer in all_layers(model):
         own: dict[str, Any] = {}
         layer.save_own_variables(own)
-        if not own:
+        if own:
+            here.setdefault(layer.name, [tuple(np.shape(own[str(i)])) for i in range(len(own))])
+    source = read_layers(source_file(path, where), where, wanted=here)
+    loaded, fresh = [], []
+    for layer in all_layers(model):
+        shapes = here.get(layer.name)
+        if shapes is None:
             continue
-        shapes = [tuple(np.shape(own[str(i)])) for i in range(len(own))]
         saved = source.get(layer.name)
+        saved_shapes = None if saved is None else [a if isinstance(a, tuple) else a.shape
+                                                   for a in saved]
         if saved is None:
             fresh.append(f"{layer.name} (not there)")
-        elif [a.shape for a in saved] != shapes:
-            fresh.append(f"{layer.name} ({_shapes([a.shape for a in saved])} there; "
+        elif saved_shapes != shapes or any(isinstance(a, tuple) for a in saved):
+            fresh.append(f"{layer.name} ({_shapes(saved_shapes)} there; "
                          f"{_shapes(shapes)} here)")
         else:
             layer.load_own_variables({str(i): a for i, a in enumerate(saved)})

@@ -107,8 +107,9 @@ class RunMonitor(keras.callbacks.Callback):
     def __init__(self, reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
                  plugin_callbacks: list, signals: Signals, restore: tuple | None,
                  stop_at_step: bool = True, recipe: dict | None = None,
-                 compile_clock: Callable[[], float] | None = None):
+                 compile_clock: Callable[[], float] | None = None, fresh_patience: bool = False):
         super().__init__()
+        self.fresh_patience = fresh_patience  # a completed run trained on
         # seconds compiled so far in this process, where the backend counts them
         self.compile_clock = compile_clock
         self.epoch_compile_total = 0.0  # of it, during this process's training steps
@@ -120,7 +121,8 @@ class RunMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.restore is not None:  # after the other callbacks have reset themselves
-            checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks)
+            checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks,
+                                         fresh_patience=self.fresh_patience)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1

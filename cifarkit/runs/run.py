@@ -67,12 +67,14 @@ class Run:
         self.test: dict[str, Any] | None = None
         self.restore: tuple[Path, dict[str, Any]] | None = None
         self.resume: Path | None = None
+        self.continuing = False
 
     # -- open: data, parts, run directory ------------------------------------------
     def open(self, output: Path, resume: Path | None, previous: dict[str, Any]) -> None:
         """Load the data and build the parts (either may refuse: nothing written yet),
         then create (or reopen) the run directory and write recipe and summary."""
         recipe, self.resume = self.recipe, resume
+        self.continuing = previous.get("status") == "completed"  # trained on, to more epochs
         self.data = build.load_data(recipe, self.registry)  # a bad path fails before Keras starts
         if resume is not None:
             _check_same_data(self.data, previous, resume)
@@ -115,17 +117,18 @@ class Run:
         """recipe.toml, its signature and the first summary.json; a failed write (a full
         disk) leaves no half-made run directory."""
         try:
+            # The signature first: a run killed between the two files is still the user's.
             if self.resume is None:
                 self._held.enter_context(RunLock(self.run_dir))
                 text = self.recipe.dumps()
-                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
             elif self.recipe.overrides:  # --set on a resume (checked): the recipe it now runs
                 text = self.recipe.dumps()
-                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
             else:  # vouched for (own, or --trust-run): signed as it is now
                 text = folder.read_text(self.run_dir / "recipe.toml")
             artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
                                    trust.signature(text) + "\n")
+            if self.resume is None or self.recipe.overrides:
+                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
             artifacts.write_json(self.run_dir / "summary.json", self.summary)
         except CifarkitError:
             if self.resume is None:
@@ -149,7 +152,8 @@ class Run:
             self.reporter, self.run_dir, self.images_per_epoch, self.rows, self.callbacks,
             signals, self.restore, stop_at_step=not self.parts.role.multi_worker,
             recipe=self.recipe.resolved(),
-            compile_clock=self.backend.compile_seconds if self.backend.compiles() else None)
+            compile_clock=self.backend.compile_seconds if self.backend.compiles() else None,
+            fresh_patience=self.continuing)
         self.reporter.train_begin(self.recipe.train.epochs, self.parts.steps,
                                   self.recipe.data.batch_size)
         self.registry.run_hook("run_fit", run=self)
@@ -162,7 +166,8 @@ class Run:
         from cifarkit.runs import loop as training
 
         state = self.restore[1] if self.restore else None
-        last = len(self.rows) if state and state["stop_training"] else self.recipe.train.epochs
+        stopped = state and state["stop_training"] and not self.continuing
+        last = len(self.rows) if stopped else self.recipe.train.epochs
         training.fit(self.recipe, self.parts, self.data, [*self.callbacks, self.monitor],
                      len(self.rows), last, self.signals)
 
@@ -246,7 +251,7 @@ class Run:
         self.summary.pop("resume_command", None)
         self.summary.pop("error", None)
         self.end("completed", **results(self, monitor, best, value))
-        checkpoint.remove(self.run_dir)
+        checkpoint.keep_final(self.run_dir)
         (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # a resume now reads "completed"
         self.reporter.finish(self.summary)
         role = self.parts.role

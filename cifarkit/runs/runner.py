@@ -38,7 +38,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     recipe = recipe.with_backend(backend.name)
     backend.select(recipe.train.deterministic)
     with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
-        previous = _claim(resume, Path(output).absolute(), held)
+        previous = _claim(resume, Path(output).absolute(), held, recipe.train.epochs)
         current = Run(recipe, registry, backend, reporter or Reporter(), held)
         current.open(Path(output).absolute(), resume, previous)
         from cifarkit.runs.loop import Interrupted, Signals  # Keras callbacks: after the backend started
@@ -67,8 +67,10 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     return current.result
 
 
-def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack) -> dict[str, Any]:
-    """Lock a resumed run directory and read its summary; check a new run's output folder."""
+def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack,
+           epochs: int) -> dict[str, Any]:
+    """Lock a resumed run directory and read its summary; check a new run's output folder.
+    A completed run resumes only to train on, to more than the epochs it ran."""
     if resume is None:
         artifacts.check_output(output)
         return {}
@@ -76,8 +78,13 @@ def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack) -> dic
     previous = artifacts.read_resumable(resume)
     artifacts.remove_debris(resume)
     if previous.get("status") == "completed":
-        checkpoint.remove(resume)  # left by a kill during the final clean-up
-        raise OutputError(f"{resume}: this run already completed; nothing to resume (a "
-                          "completed run keeps no checkpoint: train longer in a new run "
-                          "with more train.epochs)")
+        done = previous.get("epochs_run") or 0
+        if epochs <= done:
+            raise OutputError(f"{resume}: this run already completed ({done} epochs); to "
+                              f"train it on, resume with --set train.epochs=N, N more than "
+                              f"{done}")
+        if not checkpoint.candidates(resume):
+            raise OutputError(f"{resume}: this run completed without keeping its final "
+                              "checkpoint (cifarkit before 0.2 removed it), so it cannot train "
+                              "on; start a new run with train.init_from pointing at it")
     return previous

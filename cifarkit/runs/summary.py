@@ -85,7 +85,10 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
         **({"weights": parts.starting} if parts.starting else {}),
         "run directory": str(run.run_dir),
-        **({"resuming": f"after epoch {resumed_after} of {tr.epochs}"}
+        **({"resuming": f"after epoch {resumed_after} of {tr.epochs}"
+                        + ("; a completed run trained on: early stopping's patience (and "
+                           "other callbacks' epochs without improvement) starts again"
+                           if run.continuing else "")}
            if resumed_after is not None else {}),
     }
 

@@ -11,12 +11,14 @@ cifarkit recognises the user's own run directories by a signature: when a
 run writes its ``recipe.toml``, it stores in ``RUN_DIR/.signature`` an
 HMAC-SHA256, under a key only this user can read
 (``$XDG_CONFIG_HOME/cifarkit/run-key``, else ``~/.config/cifarkit/run-key``,
-mode 0600), of what in that recipe reads or runs something: its ``plugins``,
-``extends`` and ``[data]`` table. Without the key nobody can make a recipe
-that passes for the user's own. Editing other keys (more epochs before a
-resume, say) keeps the directory the user's own; editing those three makes
-it foreign until the user vouches for it again (``--trust-run``), after which
-a resume signs it anew.
+mode 0600, in a folder only this user can write), of what in that recipe can
+read or run something: its ``plugins``, ``extends`` and ``[data]`` table, and
+every text value anywhere else (plugin names, paths, URIs). Without the key
+nobody can make a recipe that passes for the user's own. Editing a number
+(more epochs before a resume, say) keeps the directory the user's own;
+editing any text makes it foreign until the user vouches for it again
+(``--trust-run``), after which a resume signs it anew. Sweep folders are
+signed the same way, over their whole ``sweep.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from cifarkit.errors import OutputError
+from cifarkit.errors import OutputError, printable
 from cifarkit.files import read_regular
 
 if sys.version_info >= (3, 11):
@@ -186,7 +188,19 @@ def check_resumable(run_dir: Path, trust_run: bool) -> None:
     user's own afterwards."""
     if trust_run or is_own(run_dir):
         return
+    named = ""
+    try:
+        from cifarkit.runs.folder import read_toml
+
+        doc = read_toml(run_dir / "recipe.toml")
+        files = doc.get("plugins") if isinstance(doc.get("plugins"), list) else []
+        data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+        shown = [*(f"plugin file {f}" for f in files[:3] if isinstance(f, str)),
+                 *([f"data.path {data['path']}"] if isinstance(data.get("path"), str) else [])]
+        named = f" ({', '.join(shown)})" if shown else ""
+    except (OSError, OutputError):
+        pass
     raise OutputError(f"{run_dir / 'recipe.toml'}: this run directory was not made by your "
                       "cifarkit (or a path, plugin or other text in its recipe.toml was "
-                      "edited since), and resuming it would read, run and write what it "
-                      "names; pass --trust-run if you trust it")
+                      f"edited since), and resuming it would read, run and write what it "
+                      f"names{printable(named)}; pass --trust-run if you trust it")
