@@ -431,3 +431,46 @@ def test_a_keras_archive_whose_member_would_inflate_past_its_bound_is_refused(tm
         archive.writestr("evil.py", "import os")
     with pytest.raises(ValueError, match="no part of a Keras model file"):
         check_keras_archive(path)
+
+
+def test_a_storage_password_is_never_printed_or_stored(tmp_path, cifar10_dir):
+    from test_history import SEARCH
+
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16, SEARCH)
+    url = "postgresql://bob:s3cret-pw@127.0.0.1:9/optuna"
+    result = cli("sweep", str(recipe), "--storage", url, "-o", str(tmp_path / "runs"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "postgresql://bob:***@127.0.0.1:9/optuna" in result.stderr
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or b"s3cret-pw" not in path.read_bytes(), path
+
+
+def test_a_masked_storage_needs_the_whole_url_to_resume(tmp_path):
+    from cifarkit.cli import sweep
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    sweep.write_state(folder, {"mode": "search", "trials": [], "recipe": "default",
+                               "storage": sweep.mask_url("postgresql://u:pw@h/db")})
+    assert "pw" not in (folder / "sweep.json").read_text().replace("postgresql", "")
+    result = cli("sweep", "--resume", str(folder))
+    assert result.returncode == 2 and "pass --storage with the whole URL" in result.stderr
+    other = cli("sweep", "--resume", str(folder), "--storage", "postgresql://u:pw@other/db")
+    assert other.returncode == 2 and "is not this sweep's storage" in other.stderr
+    assert "pw@" not in other.stderr
+
+
+def test_the_header_says_what_each_pass_leaves_out(tmp_path, cifar10_dir):
+    from conftest import TINY_MODEL
+
+    sets = [f"data.path={cifar10_dir}", "train.epochs=1", "data.batch_size=64",
+            "strategy.plugin=one_device", *TINY_MODEL]
+    result = cli("run", "default", *[a for s in sets for a in ("--set", s)], "--output",
+                 str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = " ".join(result.stdout.split())
+    # 100 images, 10 % validation: 90 train, batch 64 -> one step, 26 left out a pass
+    assert "left out: 26 of 90 training examples per pass over the data" in header

@@ -286,6 +286,11 @@ class Backend(abc.ABC):
         folder); returns the folder in use, or None where the backend has no such cache."""
         return None
 
+    def advice(self) -> str | None:
+        """One line for the run header when this backend is a poor fit for this machine
+        (and what to use instead), else None."""
+        return None
+
     def compiles(self) -> bool:
         """Whether :meth:`compile_seconds` counts compilations as they happen (else the
         first epoch's excess over the steady ones stands in for them)."""

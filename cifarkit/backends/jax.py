@@ -211,6 +211,14 @@ class Jax(Backend):
     def compiles(self) -> bool:
         return self._listening
 
+    def advice(self) -> str | None:
+        import jax
+
+        if any(d.platform != "cpu" for d in jax.devices()):
+            return None
+        return ("JAX sees no accelerator here, and on a CPU TensorFlow trains several "
+                "times faster (measured in docs/backends.md): --backend tensorflow")
+
     def compile_seconds(self) -> float:
         return self._compile_s
 

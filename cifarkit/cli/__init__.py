@@ -180,17 +180,33 @@ def cmd_sweep(args) -> int:
     plugin_files = tuple(str(Path(p).absolute()) for p in args.plugin_files)
     if args.resume:
         if args.recipe or args.grid or args.overrides or args.backend or args.trials \
-                or args.storage or args.study:
+                or args.study:
             raise CifarkitError("sweep --resume SWEEP_DIR takes no RECIPE, --grid, --set, "
-                                "--backend, --trials, --storage or --study: the sweep "
-                                "folder's sweep.json holds them")
+                                "--backend, --trials or --study: the sweep folder's "
+                                "sweep.json holds them")
         folder = Path(args.resume).absolute()
         sweep.check_trusted(folder, args.trust_run)
         state = sweep.read_state(folder)
+        stored = state.get("storage")
+        if args.storage:  # the whole URL again, password included (sweep.json keeps it masked)
+            if sweep.mask_url(args.storage) != stored:
+                raise CifarkitError(f"sweep --resume: --storage {sweep.mask_url(args.storage)} "
+                                    f"is not this sweep's storage ({stored})")
+            sweep.remember_storage(args.storage)
+        elif isinstance(stored, str) and ":***@" in stored:
+            raise CifarkitError(f"sweep --resume: this sweep's storage {stored} has a password, "
+                                "which cifarkit does not store; pass --storage with the whole URL")
     else:
-        folder, state = _new_sweep(args, plugin_files)
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            folder, state = _new_sweep(args, plugin_files)
     child = sweep.child_args(plugin_files, args.trust_run)
-    with sweep.StopAfterTrial() as stop:
+    import contextlib
+
+    # --json: stdout carries the table alone; progress and the trials' output go to stderr
+    with sweep.StopAfterTrial() as stop, contextlib.redirect_stdout(
+            sys.stderr if args.json else sys.stdout):
         if state.get("mode") == "search":
             sweep.search(folder, state, child, stop)
         else:
@@ -235,7 +251,8 @@ def _new_sweep(args, plugin_files: tuple):
                      study=args.study or f"{recipe.name}-sweep")
     folder = sweep.new_folder(Path(args.output).absolute(), recipe.name)
     if state["mode"] == "search":
-        state["storage"] = args.storage or f"sqlite:///{folder / 'optuna.db'}"
+        state["storage"] = sweep.remember_storage(args.storage
+                                                  or f"sqlite:///{folder / 'optuna.db'}")
         try:
             sweep.open_study(state)
         except CifarkitError:

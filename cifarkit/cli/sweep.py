@@ -182,9 +182,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before 
 
 def start_trial(args: list[str]) -> subprocess.Popen:
     """One trial's ``cifarkit run``, with the interpreter this sweep runs in and never the
-    working folder on its import path (``-P``: a ``cifarkit/`` folder there is not imported)."""
+    working folder on its import path (``-P``: a ``cifarkit/`` folder there is not imported).
+    Its output goes where this process's ``print`` goes (stderr under ``--json``)."""
     return subprocess.Popen([sys.executable, "-P", "-m", "cifarkit", *args],
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, stdout=sys.stdout.fileno()
+                            if hasattr(sys.stdout, "fileno") and _has_fd(sys.stdout) else None)
+
+
+def _has_fd(stream) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: list[str],
@@ -333,6 +343,37 @@ def suggest(trial, key: str, spec: dict[str, Any]) -> Any:
                       **({"step": spec["step"]} if "step" in spec else {}))
 
 
+#: Storage URLs with their passwords, by their masked form (kept in memory only).
+_SECRETS: dict[str, str] = {}
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) as ``***``: what is printed and stored."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.password:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def remember_storage(url: str) -> str:
+    """The masked form of ``url``, remembering the whole URL for this process."""
+    masked = mask_url(url)
+    _SECRETS[masked] = url
+    return masked
+
+
+def _masked_text(text: str, state: dict[str, Any]) -> str:
+    real = _SECRETS.get(state["storage"])
+    return text.replace(real, state["storage"]) if real else text
+
+
 def open_study(state: dict[str, Any]):
     optuna = import_optuna()
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -340,14 +381,20 @@ def open_study(state: dict[str, Any]):
     for attempt in range(5):  # workers started together race to create the storage's tables
         try:
             return optuna.create_study(
-                study_name=state["study"], storage=state["storage"], load_if_exists=True,
+                study_name=state["study"], storage=_SECRETS.get(state["storage"], state["storage"]),
+                load_if_exists=True,
                 direction=state["direction"], pruner=pruner,
                 sampler=optuna.samplers.TPESampler(seed=state["seed"]))
         except Exception as exc:  # a storage URL it cannot open, a study of another direction
             error = exc
             time.sleep(0.5 * (attempt + 1))
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    real = _SECRETS.get(state["storage"], "")
+    password = real.split("@")[0].rsplit(":", 1)[-1] if "@" in real else ""
+    if password and password != "***":
+        reason = reason.replace(password, "***")
     raise CifarkitError(f"sweep: Optuna storage {state['storage']}: "
-                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+                        f"{_masked_text(reason, state)}")
 
 
 def search(folder: Path, state: dict[str, Any], child: list[str],

@@ -84,6 +84,8 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                     f"{tr.optimizer.plugin} lr {parts.learning_rate:g}"
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
         **({"weights": parts.starting} if parts.starting else {}),
+        **({"left out": left_out} if (left_out := _left_out(run)) else {}),
+        **({"note": advice} if (advice := run.backend.advice()) else {}),
         "run directory": str(run.run_dir),
         **({"resuming": f"after epoch {resumed_after} of {tr.epochs}"
                         + ("; a completed run trained on: early stopping's patience (and "
@@ -91,6 +93,17 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                            if run.continuing else "")}
            if resumed_after is not None else {}),
     }
+
+
+def _left_out(run: Any) -> str | None:
+    """What each pass over the training data leaves out: the last partial batch, where
+    every step keeps one batch shape (it is trained on in a later pass's order)."""
+    n, batch = len(run.data.x_train), run.recipe.data.batch_size
+    if run.recipe.train.steps_per_epoch is not None or n < batch or n % batch == 0:
+        return None
+    return (f"{n % batch:,} of {n:,} training examples per pass over the data (the last "
+            "partial batch, another one each pass as the order is shuffled anew; every step "
+            f"keeps batch {batch}, so one compiled program serves them all)")
 
 
 def results(run: Any, monitor: str, best: int | None, best_value: float | None) -> dict[str, Any]:
