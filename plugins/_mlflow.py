@@ -33,6 +33,53 @@ def _flat(doc, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def shown_uri(uri: str) -> str:
+    """``uri`` with any password masked, as it is printed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password:
+            netloc = f"{parts.username}:***@{parts.hostname}" + (
+                f":{parts.port}" if parts.port else "")
+            return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        pass
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """One line, in seconds, when the tracking store cannot be used: an HTTP server that
+    does not answer, or a SQLite path that is not a database."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from cifarkit import PluginError
+
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+        except OSError as exc:
+            raise PluginError(f"mlflow: the tracking server {shown_uri(uri)} cannot be reached "
+                              f"({exc.strerror or exc}); start it, or unset "
+                              "MLFLOW_TRACKING_URI to log beside the run directory") from None
+    elif parts.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///")
+                    else parts.path)
+        if path.exists():
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(16) if path.is_file() else b""
+            except OSError as exc:
+                raise PluginError(f"mlflow: {path}: cannot be read ({exc.strerror or exc})"
+                                  ) from None
+            if head and head != b"SQLite format 3\x00" or not path.is_file():
+                raise PluginError(f"mlflow: {path} is not an SQLite database; remove it or "
+                                  "set MLFLOW_TRACKING_URI")
+
+
 class MlflowLogger(keras.callbacks.Callback):
     """Logs to one MLflow run, created when training first begins; its id is kept in the
     checkpoint (``get_state``), so a resume logs on into the same run."""
@@ -45,6 +92,9 @@ class MlflowLogger(keras.callbacks.Callback):
         self.artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (
             local / "mlartifacts").as_uri()
         self.run_id: str | None = None
+        # a server that stops answering fails a request in seconds, not after minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         for name in ("mlflow", "alembic"):  # their set-up notes would break the run's display
             logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -80,13 +130,24 @@ class MlflowLogger(keras.callbacks.Callback):
         """The test figures and the run directory's files, then the run's status."""
         if self.run_id is None:
             return
-        self._metrics({k: summary.get(k) for k in ("test_accuracy", "test_loss",
-                                                  "test_accuracy_without_tta")},
-                      step=int(summary.get("epochs_run") or 0))
         client = self._client()
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                client.log_artifact(self.run_id, str(run_dir / name))
+        try:
+            self._metrics({k: summary.get(k) for k in ("test_accuracy", "test_loss",
+                                                      "test_accuracy_without_tta")},
+                          step=int(summary.get("epochs_run") or 0))
+            for name in ARTIFACTS:
+                if (run_dir / name).is_file():
+                    client.log_artifact(self.run_id, str(run_dir / name))
+        except Exception as exc:
+            try:  # the MLflow run says it failed, not RUNNING forever
+                client.set_terminated(self.run_id, "FAILED")
+            except Exception:
+                pass
+            from cifarkit import PluginError
+
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PluginError(f"mlflow: logging the run's results to {shown_uri(self.uri)} "
+                              f"failed ({first[:300]}); the MLflow run is marked FAILED") from None
         client.set_terminated(self.run_id, STATUS.get(status, "FAILED"))
 
     def get_state(self) -> dict:

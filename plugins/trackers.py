@@ -27,9 +27,11 @@ def mlflow(run_dir: Path, experiment: str = "cifarkit"):
     except ImportError:
         raise PluginError('mlflow: this callback needs MLflow: pip install -e ".[mlflow]"') \
             from None
-    from cifarkit_plugins._mlflow import MlflowLogger
+    from cifarkit_plugins._mlflow import MlflowLogger, check_reachable
 
-    return MlflowLogger(run_dir, experiment)
+    logger = MlflowLogger(run_dir, experiment)
+    check_reachable(logger.uri)  # before training, in seconds: not after minutes of retries
+    return logger
 
 
 @cifarkit.hookimpl

@@ -248,13 +248,13 @@ def wait_for_file(path: Path, proc, timeout=240) -> None:
 
 
 def stopped_run(tmp_path: Path, recipe: Path, epoch: int, step: int, action: str, *args: str,
-                runs: Path | None = None, env: dict | None = None):
+                runs: Path | None = None, env: dict | None = None, run=None):
     """``(finished process, run directory)`` of ``recipe`` run until ``action`` at
-    ``(epoch, step)``."""
+    ``(epoch, step)``; ``run=cli`` runs it in this process (signals only, never "kill")."""
     runs = runs or tmp_path / "runs"
     extra, stop_env = stop_at(epoch, step, action)
-    done = cifarkit("run", str(recipe), "--output", str(runs), *extra, *args,
-                    env={**(env or {}), **stop_env})
+    done = (run or cifarkit)("run", str(recipe), "--output", str(runs), *extra, *args,
+                             env={**(env or {}), **stop_env})
     (run_dir,) = runs.iterdir()
     return done, run_dir
 

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from cifarkit.testing import write_cifar10
-from conftest import ROOT, TINY_MODEL, cifarkit
+from conftest import ROOT, cifarkit, cli
 
-pytestmark = pytest.mark.slow  # each backend's run is trained in a subprocess
 
-BACKENDS = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
 needs_onnx = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "tf2onnx")),
     reason="the export extra is not installed")
@@ -25,17 +23,11 @@ def data_200(tmp_path_factory):
     return write_cifar10(tmp_path_factory.mktemp("data"), n_train=100, n_test=200, seed=3)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def trained(request, tmp_path_factory, data_200):
-    """A tiny run trained on each backend."""
-    out = tmp_path_factory.mktemp(f"runs-{request.param}")
-    result = cifarkit("run", "default", "--backend", request.param, "--set",
-                      f"data.path={data_200}", "--set", "train.epochs=1", "--set",
-                      "data.batch_size=32", *[a for s in TINY_MODEL for a in ("--set", s)],
-                      "--output", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = out.iterdir()
-    return run_dir
+@pytest.fixture
+def trained(run_copy):
+    """A copy of the session's tiny trained run (TensorFlow; the contract matrix in
+    test_matrix.py exports a run of every recipe from each backend)."""
+    return run_copy
 
 
 def keras_predictions(run_dir, x):
@@ -57,7 +49,7 @@ def check_onnx_matches_keras(run_dir, images, tmp_path) -> dict:
     import onnxruntime
 
     target = tmp_path / "m.onnx"
-    result = cifarkit("export", str(run_dir), "--format", "onnx", "--output", str(target))
+    result = cli("export", str(run_dir), "--format", "onnx", "--output", str(target))
     assert result.returncode == 0, result.stderr[-2000:]
     description = json.loads((tmp_path / "m.json").read_text())
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
@@ -83,7 +75,7 @@ def test_saved_model_export_equals_keras_predict(trained, data_200, tmp_path):
     import tensorflow as tf
 
     images = first_test_images(data_200)
-    result = cifarkit("export", str(trained), "--format", "saved_model")
+    result = cli("export", str(trained), "--format", "saved_model")
     assert result.returncode == 0, result.stderr[-2000:]
     target = trained / "export" / "saved_model"
     description = json.loads((trained / "export" / "saved_model.json").read_text())
@@ -92,21 +84,40 @@ def test_saved_model_export_equals_keras_predict(trained, data_200, tmp_path):
     probs = np.asarray(out[description["output"]["name"]])
     keras_probs, _ = keras_predictions(trained, images)
     np.testing.assert_allclose(probs, keras_probs, atol=1e-4, rtol=0)
-    again = cifarkit("export", str(trained), "--format", "saved_model")
+    again = cli("export", str(trained), "--format", "saved_model")
     assert again.returncode == 2 and again.stderr.strip().endswith(
         "already exists; remove it or pass --output")
 
 
+@pytest.mark.slow  # the blocked-extra case runs in a subprocess
 def test_export_errors_are_one_line_and_leave_nothing(trained, tmp_path):
-    missing = cifarkit("export", str(tmp_path), "--format", "saved_model")
+    out = tmp_path / "out"
+    out.mkdir()
+    missing = cli("export", str(out), "--format", "saved_model")
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     # the export extra missing (its modules hidden): what to install, nothing written
     blocked = cifarkit("export", str(trained), "--format", "onnx", "--output",
-                       str(tmp_path / "x.onnx"),
+                       str(out / "x.onnx"),
                        env={"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow"),
                             "CIFARKIT_BLOCK_ALSO": "tf2onnx,onnxruntime"})
     assert blocked.returncode == 2, blocked.stderr[-2000:]
     (line,) = blocked.stderr.strip().splitlines()
     assert "needs" in line and 'pip install -e ".[export]"' in line
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []
 
+
+
+def test_an_export_its_runtime_disagrees_with_is_one_line_and_leaves_nothing(
+        trained, tmp_path, monkeypatch):
+    from cifarkit.cli import export
+
+    monkeypatch.setattr(export, "CHECK_TOLERANCE", -1.0)  # any difference is too much
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt, target in (("saved_model", out / "sm"), ("onnx", out / "m.onnx")):
+        if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            continue
+        result = cli("export", str(trained), "--format", fmt, "--output", str(target))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "disagrees with Keras on 8 inputs" in result.stderr
+        assert list(out.iterdir()) == []

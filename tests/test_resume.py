@@ -46,10 +46,10 @@ def test_a_resumed_run_trains_on_what_the_uninterrupted_run_did(tmp_path, cifar1
     training accuracy far above what the model could reach.)
     """
     recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=6)
-    whole = cifarkit("run", str(recipe), "--deterministic", "--output", str(tmp_path / "whole"))
+    whole = cli("run", str(recipe), "--deterministic", "--output", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
     stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", "--deterministic",
-                                   runs=tmp_path / "parts")
+                                   runs=tmp_path / "parts", run=cli)
     assert stopped.returncode == 130 and len(metrics(run_dir)) == 1  # mid-epoch 2
     resumed = cli("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]

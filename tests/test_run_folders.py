@@ -474,3 +474,54 @@ def test_the_header_says_what_each_pass_leaves_out(tmp_path, cifar10_dir):
     header = " ".join(result.stdout.split())
     # 100 images, 10 % validation: 90 train, batch 64 -> one step, 26 left out a pass
     assert "left out: 26 of 90 training examples per pass over the data" in header
+
+
+@pytest.mark.slow
+def test_a_sweep_records_its_trial_at_once_locks_its_folder_and_its_trials_die_with_it(
+        tmp_path, cifar10_dir):
+    """The trial's run directory is in sweep.json while it trains; a second sweep of the
+    folder is one line; killing the sweep (-9) stops its trial (it does not train on
+    alone); the resumed sweep continues that trial's run instead of starting another."""
+    from cifarkit.cli import sweep
+    from cifarkit.runs.lock import RunLock
+    from conftest import running, stop_at, wait_for_file, write_slow_recipe
+
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, "s", epochs=2, steps=3)
+    marker = tmp_path / "holding"
+    extra, env = stop_at(1, 2, "hold", marker)
+    runs = tmp_path / "runs"
+    with running("sweep", str(recipe), "--grid", "seed=5", "-o", str(runs), *extra,
+                 env=env) as proc:
+        wait_for_file(marker, proc)
+        trial_pid = int(marker.read_text())
+        (folder,) = runs.iterdir()
+        state = json.loads((folder / "sweep.json").read_text())
+        (trial,) = state["trials"]
+        assert trial["run_dir"] and (folder / trial["run_dir"]).is_dir()
+        second = cli("sweep", "--resume", str(folder))
+        assert second.returncode == 2 and "in use by process" in second.stderr, second.stderr
+        proc.kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the trial got SIGTERM when its sweep died
+        try:
+            os.kill(trial_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(trial_pid, signal.SIGKILL)
+        pytest.fail("the trial trained on after its sweep was killed")
+    with RunLock(folder):
+        pass  # nobody holds the folder now
+    resumed = cifarkit_run("sweep", "--resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 1  # the same trial, continued
+    assert json.loads((folder / "sweep.json").read_text())["trials"][0]["run_dir"] == \
+        trial["run_dir"]
+    assert sweep.read_state(folder)["trials"][0]["run_dir"] == trial["run_dir"]
+
+
+def cifarkit_run(*args):
+    from conftest import cifarkit
+
+    return cifarkit(*args)

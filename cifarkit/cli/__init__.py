@@ -204,8 +204,11 @@ def cmd_sweep(args) -> int:
     child = sweep.child_args(plugin_files, args.trust_run)
     import contextlib
 
-    # --json: stdout carries the table alone; progress and the trials' output go to stderr
-    with sweep.StopAfterTrial() as stop, contextlib.redirect_stdout(
+    from cifarkit.runs.lock import RunLock
+
+    # One sweep process per folder (a second is one line). --json: stdout carries the
+    # table alone; progress and the trials' output go to stderr.
+    with RunLock(folder), sweep.StopAfterTrial() as stop, contextlib.redirect_stdout(
             sys.stderr if args.json else sys.stdout):
         if state.get("mode") == "search":
             sweep.search(folder, state, child, stop)
@@ -521,6 +524,8 @@ def cmd_run(args) -> int:
             raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
         recipe = load_recipe(locate_recipe(args.recipe), overrides, registry)
         result = run(recipe, registry, Path(args.output), Reporter(make_console()))
+    if result.summary.get("finish_errors"):  # trained, but a tracker's record failed
+        return 1
     return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
 
 

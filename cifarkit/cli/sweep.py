@@ -197,6 +197,19 @@ def _has_fd(stream) -> bool:
         return False
 
 
+def await_run_dir(folder: Path, name: str, before: set[str],
+                  child: subprocess.Popen) -> Path | None:
+    """The run directory a just-started trial creates (``name``-timestamp, not one of
+    ``before``), once it exists; None if the trial ends first."""
+    while True:
+        made = sorted(p for p in folder.glob(f"{name}-*") if p.name not in before)
+        if made:
+            return made[-1]
+        if child.poll() is not None:
+            return None
+        time.sleep(0.1)
+
+
 def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: list[str],
                stop: StopAfterTrial) -> None:
     """Run (or resume) every trial not yet finished, one process each, in order."""
@@ -214,14 +227,20 @@ def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: lis
                 status = None
         if status in ("completed", "failed"):
             continue
-        if run_dir is not None and status in ("interrupted", "crashed", "running"):
+        if run_dir is not None and run_dir.is_dir():  # started: continue it, never a second
             args = ["run", "--resume", str(run_dir), *child]
         else:
             args = ["run", recipe_file, *(a for o in trial["overrides"] for a in ("--set", o)),
                     "-o", str(folder), *child]
         print(f"── trial {trial['trial']} of {len(state['trials'])}: "
               + ", ".join(f"{k}={v}" for k, v in trial["values"].items()), flush=True)
+        before = {p.name for p in folder.glob(f"{trial['name']}-*")}
         stop.child = start_trial(args)
+        if trial.get("run_dir") is None:  # recorded as soon as the trial makes it
+            made = await_run_dir(folder, trial["name"], before, stop.child)
+            if made is not None:
+                trial["run_dir"] = made.name
+                write_state(folder, state)
         stop.child.wait()
         if trial.get("run_dir") is None:
             made = sorted(folder.glob(f"{trial['name']}-*"), key=lambda p: p.stat().st_mtime)
@@ -440,7 +459,10 @@ def _run_reported(folder, record, state, child_extra, stop, study, asked) -> str
     reported, pruned = 0, False
     while True:
         ended = child.poll() is not None
+        known = record.get("run_dir") is not None
         run_dir = _trial_dir(folder, record)
+        if run_dir is not None and not known:  # recorded as soon as the trial makes it
+            write_state(folder, state)
         rows = _metric_rows(run_dir, state["metric"]) if run_dir else []
         for epoch, value in rows[reported:]:
             asked.report(value, epoch)

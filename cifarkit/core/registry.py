@@ -88,6 +88,14 @@ class PluginInfo:
 
 
 @dataclass(frozen=True)
+class FinishFailed:
+    """What ``run_hook("run_finish")`` returns for a plugin that failed there (after the
+    run's files were final): the one-line message, already printed as a warning."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class BrokenPlugin:
     """A plugin source that failed to import or to register."""
 
@@ -409,10 +417,10 @@ class Registry:
             source = self._source_of(impl) if impl is not None else None
             if source is None or impl.plugin_name == "cifarkit:run":
                 raise
-            if name == "run_finish":
-                print(f"cifarkit: warning: plugin {source}: run_finish() failed: "
-                      f"{_short_error(exc)}", file=sys.stderr)
-                return None
+            if name == "run_finish":  # the run's files are final: reported, and returned
+                message = f"plugin {source}: run_finish() failed: {_short_error(exc)}"
+                print(f"cifarkit: warning: {message}", file=sys.stderr)
+                return [FinishFailed(message)]
             if isinstance(exc, CifarkitError):
                 raise type(exc)(f"plugin {source}: {name}(): {exc}") from None
             exc.add_note(f"raised by plugin {source} in its {name}() hook")

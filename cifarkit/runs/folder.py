@@ -288,6 +288,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "test_loss": _NUMBER, "train_time_s": _NUMBER, "wall_time_s": _NUMBER,
     "learning_rate": _NUMBER, "best_value": _NUMBER, "deterministic": bool,
     "resumed": bool, "stopped_early": bool, "class_names": list, "overrides": list,
+    "finish_errors": list,
     "per_class_accuracy": dict, "versions": dict, "test_metrics": dict,
 }
 

@@ -238,7 +238,13 @@ class Run:
             if self.rows:
                 artifacts.plot_curves(self.rows, self.run_dir)
         self._close()
-        self.registry.run_hook("run_finish", run=self, status=status)
+        from cifarkit.core.registry import FinishFailed
+
+        results = self.registry.run_hook("run_finish", run=self, status=status) or []
+        failures = [r.message for r in results if isinstance(r, FinishFailed)]
+        if failures and self.parts.role.chief:  # a tracker that failed: the outcome says so
+            self.summary["finish_errors"] = failures
+            artifacts.write_json(self.run_dir / "summary.json", self.summary)
 
     def _complete(self) -> None:
         from cifarkit.runs.summary import results
