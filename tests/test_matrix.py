@@ -2,8 +2,11 @@
 on tiny data. A recipe added to recipes/ joins it without anyone editing this file
 (a model plugin this file does not know how to shrink trains at its default size).
 
-Per recipe and backend: a run interrupted at its first step (tests/stop_at.py),
-its resume, the completed run trained on with more epochs, evaluate, predict,
+Per recipe and backend: a run interrupted at its first step (tests/stop_at.py) and
+its resume (TensorFlow; on JAX, whose every command here is a process of its own,
+test_jax_backend.py interrupts, kills and resumes runs, and the matrix runs each
+recipe without test-time augmentation), the completed run trained on with more
+epochs, evaluate, predict (TensorFlow; JAX's evaluate shares its path),
 export to ONNX and to SavedModel (each checked by its runtime before it is written),
 show, runs and compare. A sweep of each recipe on TensorFlow, and of the default
 recipe on JAX (its trials are processes of their own on either backend).
@@ -58,15 +61,19 @@ def test_every_recipe_through_every_command(recipe, backend, tmp_path, cifar10_d
     run = command(backend)
     sets = recipe_sets(recipe, cifar10_dir, trained_run, registry)
     runs = tmp_path / "runs"
-    # run, interrupted at its first step: status interrupted, exit 130, resumable
-    extra, env = stop_at(1, 1, "int")
-    stopped = run("run", recipe, *as_args(sets), "--backend", backend, "--output", str(runs),
-                  *extra, env=env)
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
-    (run_dir,) = runs.iterdir()
-    assert summary(run_dir)["status"] == "interrupted"
-    # resume of an interrupted run
-    resumed = run("run", "--resume", str(run_dir))
+    if backend == "tensorflow":
+        # run, interrupted at its first step: status interrupted, exit 130, resumable
+        extra, env = stop_at(1, 1, "int")
+        stopped = run("run", recipe, *as_args(sets), "--backend", backend, "--output",
+                      str(runs), *extra, env=env)
+        assert stopped.returncode == 130, stopped.stderr[-3000:]
+        (run_dir,) = runs.iterdir()
+        assert summary(run_dir)["status"] == "interrupted"
+        resumed = run("run", "--resume", str(run_dir))  # resume of an interrupted run
+    else:  # JAX: a subprocess each; its interrupt and kill resumes are test_jax_backend's
+        resumed = run("run", recipe, *as_args([*sets, "train.tta=none"]), "--backend",
+                      backend, "--output", str(runs))
+        (run_dir,) = runs.iterdir()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 1
     # resume of a completed run with more epochs

@@ -525,3 +525,29 @@ def cifarkit_run(*args):
     from conftest import cifarkit
 
     return cifarkit(*args)
+
+
+@pytest.mark.parametrize("name", ["sweep.json", ".signature", ".lock"])
+def test_every_sweep_command_survives_every_hostile_sweep_file(tmp_path, name):
+    """A sweep folder's own files, hostile in each way: `runs` on its parent and on it,
+    and `sweep --resume` (with and without --trust-run) end in exit 0 or one line."""
+    from cifarkit.cli import sweep
+
+    outside = tmp_path / "outside" / "notes.txt"
+    outside.parent.mkdir()
+    outside.write_text("my notes\n")
+    folder = tmp_path / "runs" / "s-sweep-1"
+    folder.mkdir(parents=True)
+    WRONG["sweep.json"] = json.dumps({"mode": 5, "trials": 5, "recipe": ["x"],
+                                      "started_at": {"a": 1}})
+    for kind in KINDS:
+        sweep.write_state(folder, {"mode": "grid", "recipe": "default", "recipe_name": "s",
+                                   "set": [], "trials": []})
+        plant(folder, name, kind, outside)
+        for args in (["runs", str(folder.parent)], ["runs", str(folder)],
+                     ["sweep", "--resume", str(folder)],
+                     ["sweep", "--resume", str(folder), "--trust-run"]):
+            with deadline(30):
+                result = cli(*args)
+            assert_clean_outcome(result, f"{args[0]} with {name} as {kind}")
+            assert outside.read_text() == "my notes\n"
