@@ -147,6 +147,13 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the session's trained run trains (once per worker): slow lane."""
+    for item in items:
+        if {"trained_run", "run_copy"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, cifar10_dir) -> Path:
     """One finished tiny run (TensorFlow, one epoch) per test session and worker, trained

@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import DEFAULT_RECIPE, ROOT, cifarkit, cli, summary, write_slow_recipe
 
 
+@pytest.mark.slow  # trains 3 epochs
 def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     """In this process (cli): what is under test is the commands, not a process boundary."""
     runs = tmp_path / "runs"

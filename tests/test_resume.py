@@ -320,6 +320,7 @@ def test_a_resume_can_be_given_more_epochs_and_refuses_other_keys(tmp_path, cifa
     assert same.returncode == 2 and "already completed (3 epochs)" in same.stderr
 
 
+@pytest.mark.slow  # trains
 def test_a_completed_run_trains_on_and_an_early_stopped_one_starts_its_patience_again(
         tmp_path, cifar10_dir):
     """`run --resume RUN --set train.epochs=N` on a completed run continues from its final

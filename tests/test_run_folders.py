@@ -463,6 +463,7 @@ def test_a_masked_storage_needs_the_whole_url_to_resume(tmp_path):
     assert "pw@" not in other.stderr
 
 
+@pytest.mark.slow  # trains
 def test_the_header_says_what_each_pass_leaves_out(tmp_path, cifar10_dir):
     from conftest import TINY_MODEL
 

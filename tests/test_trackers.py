@@ -79,6 +79,7 @@ def test_an_unusable_tracking_store_is_one_line_before_training(tmp_path, cifar1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow  # trains
 @needs_mlflow
 def test_a_tracker_failing_at_the_end_fails_the_outcome_and_its_mlflow_run(
         tmp_path, cifar10_dir, monkeypatch):
