@@ -552,3 +552,34 @@ def test_every_sweep_command_survives_every_hostile_sweep_file(tmp_path, name):
                 result = cli(*args)
             assert_clean_outcome(result, f"{args[0]} with {name} as {kind}")
             assert outside.read_text() == "my notes\n"
+
+
+@pytest.mark.slow
+def test_a_resumed_search_continues_the_trial_its_killed_sweep_left(tmp_path, cifar10_dir):
+    """An Optuna search killed while a trial trains: the resumed sweep resumes that trial's
+    run and tells its Optuna trial the outcome, instead of failing it and asking another."""
+    import optuna
+
+    from conftest import running, stop_at, wait_for_file, write_tiny_recipe
+    from test_history import SEARCH
+
+    recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16,
+                               SEARCH + "\n[strategy]\nplugin = \"one_device\"\n")
+    marker = tmp_path / "holding"
+    extra, env = stop_at(1, 2, "hold", marker)
+    runs = tmp_path / "runs"
+    with running("sweep", str(recipe), "--trials", "1", "-o", str(runs), *extra,
+                 env=env) as proc:
+        wait_for_file(marker, proc)
+        (folder,) = runs.iterdir()
+        proc.kill()
+    time.sleep(1)
+    resumed = cifarkit_run("sweep", "--resume", str(folder), "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.loads((folder / "sweep.json").read_text())
+    (trial,) = state["trials"]
+    assert trial["status"] == "completed"
+    assert [p.name for p in folder.iterdir() if p.is_dir()] == [trial["run_dir"]]
+    study = optuna.load_study(study_name=state["study"], storage=state["storage"])
+    (done,) = study.trials
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value is not None

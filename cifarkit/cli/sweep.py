@@ -425,11 +425,21 @@ def search(folder: Path, state: dict[str, Any], child: list[str],
     optuna = import_optuna()
     study = open_study(state)
     States = optuna.trial.TrialState
-    for trial in state["trials"]:  # left RUNNING by a worker that died: failed
+    for trial in state["trials"]:  # left RUNNING when this folder's sweep died
         frozen = study.trials[trial["optuna"]] if trial["optuna"] < len(study.trials) else None
-        if frozen is not None and frozen.state == States.RUNNING:
+        if frozen is None or frozen.state != States.RUNNING:
+            continue
+        run_dir = trial_dir(folder, trial)
+        if run_dir is not None and run_dir.is_dir() and not stop.requested:
+            # continue its run (the folder's lock says no other process has it), reporting
+            # to the same Optuna trial, instead of starting another beside it
+            asked = optuna.trial.Trial(study, frozen._trial_id)
+            trial["status"] = _run_reported(folder, trial, state, child, stop, study, asked,
+                                            ["run", "--resume", str(run_dir), *child])
+        else:
             study.tell(trial["optuna"], state=States.FAIL)
             trial["status"] = "failed"
+        write_state(folder, state)
     while not stop.requested:
         if len(study.get_trials(deepcopy=False)) >= state["trials_wanted"]:
             return
@@ -447,12 +457,18 @@ def search(folder: Path, state: dict[str, Any], child: list[str],
         write_state(folder, state)
 
 
-def _run_reported(folder, record, state, child_extra, stop, study, asked) -> str:
-    """One trial's process, its metric reported to Optuna each epoch; the outcome."""
+def _run_reported(folder, record, state, child_extra, stop, study, asked,
+                  args: list[str] | None = None) -> str:
+    """One trial's process (``args``: a new run, or a resume), its metric reported to
+    Optuna each epoch; the outcome."""
+    import warnings
+
     optuna = import_optuna()
     States = optuna.trial.TrialState
-    args = ["run", state["recipe"], *(a for o in record["overrides"] for a in ("--set", o)),
-            "-o", str(folder), *child_extra]
+    warnings.filterwarnings("ignore", message=".*already reported.*")  # a resumed trial's
+    args = args or ["run", state["recipe"],
+                    *(a for o in record["overrides"] for a in ("--set", o)),
+                    "-o", str(folder), *child_extra]
     print(f"── trial {record['trial']}: "
           + ", ".join(f"{k}={v}" for k, v in record["values"].items()), flush=True)
     stop.child = child = start_trial(args)
