@@ -112,6 +112,9 @@ def test_every_command_survives_every_hostile_file(run_copy, trained_run, tmp_pa
     import shutil
 
     shutil.copytree(trained_run, other)
+    import resource
+
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
     for kind in KINDS:
         plant(run_copy, name, kind, outside)
         for label, args in commands(run_copy, other, tmp_path, name):
@@ -123,6 +126,8 @@ def test_every_command_survives_every_hostile_file(run_copy, trained_run, tmp_pa
             assert time.monotonic() - started < 30
             assert snapshot(tmp_path / "outside") == before, f"{label} wrote outside ({kind})"
             assert outside.read_text() == "my notes\n"
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+            assert grown < 512 * 1024, f"{label} with {name} as {kind}: peak memory +{grown} KiB"
 
 
 # -- each measured case as its own test ----------------------------------------------
@@ -583,3 +588,15 @@ def test_a_resumed_search_continues_the_trial_its_killed_sweep_left(tmp_path, ci
     study = optuna.load_study(study_name=state["study"], storage=state["storage"])
     (done,) = study.trials
     assert done.state == optuna.trial.TrialState.COMPLETE and done.value is not None
+
+
+def test_init_from_a_fifo_or_a_device_is_one_line_not_a_hang(tmp_path):
+    from cifarkit.runs.init import source_file
+
+    fifo = tmp_path / "w.weights.h5"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.keras"
+    link.symlink_to("/dev/zero")
+    for path in (fifo, link):
+        with deadline(10), pytest.raises(RecipeError, match="is not a regular file"):
+            source_file(path, "train.init_from")
