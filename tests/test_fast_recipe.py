@@ -12,7 +12,7 @@ import pytest
 from cifarkit.runs.evaluation import predict_tta
 from cifarkit.core.recipe import load_recipe
 from cifarkit.runs.build import load_data
-from conftest import ROOT, cifarkit
+from conftest import ROOT, cifarkit, cli
 
 keras = pytest.importorskip("keras")
 
@@ -247,7 +247,7 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
             "model.widths=[8, 8, 8]", "callbacks.lookahead.start_epoch=1",
             "callbacks.lookahead.every=1"]
     args = [a for s in sets for a in ("--set", s)]
-    result = cifarkit("run", str(FAST), *args, "--output", str(tmp_path / "runs"))
+    result = cli("run", str(FAST), *args, "--output", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -266,7 +266,7 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     # the rate each epoch's first step used: 7 steps x 3 epochs, peak at 23 % of 20 steps
     lrs = [float(r["learning_rate"]) for r in rows]
     assert lrs[0] == pytest.approx(1.5 * 0.2) and lrs[1] > lrs[0] and lrs[2] < lrs[1]
-    evaluated = cifarkit("evaluate", str(run_dir), "--json")
+    evaluated = cli("evaluate", str(run_dir), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["accuracy"] == summary["test_accuracy"]
     # plain Keras, without cifarkit's optimizer class: compile=False (docs/runs.md)

@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT, cifarkit
+from conftest import ROOT, cifarkit, cli
 
 TUTORIAL = ROOT / "examples" / "cifarkit-tutorial"
 
@@ -91,14 +91,14 @@ def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
 @pytest.mark.parametrize("kind", ["model", "augmentation", "callback", "strategy", "optimizer",
                                   "dataset"])
 def test_scaffolded_package_tests_pass(tmp_path, kind):
-    made = cifarkit("new-plugin", f"my_{kind}", "--kind", kind, "--dir", str(tmp_path))
+    made = cli("new-plugin", f"my_{kind}", "--kind", kind, "--dir", str(tmp_path))
     assert made.returncode == 0, made.stderr
     root = tmp_path / f"cifarkit-my-{kind}"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
         "README.md", f"cifarkit_my_{kind}/__init__.py", "pyproject.toml", "tests/test_plugin.py"]
     meta = tomllib.loads((root / "pyproject.toml").read_text())
     assert meta["project"]["entry-points"]["cifarkit"] == {f"my_{kind}": f"cifarkit_my_{kind}"}
-    listed = cifarkit("list-plugins", "--json", "--plugin", str(root / f"cifarkit_my_{kind}/__init__.py"))
+    listed = cli("list-plugins", "--json", "--plugin", str(root / f"cifarkit_my_{kind}/__init__.py"))
     assert any(p["name"] == f"my_{kind}" and p["kind"] == kind
                for p in json.loads(listed.stdout)["plugins"])
     result = run_pytest(root, env={"PYTHONPATH": str(root)})

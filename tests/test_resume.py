@@ -142,7 +142,7 @@ def test_deterministic_runs_have_identical_metrics(tmp_path, cifar10_dir):
     recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=10)
     texts = []
     for out in ("a", "b"):
-        result = cifarkit("run", str(recipe), "--deterministic", "--output", str(tmp_path / out))
+        result = cli("run", str(recipe), "--deterministic", "--output", str(tmp_path / out))
         assert result.returncode == 0, result.stderr[-2000:]
         (run_dir,) = (tmp_path / out).iterdir()
         assert summary(run_dir)["deterministic"] is True

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import cifarkit, write_tiny_recipe
+from conftest import cifarkit, cli, write_tiny_recipe
 
 def recipe(tmp_path, data, name="dist", extra=""):
     return write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 32, "[train]\nepochs = 2\n" + extra)
@@ -151,9 +151,9 @@ def test_multi_worker_configuration_errors(tmp_path, cifar10_dir, sets, fragment
 
 @pytest.mark.slow
 def test_mixed_precision_and_xla(tmp_path, cifar10_dir):
-    result = cifarkit("run", str(recipe(tmp_path, cifar10_dir)), "--set", "train.mixed_precision=mixed_bfloat16",
-                      "--set", "train.jit_compile=true", "--set", "train.epochs=1",
-                      "--output", str(tmp_path / "runs"))
+    result = cli("run", str(recipe(tmp_path, cifar10_dir)), "--set",
+                 "train.mixed_precision=mixed_bfloat16", "--set", "train.jit_compile=true",
+                 "--set", "train.epochs=1", "--output", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir, s = summary_of(tmp_path / "runs")
     assert s["mixed_precision"] == "mixed_bfloat16" and s["status"] == "completed"

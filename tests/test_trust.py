@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import cifarkit, write_tiny_recipe
+from conftest import cifarkit, cli, write_tiny_recipe
 
 PLUGIN = '''\
 import os
@@ -39,8 +39,8 @@ def finished(tmp_path_factory, cifar10_dir):
                                '[[callbacks]]\nplugin = "noop"\n')
     recipe.write_text('plugins = ["evil.py"]\n' + recipe.read_text())  # before the tables
     env = {"MARKER": str(root / "marker-run"), "XDG_CONFIG_HOME": str(root / "me")}
-    done = cifarkit("run", str(recipe), "--set", "train.epochs=1", "--set",
-                    "train.steps_per_epoch=2", "--output", str(root / "runs"), env=env)
+    done = cli("run", str(recipe), "--set", "train.epochs=1", "--set",
+               "train.steps_per_epoch=2", "--output", str(root / "runs"), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = (root / "runs").iterdir()
     return root, run_dir
