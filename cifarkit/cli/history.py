@@ -206,7 +206,7 @@ def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
 
 def _is_png(path: Path) -> bool:
     try:
-        return folder.read_bytes(path, 64 * folder.MB)[:8] == b"\x89PNG\r\n\x1a\n"
+        return folder.read_head(path, 8) == b"\x89PNG\r\n\x1a\n"
     except (OSError, CifarkitError):
         return False
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit.runs import artifacts
+from cifarkit.runs.folder import subfolder
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
@@ -151,8 +152,6 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
               "class_names": data.class_names, **result,
               "run_test_accuracy": summary.get("test_accuracy")}
     if output is None:  # inside the run directory: a real folder, never a link out of it
-        from cifarkit.runs.folder import subfolder
-
         output = subfolder(run_dir, "evaluation")
     try:
         output.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,15 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     return data
 
 
+def read_head(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of a regular file (not through a link, never blocking)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _fail(path, "not a regular file")
+        return f.read(n)
+
+
 def read_text(path: Path, limit: int | None = None) -> str:
     data = read_bytes(path, limit)
     try:
