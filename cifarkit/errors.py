@@ -52,6 +52,21 @@ def printable(text: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: what is printed and stored."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.password:
+            return url
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def terminal_safe(text: object) -> str:
     """``text`` on one line with no control characters: escape sequences (a class
     folder named with ANSI codes, say) are shown escaped, never obeyed."""

@@ -14,6 +14,8 @@ import keras
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from cifarkit.errors import masked_url
+
 #: MLflow's limits: entries per log_batch call, characters per parameter value.
 BATCH, VALUE_CHARS = 100, 6000
 #: A cifarkit status as an MLflow run status.
@@ -33,21 +35,6 @@ def _flat(doc, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def shown_uri(uri: str) -> str:
-    """``uri`` with any password masked, as it is printed."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-        if parts.password:
-            netloc = f"{parts.username}:***@{parts.hostname}" + (
-                f":{parts.port}" if parts.port else "")
-            return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return uri
-
-
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """One line, in seconds, when the tracking store cannot be used: an HTTP server that
     does not answer, or a SQLite path that is not a database."""
@@ -62,7 +49,7 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         try:
             socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
         except OSError as exc:
-            raise PluginError(f"mlflow: the tracking server {shown_uri(uri)} cannot be reached "
+            raise PluginError(f"mlflow: the tracking server {masked_url(uri)} cannot be reached "
                               f"({exc.strerror or exc}); start it, or unset "
                               "MLFLOW_TRACKING_URI to log beside the run directory") from None
     elif parts.scheme == "sqlite":
@@ -146,7 +133,7 @@ class MlflowLogger(keras.callbacks.Callback):
             from cifarkit import PluginError
 
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PluginError(f"mlflow: logging the run's results to {shown_uri(self.uri)} "
+            raise PluginError(f"mlflow: logging the run's results to {masked_url(self.uri)} "
                               f"failed ({first[:300]}); the MLflow run is marked FAILED") from None
         client.set_terminated(self.run_id, STATUS.get(status, "FAILED"))
 

@@ -318,14 +318,24 @@ def write_plugin(path: Path, hook: str, factory: str) -> Path:
 
 
 @contextlib.contextmanager
+def held(tmp_path: Path, epoch: int, step: int, *args: str):
+    """``cifarkit ARGS`` (a run, or a sweep whose trial trains) held alive at the end of
+    ``step`` of ``epoch`` (tests/stop_at.py): yields the process once the training process
+    holds there (its pid in ``tmp_path / "holding"``); always reaped. A signal releases it."""
+    marker = tmp_path / "holding"
+    extra, env = stop_at(epoch, step, "hold", marker)
+    with running(*args, *extra, env=env) as proc:
+        wait_for_file(marker, proc)
+        yield proc
+
+
+@contextlib.contextmanager
 def slow_run(tmp_path: Path, data: Path, rows: int, epochs: int = 3, steps: int = 4, *args: str):
     """``(process, run directory)`` of a slow recipe's run held (alive, mid-training) just
     after ``rows`` completed epochs; the process is always reaped. A signal releases it."""
-    runs, marker = tmp_path / "runs", tmp_path / "holding"
-    extra, env = stop_at(rows + 1, 1, "hold", marker)
-    with running("run", str(write_slow_recipe(tmp_path, data, epochs=epochs, steps=steps)),
-                 "--output", str(runs), *extra, *args, env=env) as proc:
-        wait_for_file(marker, proc)
+    runs = tmp_path / "runs"
+    recipe = write_slow_recipe(tmp_path, data, epochs=epochs, steps=steps)
+    with held(tmp_path, rows + 1, 1, "run", str(recipe), "--output", str(runs), *args) as proc:
         (run_dir,) = runs.iterdir()
         yield proc, run_dir
 

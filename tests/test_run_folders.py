@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarkit.errors import CifarkitError, OutputError, RecipeError
-from conftest import cli
+from cifarkit.errors import CifarkitError, OutputError, RecipeError, masked_url
+from conftest import cifarkit, cli
 
 # -- the generated hostile corpus ------------------------------------------------------
 
@@ -459,7 +459,7 @@ def test_a_masked_storage_needs_the_whole_url_to_resume(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
     sweep.write_state(folder, {"mode": "search", "trials": [], "recipe": "default",
-                               "storage": sweep.mask_url("postgresql://u:pw@h/db")})
+                               "storage": masked_url("postgresql://u:pw@h/db")})
     assert "pw" not in (folder / "sweep.json").read_text().replace("postgresql", "")
     result = cli("sweep", "--resume", str(folder))
     assert result.returncode == 2 and "pass --storage with the whole URL" in result.stderr
@@ -490,16 +490,12 @@ def test_a_sweep_records_its_trial_at_once_locks_its_folder_and_its_trials_die_w
     alone); the resumed sweep continues that trial's run instead of starting another."""
     from cifarkit.cli import sweep
     from cifarkit.runs.lock import RunLock
-    from conftest import running, stop_at, wait_for_file, write_slow_recipe
+    from conftest import held, write_slow_recipe
 
     recipe = write_slow_recipe(tmp_path, cifar10_dir, "s", epochs=2, steps=3)
-    marker = tmp_path / "holding"
-    extra, env = stop_at(1, 2, "hold", marker)
     runs = tmp_path / "runs"
-    with running("sweep", str(recipe), "--grid", "seed=5", "-o", str(runs), *extra,
-                 env=env) as proc:
-        wait_for_file(marker, proc)
-        trial_pid = int(marker.read_text())
+    with held(tmp_path, 1, 2, "sweep", str(recipe), "--grid", "seed=5", "-o", str(runs)) as proc:
+        trial_pid = int((tmp_path / "holding").read_text())
         (folder,) = runs.iterdir()
         state = json.loads((folder / "sweep.json").read_text())
         (trial,) = state["trials"]
@@ -519,18 +515,12 @@ def test_a_sweep_records_its_trial_at_once_locks_its_folder_and_its_trials_die_w
         pytest.fail("the trial trained on after its sweep was killed")
     with RunLock(folder):
         pass  # nobody holds the folder now
-    resumed = cifarkit_run("sweep", "--resume", str(folder))
+    resumed = cifarkit("sweep", "--resume", str(folder))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len([p for p in folder.iterdir() if p.is_dir()]) == 1  # the same trial, continued
     assert json.loads((folder / "sweep.json").read_text())["trials"][0]["run_dir"] == \
         trial["run_dir"]
     assert sweep.read_state(folder)["trials"][0]["run_dir"] == trial["run_dir"]
-
-
-def cifarkit_run(*args):
-    from conftest import cifarkit
-
-    return cifarkit(*args)
 
 
 @pytest.mark.parametrize("name", ["sweep.json", ".signature", ".lock"])
@@ -565,21 +555,17 @@ def test_a_resumed_search_continues_the_trial_its_killed_sweep_left(tmp_path, ci
     run and tells its Optuna trial the outcome, instead of failing it and asking another."""
     import optuna
 
-    from conftest import running, stop_at, wait_for_file, write_tiny_recipe
+    from conftest import held, write_tiny_recipe
     from test_history import SEARCH
 
     recipe = write_tiny_recipe(tmp_path / "s.toml", cifar10_dir, "s", 16,
                                SEARCH + "\n[strategy]\nplugin = \"one_device\"\n")
-    marker = tmp_path / "holding"
-    extra, env = stop_at(1, 2, "hold", marker)
     runs = tmp_path / "runs"
-    with running("sweep", str(recipe), "--trials", "1", "-o", str(runs), *extra,
-                 env=env) as proc:
-        wait_for_file(marker, proc)
+    with held(tmp_path, 1, 2, "sweep", str(recipe), "--trials", "1", "-o", str(runs)) as proc:
         (folder,) = runs.iterdir()
         proc.kill()
     time.sleep(1)
-    resumed = cifarkit_run("sweep", "--resume", str(folder), "--json")
+    resumed = cifarkit("sweep", "--resume", str(folder), "--json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     state = json.loads((folder / "sweep.json").read_text())
     (trial,) = state["trials"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit import __version__
-from cifarkit.errors import (CifarkitError, allowed, did_you_mean, is_plugin_exit, plugin_exit,
-                             terminal_safe)
+from cifarkit.errors import (CifarkitError, allowed, did_you_mean, is_plugin_exit, masked_url,
+                             plugin_exit, terminal_safe)
 from cifarkit.backends import BACKENDS
 from cifarkit.core.hookspecs import KINDS
 
@@ -189,21 +190,17 @@ def cmd_sweep(args) -> int:
         state = sweep.read_state(folder)
         stored = state.get("storage")
         if args.storage:  # the whole URL again, password included (sweep.json keeps it masked)
-            if sweep.mask_url(args.storage) != stored:
-                raise CifarkitError(f"sweep --resume: --storage {sweep.mask_url(args.storage)} "
+            if masked_url(args.storage) != stored:
+                raise CifarkitError(f"sweep --resume: --storage {masked_url(args.storage)} "
                                     f"is not this sweep's storage ({stored})")
             sweep.remember_storage(args.storage)
         elif isinstance(stored, str) and ":***@" in stored:
             raise CifarkitError(f"sweep --resume: this sweep's storage {stored} has a password, "
                                 "which cifarkit does not store; pass --storage with the whole URL")
     else:
-        import contextlib
-
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             folder, state = _new_sweep(args, plugin_files)
     child = sweep.child_args(plugin_files, args.trust_run)
-    import contextlib
-
     from cifarkit.runs.lock import RunLock
 
     # One sweep process per folder (a second is one line). --json: stdout carries the

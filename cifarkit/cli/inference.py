@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit.runs import artifacts
-from cifarkit.runs.folder import subfolder
+from cifarkit.runs.folder import check_model_file, is_regular, subfolder
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
@@ -83,8 +83,6 @@ def _finite(probs: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
 
 
 def _load_model(run_dir: Path, backend: Backend):
-    from cifarkit.runs.folder import check_model_file, is_regular
-
     path = run_dir / "model.keras"
     if not os.path.lexists(path):
         raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")

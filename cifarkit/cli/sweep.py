@@ -18,10 +18,11 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
-from cifarkit.errors import CifarkitError, OutputError, RecipeError
+from cifarkit.errors import CifarkitError, OutputError, RecipeError, masked_url
 
 SWEEP_FILE = "sweep.json"
 
@@ -184,17 +185,12 @@ def start_trial(args: list[str]) -> subprocess.Popen:
     """One trial's ``cifarkit run``, with the interpreter this sweep runs in and never the
     working folder on its import path (``-P``: a ``cifarkit/`` folder there is not imported).
     Its output goes where this process's ``print`` goes (stderr under ``--json``)."""
-    return subprocess.Popen([sys.executable, "-P", "-m", "cifarkit", *args],
-                            preexec_fn=_die_with_parent, stdout=sys.stdout.fileno()
-                            if hasattr(sys.stdout, "fileno") and _has_fd(sys.stdout) else None)
-
-
-def _has_fd(stream) -> bool:
     try:
-        stream.fileno()
-        return True
-    except (OSError, ValueError, AttributeError):
-        return False
+        stdout = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # a StringIO, say: inherit fd 1
+        stdout = None
+    return subprocess.Popen([sys.executable, "-P", "-m", "cifarkit", *args],
+                            preexec_fn=_die_with_parent, stdout=stdout)
 
 
 def await_run_dir(folder: Path, name: str, before: set[str],
@@ -366,31 +362,11 @@ def suggest(trial, key: str, spec: dict[str, Any]) -> Any:
 _SECRETS: dict[str, str] = {}
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password (if any) as ``***``: what is printed and stored."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if not parts.password:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def remember_storage(url: str) -> str:
     """The masked form of ``url``, remembering the whole URL for this process."""
-    masked = mask_url(url)
+    masked = masked_url(url)
     _SECRETS[masked] = url
     return masked
-
-
-def _masked_text(text: str, state: dict[str, Any]) -> str:
-    real = _SECRETS.get(state["storage"])
-    return text.replace(real, state["storage"]) if real else text
 
 
 def open_study(state: dict[str, Any]):
@@ -408,12 +384,10 @@ def open_study(state: dict[str, Any]):
             error = exc
             time.sleep(0.5 * (attempt + 1))
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    real = _SECRETS.get(state["storage"], "")
-    password = real.split("@")[0].rsplit(":", 1)[-1] if "@" in real else ""
-    if password and password != "***":
+    password = urlsplit(_SECRETS.get(state["storage"], "")).password
+    if password:  # a driver's message may quote the URL or the password itself
         reason = reason.replace(password, "***")
-    raise CifarkitError(f"sweep: Optuna storage {state['storage']}: "
-                        f"{_masked_text(reason, state)}")
+    raise CifarkitError(f"sweep: Optuna storage {state['storage']}: {reason}")
 
 
 def search(folder: Path, state: dict[str, Any], child: list[str],

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cifarkit.errors import CifarkitError, OutputError, PluginError
+from cifarkit.runs import folder
 from cifarkit.runs.lock import is_locked
 from cifarkit.core.params import plain
 
@@ -415,10 +416,8 @@ def read_resumable(run_dir: Path) -> dict[str, Any]:
     """The summary of a run to resume; ``{}`` for one killed before its first
     summary.json (it has its recipe.toml), else :func:`read_summary`'s error."""
     run_dir = Path(run_dir)
-    from cifarkit.runs.folder import is_regular
-
     if run_dir.is_dir() and not os.path.lexists(run_dir / "summary.json") \
-            and is_regular(run_dir / "recipe.toml"):
+            and folder.is_regular(run_dir / "recipe.toml"):
         return {}
     return read_summary(run_dir)
 
@@ -430,8 +429,6 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     lock is reported as "crashed": its process ended without recording how
     (kill -9, a native crash, a power cut). ``--resume`` continues it.
     """
-    from cifarkit.runs import folder
-
     path = Path(run_dir) / "summary.json"
     if not Path(run_dir).is_dir():
         raise OutputError(f"{run_dir}: not a run directory (not found)")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.errors import OutputError, printable
+from cifarkit.files import FileTooLarge, NotRegularFile, read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,26 +82,17 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     path = Path(path)
     limit = limit if limit is not None else LIMITS.get(path.name, DEFAULT_LIMIT)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return read_regular(path, limit, follow=False)
     except FileNotFoundError:
         raise
+    except NotRegularFile:
+        raise _fail(path, "not a regular file") from None
+    except FileTooLarge as exc:
+        raise _fail(path, f"{exc.size:,} bytes or more, above the {limit:,} allowed") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _fail(path, "a symbolic link; cifarkit reads no link in a run folder") from None
         raise _fail(path, exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise _fail(path, "not a regular file")
-        if info.st_size > limit:
-            raise _fail(path, f"{info.st_size:,} bytes, more than the {limit:,} allowed")
-        try:
-            data = f.read(limit + 1)
-        except OSError as exc:
-            raise _fail(path, exc.strerror or str(exc)) from None
-    if len(data) > limit:
-        raise _fail(path, f"more than the {limit:,} bytes allowed")
-    return data
 
 
 def read_head(path: Path, n: int) -> bytes:

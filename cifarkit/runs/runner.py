@@ -85,6 +85,7 @@ def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack,
                               f"{done}")
         if not checkpoint.candidates(resume):
             raise OutputError(f"{resume}: this run completed without keeping its final "
-                              "checkpoint (cifarkit before 0.2 removed it), so it cannot train "
-                              "on; start a new run with train.init_from pointing at it")
+                              "checkpoint (earlier cifarkit removed it, or it was deleted), so "
+                              "it cannot train on; start a new run with train.init_from "
+                              "pointing at it")
     return previous

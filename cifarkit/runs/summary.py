@@ -97,7 +97,7 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
 
 def _left_out(run: Any) -> str | None:
     """What each pass over the training data leaves out: the last partial batch, where
-    every step keeps one batch shape (it is trained on in a later pass's order)."""
+    every step keeps one batch shape (another part of the data each pass)."""
     n, batch = len(run.data.x_train), run.recipe.data.batch_size
     if run.recipe.train.steps_per_epoch is not None or n < batch or n % batch == 0:
         return None

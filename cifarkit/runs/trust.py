@@ -135,29 +135,33 @@ def _guarded(recipe_text: str) -> bytes:
     return json.dumps(part, sort_keys=True, default=str).encode("utf-8")
 
 
+def _mac(key: bytes, domain: bytes, data: bytes) -> str:
+    return hmac.new(key, domain + b"\0" + data, hashlib.sha256).hexdigest()
+
+
 def _digest(key: bytes, recipe_text: str) -> str:
-    return hmac.new(key, b"cifarkit-run-recipe-2\0" + _guarded(recipe_text),
-                    hashlib.sha256).hexdigest()
+    return _mac(key, b"cifarkit-run-recipe-2", _guarded(recipe_text))
+
+
+def _stored(folder: Path) -> str | None:
+    """The signature a folder holds (``.signature``), or None."""
+    try:
+        return read_regular(folder / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def sweep_signature(sweep_text: str) -> str:
     """The signature of a sweep folder's ``sweep.json`` (all of it) under this user's key."""
-    return hmac.new(_key(create=True) or b"", b"cifarkit-sweep\0" + sweep_text.encode("utf-8"),
-                    hashlib.sha256).hexdigest()
+    return _mac(_key(create=True) or b"", b"cifarkit-sweep", sweep_text.encode("utf-8"))
 
 
 def is_own_sweep(folder: Path, sweep_text: str) -> bool:
     """Whether ``sweep_text`` (the folder's sweep.json) is what this user's cifarkit wrote."""
-    key = _key(create=False)
-    if key is None:
+    key, stored = _key(create=False), _stored(folder)
+    if key is None or stored is None:
         return False
-    try:
-        stored = read_regular(folder / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return False
-    expected = hmac.new(key, b"cifarkit-sweep\0" + sweep_text.encode("utf-8"),
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest(stored, expected)
+    return hmac.compare_digest(stored, _mac(key, b"cifarkit-sweep", sweep_text.encode("utf-8")))
 
 
 def signature(recipe_text: str) -> str:
@@ -171,8 +175,10 @@ def is_own(run_dir: Path) -> bool:
     key = _key(create=False)
     if key is None:
         return False
+    stored = _stored(run_dir)
+    if stored is None:
+        return False
     try:
-        stored = read_regular(run_dir / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
         recipe = read_regular(run_dir / "recipe.toml", MAX_RECIPE_BYTES,
                               follow=False).decode("utf-8")
         expected = _digest(key, recipe)
