@@ -99,7 +99,10 @@ dense_units = 8
 
 
 def write_tiny_recipe(path: Path, data: Path, name: str, batch_size: int, rest: str = "") -> Path:
-    """A recipe file: the default recipe with a tiny seed_cnn on ``data``, plus ``rest`` (TOML)."""
+    """A recipe file: the default recipe with a tiny seed_cnn on ``data``, plus ``rest``
+    (TOML); one epoch unless ``rest`` has a ``[train]`` table."""
+    if "[train]" not in rest:
+        rest += "\n[train]\nepochs = 1\n"
     path.write_text(TINY_RECIPE.format(default=DEFAULT_RECIPE, name=name, data=data,
                                        batch_size=batch_size) + rest)
     return path

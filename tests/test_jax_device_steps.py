@@ -96,6 +96,45 @@ def test_the_device_steps_train_on_what_the_host_stream_gives():
     assert out.split() == ["3", "4", "1", "1", "8", "1"]  # one compilation each
 
 
+def test_a_partial_batch_padded_with_zero_weights_trains_as_the_partial_batch_alone():
+    """34 images, batch 8: 5 steps a pass, the fifth has 2 images filled up with 6 of
+    weight 0. Without batch statistics in the model, its step equals Keras's own step on
+    the 2 images alone; the device steps train on every image of the pass, one
+    compilation."""
+    out = run_python("""
+    def plain():
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+        m.compile(keras.optimizers.SGD(0.1, momentum=0.9), "categorical_crossentropy",
+                  metrics=["accuracy"])
+        m._symbolic_build(data_batch=(np.zeros((8, 8, 8, 3), np.float32), y[:8]))
+        return m
+
+    augment = Augmenter([], [])
+    host = TrainStream(x[:34], y[:34], 8, augment, 7, True, False, 0)
+    assert host.steps == 5
+    seen = np.concatenate([host.padded(s)[0][host.padded(s)[1] > 0] for s in range(5)])
+    assert sorted(seen.tolist()) == list(range(34))  # every image once a pass
+    step = jax.jit(plain().train_step)
+    state = state_of(plain())
+    for s in range(5):
+        i = host.indices(s)
+        _, state = step(state, (x[:34][i].astype(np.float32), y[:34][i]))
+    expected = flat(state)
+    m = plain()
+    trainer = DeviceTrainer(m, TrainStream(x[:34], y[:34], 8, augment, 7, True, False, 0),
+                            1, 5, [])
+    state = state_of(m)
+    while trainer.step < 5:
+        _, state = trainer(state, None)
+    np.testing.assert_allclose(flat(state), expected, rtol=2e-5, atol=2e-6)
+    print(trainer._program._cache_size())
+    """)
+    assert out.split() == ["1"]
+
+
 def test_lookahead_in_the_step_matches_lookahead_on_the_host():
     """The built-in lookahead's on-device update against its host hooks, over three
     epochs of five steps of a stand-in training that moves every weight."""

@@ -469,7 +469,7 @@ def test_a_masked_storage_needs_the_whole_url_to_resume(tmp_path):
 
 
 @pytest.mark.slow  # trains
-def test_the_header_says_what_each_pass_leaves_out(tmp_path, cifar10_dir):
+def test_the_last_partial_batch_is_trained_on(tmp_path, cifar10_dir):
     from conftest import TINY_MODEL
 
     sets = [f"data.path={cifar10_dir}", "train.epochs=1", "data.batch_size=64",
@@ -478,8 +478,28 @@ def test_the_header_says_what_each_pass_leaves_out(tmp_path, cifar10_dir):
                  str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-2000:]
     header = " ".join(result.stdout.split())
-    # 100 images, 10 % validation: 90 train, batch 64 -> one step, 26 left out a pass
-    assert "left out: 26 of 90 training examples per pass over the data" in header
+    # 100 images, 10 % validation: 90 train, batch 64 -> a step of 64 and one of 26
+    assert "1 epoch x 2 steps" in header and "left out" not in header
+
+
+def test_the_header_says_what_equal_batches_leave_out():
+    """Where the replicas need equal batches (tf.distribute over several), the header
+    says how many examples each pass leaves out."""
+    from types import SimpleNamespace
+
+    from cifarkit.runs.summary import _left_out
+
+    def run(drops, n=90, batch=64, steps_per_epoch=None):
+        return SimpleNamespace(
+            data=SimpleNamespace(x_train=range(n)),
+            recipe=SimpleNamespace(data=SimpleNamespace(batch_size=batch),
+                                   train=SimpleNamespace(steps_per_epoch=steps_per_epoch)),
+            parts=SimpleNamespace(drops_partial_batch=drops, replicas=2))
+
+    assert _left_out(run(True)).startswith("26 of 90 training examples per pass")
+    assert _left_out(run(False)) is None
+    assert _left_out(run(True, n=128)) is None
+    assert _left_out(run(True, steps_per_epoch=3)) is None
 
 
 @pytest.mark.slow

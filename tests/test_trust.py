@@ -56,32 +56,32 @@ def test_a_foreign_run_directory_runs_none_of_its_plugin_files(finished, cifar10
     assert (run_dir / ".signature").is_file()
     assert not (root / "them").exists()
 
-    refused = cifarkit("evaluate", str(run_dir), "--json", env=_env(root, "them", "m1"))
+    refused = cli("evaluate", str(run_dir), "--json", env=_env(root, "them", "m1"))
     assert refused.returncode == 2, refused.stderr
     line = refused.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert str(root / "evil.py") in line and "--trust-run" in line and "--plugin" in line
     assert not (root / "m1").exists()  # nothing ran
 
-    resume = cifarkit("run", "--resume", str(run_dir), env=_env(root, "them", "m2"))
+    resume = cli("run", "--resume", str(run_dir), env=_env(root, "them", "m2"))
     assert resume.returncode == 2 and "evil.py" in resume.stderr
     assert not (root / "m2").exists()
 
     # vouching for the file is not vouching for the data path the recipe chose
-    data = cifarkit("evaluate", str(run_dir), "--json", "--plugin", str(root / "evil.py"),
+    data = cli("evaluate", str(run_dir), "--json", "--plugin", str(root / "evil.py"),
                     env=_env(root, "them", "m3"))
     assert data.returncode == 2 and "data.path" in data.stderr and "--data" in data.stderr
-    both = cifarkit("evaluate", str(run_dir), "--json", "--plugin", str(root / "evil.py"),
+    both = cli("evaluate", str(run_dir), "--json", "--plugin", str(root / "evil.py"),
                     "--data", str(cifar10_dir), env=_env(root, "them", "m4"))
     assert both.returncode == 0, both.stderr[-2000:]
     assert json.loads(both.stdout)["accuracy"] >= 0
 
-    trusted = cifarkit("evaluate", str(run_dir), "--json", "--trust-run",
+    trusted = cli("evaluate", str(run_dir), "--json", "--trust-run",
                        env=_env(root, "them", "m5"))
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     assert (root / "m5").read_text() == "ran"
 
-    own = cifarkit("evaluate", str(run_dir), "--json", env=_env(root, "me", "m6"))
+    own = cli("evaluate", str(run_dir), "--json", env=_env(root, "me", "m6"))
     assert own.returncode == 0, own.stderr[-2000:]
 
     # predict reads no recipe at all: it runs nothing, whoever made the run
@@ -89,7 +89,7 @@ def test_a_foreign_run_directory_runs_none_of_its_plugin_files(finished, cifar10
     import numpy as np
 
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "x.png")
-    pr = cifarkit("predict", str(run_dir), str(root / "x.png"), env=_env(root, "them", "m7"))
+    pr = cli("predict", str(run_dir), str(root / "x.png"), env=_env(root, "them", "m7"))
     assert pr.returncode == 0, pr.stderr[-2000:]
     assert not (root / "m7").exists()
 

@@ -246,6 +246,11 @@ class Backend(abc.ABC):
         return contextlib.nullcontext()
 
     # -- data and steps ----------------------------------------------------------
+    def trains_partial_batch(self, replicas: int, role: Role) -> bool:
+        """Whether each pass's last partial batch is trained on (else it is left out, so
+        every replica gets an equal share of every batch)."""
+        return replicas == 1
+
     @abc.abstractmethod
     def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
         """``(train, validation or None)`` in the form :meth:`fit` takes; ``train`` is

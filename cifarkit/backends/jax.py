@@ -99,6 +99,12 @@ class Jax(Backend):
         return initialising()
 
     # -- data and steps ----------------------------------------------------------
+    def trains_partial_batch(self, replicas: int, role: Role) -> bool:
+        """A pass's last partial batch is padded to a whole one with zero-weight
+        examples (:meth:`TrainStream.padded`), so one program serves every step and the
+        batch splits evenly over replicas and processes."""
+        return True
+
     def datasets(self, prepared, augment: Sequence[Any], stream: Stream):
         import jax
 
@@ -386,19 +392,35 @@ class TrainStream:
                            if self.shuffle else np.arange(len(self.x)))
         return self._order[b * self.batch_size:(b + 1) * self.batch_size]
 
-    def batches(self) -> Iterator[tuple[Any, np.ndarray]]:
-        """The stream as a generator (the form ``fit`` takes)."""
+    def padded(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step`` as ``batch_size`` indices and sample weights. A pass's last
+        partial batch is filled up with examples from the start of the pass's order,
+        weighted 0, and its own examples weighted ``batch_size / their number``: the
+        weighted loss (summed, then divided by the batch size) is then the mean over
+        the partial batch alone, as is every weighted metric. (Batch-statistic layers
+        such as BatchNorm do see the filling examples.)"""
+        i = self.indices(step)
+        weights = np.ones(self.batch_size, np.float32)
+        fill = self.batch_size - len(i)
+        if fill:
+            weights[:len(i)] = self.batch_size / len(i)
+            weights[len(i):] = 0.0
+            i = np.concatenate([i, np.resize(self._order, fill)])
+        return i, weights
+
+    def batches(self) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """The stream as a generator of ``(images, labels, sample weights)`` (the form
+        ``fit`` takes), every batch whole (:meth:`padded`)."""
         index, count = self.shard
         while True:
-            i = self.indices(self.step)
+            i, weights = self.padded(self.step)
             # the whole batch, as one process would
             images, labels = self.augment(self.x[i], self.y[i], self.step)
             self.step += 1
-            if count > 1:  # every batch is full (several replicas): an equal slice each
+            if count > 1:  # several processes: an equal slice of the batch each
                 share = len(i) // count
                 part = slice(index * share, (index + 1) * share)
-                images, labels = images[part], labels[part]
-            yield images, labels
-
+                images, labels, weights = images[part], labels[part], weights[part]
+            yield images, labels, weights
 
 BACKEND = Jax()

@@ -78,8 +78,9 @@ class DeviceTrainer:
 
         active = min(self.chunk, self.steps - self.step % self.steps)
         last = self.step + active - 1  # a masked spare step repeats the last real batch
-        indices = np.stack([self.stream.indices(min(self.step + i, last))
-                            for i in range(self.chunk)]).astype(np.int32)
+        batches = [self.stream.padded(min(self.step + i, last)) for i in range(self.chunk)]
+        indices = np.stack([i for i, _ in batches]).astype(np.int32)
+        weights = np.stack([w for _, w in batches])
         if self._program is None:  # the state lives on every device of the run
             self._shardings = jax.tree_util.tree_map(lambda a: self._where, state)
             self._program = self._compile(state, indices)
@@ -89,7 +90,7 @@ class DeviceTrainer:
         hook_states = jax.device_put(self._hook_states(state), self._where)
         logs, state, hook_states = self._program(
             state, hook_states, self.x, self.y, jax.device_put(indices, self._where),
-            np.int32(self.step), np.int32(active))
+            jax.device_put(weights, self._where), np.int32(self.step), np.int32(active))
         for hook, value in zip(self.hooks, hook_states):
             hook.device_state = value
         self.step += active
@@ -108,14 +109,14 @@ class DeviceTrainer:
         n_trainable = len(state[0])
         batch_sharding = _batch_sharding(indices.shape[1:] + self.x.shape[1:])
 
-        def program(state, hook_states, x, y, indices, first, active):
-            def one_step(carry, index, step):
+        def program(state, hook_states, x, y, indices, weights, first, active):
+            def one_step(carry, index, weight, step):
                 state, hook_states, _ = carry
                 images, labels = augment.traced(jax.numpy.take(x, index, axis=0),
                                                 jax.numpy.take(y, index, axis=0), step)
                 if batch_sharding is not None:
                     images = jax.lax.with_sharding_constraint(images, batch_sharding)
-                logs, state = model.train_step(state, (images, labels))
+                logs, state = model.train_step(state, (images, labels, weight))
                 if hooks:
                     state, hook_states = _apply_hooks(hooks, step, state, hook_states,
                                                       n_trainable)
@@ -123,15 +124,16 @@ class DeviceTrainer:
 
             if indices.shape[0] == 1:  # one step a call: no loop (on XLA's CPU backend a
                 # scan over training steps runs about 20x slower than the step alone)
-                state, hook_states, logs = one_step((state, hook_states, None), indices[0], first)
+                state, hook_states, logs = one_step((state, hook_states, None), indices[0],
+                                                    weights[0], first)
                 return logs, state, hook_states
 
             def body(carry, i):
-                run = lambda c: one_step(c, indices[i], first + i)  # noqa: E731
+                run = lambda c: one_step(c, indices[i], weights[i], first + i)  # noqa: E731
                 return jax.lax.cond(i < active, run, lambda c: c, carry), None
 
             # zeros shaped like a step's logs (the scan carries them): traced, not run
-            shapes = jax.eval_shape(lambda c: one_step(c, indices[0], first)[2],
+            shapes = jax.eval_shape(lambda c: one_step(c, indices[0], weights[0], first)[2],
                                     (state, hook_states, None))
             logs = jax.tree_util.tree_map(lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes)
             (state, hook_states, logs), _ = jax.lax.scan(

@@ -50,6 +50,7 @@ class Built:
     role: Role
     compile_cache: Path | None = None  # the persistent compilation cache in use, if any
     starting: str | None = None  # what train.init_from loaded and train.freeze froze
+    drops_partial_batch: bool = False  # each pass's last partial batch is left out
 
     @property
     def split_batches(self) -> bool:
@@ -78,10 +79,9 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
     num_classes = len(data.class_names)
     batch = recipe.data.batch_size
     _check_batch(recipe, len(data.x_train), replicas)
-    split_batches = replicas > 1
-    # The last partial batch of a pass is left out (it comes first in a later pass's
-    # order): every step has one shape, so the step compiles once.
-    drop = split_batches or len(data.x_train) >= batch
+    # Where the backend cannot train a pass's last partial batch (several replicas
+    # need equal shares), it is left out; another one each pass, as the order changes.
+    drop = not backend.trains_partial_batch(replicas, role)
     steps = recipe.train.steps_per_epoch or steps_per_pass(len(data.x_train), batch, drop)
     with strategy.scope():
         with backend.initialising():
@@ -105,7 +105,7 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
                     names=tuple(a.plugin for a in recipe.augmentation))
     train_ds, val_ds = backend.datasets(data, augment, stream)
     return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas,
-                 learning_rate, role, compile_cache, starting)
+                 learning_rate, role, compile_cache, starting, drop)
 
 
 def start_weights(model, recipe: Recipe, initialise: bool = True) -> str | None:

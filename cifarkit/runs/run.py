@@ -137,7 +137,7 @@ class Run:
 
     @property
     def images_per_epoch(self) -> int:
-        if self.recipe.train.steps_per_epoch is None and not self.parts.split_batches:
+        if self.recipe.train.steps_per_epoch is None and not self.parts.drops_partial_batch:
             return len(self.data.x_train)
         return self.parts.steps * self.recipe.data.batch_size
 

@@ -97,13 +97,14 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
 
 def _left_out(run: Any) -> str | None:
     """What each pass over the training data leaves out: the last partial batch, where
-    every step keeps one batch shape (another part of the data each pass)."""
+    the replicas need equal batches (another part of the data each pass)."""
     n, batch = len(run.data.x_train), run.recipe.data.batch_size
-    if run.recipe.train.steps_per_epoch is not None or n < batch or n % batch == 0:
+    if (run.recipe.train.steps_per_epoch is not None or not run.parts.drops_partial_batch
+            or n % batch == 0):
         return None
     return (f"{n % batch:,} of {n:,} training examples per pass over the data (the last "
-            "partial batch, another one each pass as the order is shuffled anew; every step "
-            f"keeps batch {batch}, so one compiled program serves them all)")
+            "partial batch, another one each pass as the order is shuffled anew; "
+            f"{run.parts.replicas} replicas need equal shares of every batch)")
 
 
 def results(run: Any, monitor: str, best: int | None, best_value: float | None) -> dict[str, Any]:
