@@ -126,28 +126,32 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     exit status, stdout and stderr, with no interpreter or TensorFlow start-up. For tests
     whose subject is not a process boundary (signals, kills, another Keras backend,
     imports): Keras here runs on TensorFlow. A bug's traceback lands in stderr, exit 1."""
-    import io
-    import traceback
+    from inprocess import cli as run_here
 
-    from cifarkit.cli import main
+    return run_here(*args, env=env)
 
-    out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
-    os.environ.update({"COLUMNS": "120", **(env or {})})
-    os.environ.pop("FORCE_COLOR", None)
+
+def cli_session(commands: list[tuple[list, dict | None]], env: dict | None = None,
+                timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Several ``cifarkit`` commands, ``(args, env)`` each, in one new process (one
+    interpreter and Keras start for all: a JAX session, say); an argument
+    ``{only:FOLDER}`` is FOLDER's one entry when its command starts."""
+    fd, path = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump([{"args": [str(a) for a in args], "env": e or {}} for args, e in commands], f)
+    out = Path(path + ".out")
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
-            except Exception:
-                traceback.print_exc()
-                code = 1
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("inprocess.py")),
+                               path], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "COLUMNS": "120", **(env or {})})
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads(out.read_text())
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
+        os.unlink(path)
+        out.unlink(missing_ok=True)
+    return [subprocess.CompletedProcess(["cifarkit", *args], r["returncode"], r["stdout"],
+                                        r["stderr"])
+            for (args, _), r in zip(commands, results)]
 
 
 def pytest_collection_modifyitems(items):

@@ -163,7 +163,7 @@ def test_a_run_killed_before_its_first_summary_resumes(tmp_path, cifar10_dir):
     run_dir = tmp_path / "runs" / "r-20261126-000000"
     run_dir.mkdir(parents=True)
     recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=1, steps=5)
-    done = cifarkit("run", str(recipe), "--output", str(tmp_path / "first"))
+    done = cli("run", str(recipe), "--output", str(tmp_path / "first"))
     assert done.returncode == 0, done.stderr[-2000:]
     (first,) = (tmp_path / "first").iterdir()
     for name in (".signature", "recipe.toml"):  # as a kill leaves it (the signature first)
@@ -184,7 +184,7 @@ def test_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path,
                                                                       small_fs):
     out = small_fs.make("3m")  # the run's small files fit; a 2.2 M-parameter checkpoint does not
     sets = [f"data.path={cifar10_dir}", "train.epochs=2", "data.batch_size=32"]
-    result = cifarkit("run", str(DEFAULT_RECIPE), *[a for s in sets for a in ("--set", s)],
+    result = cli("run", str(DEFAULT_RECIPE), *[a for s in sets for a in ("--set", s)],
                       "--output", str(out))
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -201,13 +201,13 @@ def test_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path,
     # evaluate onto a full disk, then into a read-only place: one line each
     filler = out / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=400"], capture_output=True)
-    full = cifarkit("evaluate", str(run_dir), "--output", str(out / "eval"))
+    full = cli("evaluate", str(run_dir), "--output", str(out / "eval"))
     assert full.returncode == 2 and "no space left on the device" in full.stderr, full.stderr[-2000:]
     assert full.stderr.count("\n") == 1
     filler.unlink()
     (run_dir / "evaluation").mkdir()  # an existing folder on a file system gone read-only
     small_fs.remount(out, "ro")
-    read_only = cifarkit("evaluate", str(run_dir))
+    read_only = cli("evaluate", str(run_dir))
     assert read_only.returncode == 2 and "read-only file system" in read_only.stderr, \
         read_only.stderr[-2000:]
     again = cli("run", "--resume", str(run_dir))
@@ -219,8 +219,8 @@ def test_a_disk_full_before_the_start_leaves_no_run_directory(tmp_path, cifar10_
     out = small_fs.make("64k")
     subprocess.run(["dd", "if=/dev/zero", f"of={out / 'filler'}", "bs=1k", "count=64"],
                    capture_output=True)
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={cifar10_dir}",
-                      "--set", "train.epochs=1", "--output", str(out / "runs"))
+    result = cli("run", str(DEFAULT_RECIPE), "--set", f"data.path={cifar10_dir}",
+                 "--set", "train.epochs=1", "--output", str(out / "runs"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert "no space left on the device" in result.stderr
     assert list((out / "runs").iterdir()) == [] if (out / "runs").exists() else True

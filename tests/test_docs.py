@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, cifarkit, tiny_overrides
+from conftest import ROOT, cifarkit, cli, tiny_overrides
 
 
 def code_blocks(path, lang):
@@ -36,7 +36,7 @@ def test_documented_recipe_trains_with_the_documented_plugins(tmp_path, plugin_f
     recipe.write_text(toml_blocks[0])  # as written: extends the shipped default recipe
     sets = [a for o in tiny_overrides(cifar10_dir) if not o.startswith("model.")
             for a in ("--set", o)]
-    result = cifarkit("run", str(recipe), *sets, "--output", str(tmp_path / "runs"))
+    result = cli("run", str(recipe), *sets, "--output", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     resolved = (run_dir / "recipe.toml").read_text()

@@ -12,7 +12,7 @@ import pytest
 from cifarkit.runs.evaluation import predict_tta
 from cifarkit.core.recipe import load_recipe
 from cifarkit.runs.build import load_data
-from conftest import ROOT, cifarkit, cli
+from conftest import ROOT, cli
 
 keras = pytest.importorskip("keras")
 
@@ -230,8 +230,8 @@ def test_sample_images_are_training_images_only(tmp_path, cifar10_dir, registry)
     sets = [f"data.path={cifar10_dir}", "train.epochs=1", "data.batch_size=16",
             "data.validation_split=0.2", "model.plugin=spy"]
     args = [a for s in sets for a in ("--set", s)]
-    result = cifarkit("run", str(FAST), *args, "--plugin", str(plugin),
-                      "--output", str(tmp_path / "runs"), env={"SPY_OUT": str(tmp_path / "s.npy")})
+    result = cli("run", str(FAST), *args, "--plugin", str(plugin),
+                 "--output", str(tmp_path / "runs"), env={"SPY_OUT": str(tmp_path / "s.npy")})
     assert result.returncode == 0, result.stderr[-2000:]
     sample = np.load(tmp_path / "s.npy")
     recipe = load_recipe(FAST, sets[:-1], registry)  # the same data split, built-in model

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cifarkit.runs.lock import RunLock
-from conftest import cifarkit
+from conftest import cifarkit, cli
 
 
 def fake_run(folder, name, status="completed", lr=1e-3, epochs=2, val=(0.3, 0.5), test=0.48,
@@ -38,8 +38,8 @@ def test_runs_lists_every_folder_sorted_and_piped_as_plain_lines(tmp_path):
     (runs / "junk" / "summary.json").write_text("{not json")
     (runs / "empty").mkdir()
     with RunLock(live):
-        listed = cifarkit("runs", str(runs), "--sort", "best_val_accuracy")
-        data = json.loads(cifarkit("runs", str(runs), "--json").stdout)
+        listed = cli("runs", str(runs), "--sort", "best_val_accuracy")
+        data = json.loads(cli("runs", str(runs), "--json").stdout)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:4] == ["run", "recipe", "backend", "status"]
@@ -58,10 +58,10 @@ def test_runs_lists_every_folder_sorted_and_piped_as_plain_lines(tmp_path):
 
 
 def test_runs_refuses_a_missing_folder_and_an_unknown_sort_key_in_one_line(tmp_path):
-    missing = cifarkit("runs", str(tmp_path / "nowhere"))
+    missing = cli("runs", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     fake_run(tmp_path, "a")
-    bad = cifarkit("runs", str(tmp_path), "--sort", "speed")
+    bad = cli("runs", str(tmp_path), "--sort", "speed")
     assert bad.returncode == 2 and "use one of name, recipe" in bad.stderr
 
 
@@ -69,13 +69,13 @@ def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(t
     a = fake_run(tmp_path, "a", lr=1e-3)
     b = fake_run(tmp_path, "b", lr=1e-2, epochs=3, val=(0.2, 0.4, 0.6), test=0.55)
     plot = tmp_path / "out" / "cmp.png"
-    shown = cifarkit("compare", str(a), str(b), "--plot", str(plot))
+    shown = cli("compare", str(a), str(b), "--plot", str(plot))
     assert shown.returncode == 0, shown.stderr
     assert "train.learning_rate" in shown.stdout and "train.epochs" in shown.stdout
     assert "seed" not in shown.stdout.split("run ")[0]  # same in both: not a difference
     assert "55.00 %" in shown.stdout and f"curves: {plot}" in shown.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    data = json.loads(cifarkit("compare", str(a), str(b), "--plot", str(plot), "--json").stdout)
+    data = json.loads(cli("compare", str(a), str(b), "--plot", str(plot), "--json").stdout)
     assert data["differences"] == {"train.epochs": [2, 3], "train.learning_rate": [1e-3, 1e-2]}
     assert [r["test_accuracy"] for r in data["runs"]] == [0.48, 0.55]
 
@@ -84,7 +84,7 @@ def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(t
 def test_compare_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, second):
     a = fake_run(tmp_path, "a")
     (tmp_path / "junk").mkdir()
-    result = cifarkit("compare", str(a), str(tmp_path / second), "--plot", str(tmp_path / "p.png"))
+    result = cli("compare", str(a), str(tmp_path / second), "--plot", str(tmp_path / "p.png"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "p.png").exists()
 
@@ -155,9 +155,9 @@ def test_a_grid_sweep_runs_each_combination_and_tables_them(tmp_path, cifar10_di
         assert f"learning_rate = {t['values']['train.learning_rate']}" in text
     assert "trial  train.learning_rate  model.filters  status" in done.stdout
     assert done.stdout.count(" completed ") >= 4 and "best: trial " in done.stdout
-    listed = json.loads(cifarkit("runs", str(folder), "--json").stdout)
+    listed = json.loads(cli("runs", str(folder), "--json").stdout)
     assert sorted(r["status"] for r in listed) == ["completed"] * 4
-    parent = json.loads(cifarkit("runs", str(runs), "--json").stdout)
+    parent = json.loads(cli("runs", str(runs), "--json").stdout)
     assert [(r["status"], r["epochs"]) for r in parent] == [("sweep", "4 trials")]
 
 
@@ -202,7 +202,7 @@ def test_ctrl_c_stops_a_sweep_after_the_current_trial_and_it_resumes(tmp_path, c
     assert second["run_dir"] is None  # the next one never started
     resumed = cifarkit("sweep", "--resume", str(folder))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    statuses = [r["status"] for r in json.loads(cifarkit("runs", str(folder), "--json").stdout)]
+    statuses = [r["status"] for r in json.loads(cli("runs", str(folder), "--json").stdout)]
     assert statuses == ["completed", "completed"]
 
 

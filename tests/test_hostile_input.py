@@ -15,7 +15,7 @@ from cifarkit.data import read_cifar10, read_image_folder, unpickle
 from cifarkit.errors import DataError, RecipeError
 from cifarkit.core.recipe import load_recipe
 from cifarkit.testing import cifar10_files
-from conftest import DEFAULT_RECIPE, cifarkit, write_plugin
+from conftest import DEFAULT_RECIPE, cifarkit, cli, write_plugin
 
 
 def one_line_error(result, *fragments, seconds=None):
@@ -136,10 +136,10 @@ def test_escape_sequences_in_class_names_are_shown_escaped(tmp_path):
 @pytest.mark.slow
 def test_evaluate_json_into_a_closed_pipe_and_a_corrupt_model(tmp_path, cifar10_dir):
     runs = tmp_path / "runs"
-    done = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={cifar10_dir}",
-                    "--set", "train.epochs=1", "--set", "model.filters=[4, 8]",
-                    "--set", "model.dropout=[0.1, 0.1]", "--set", "model.dense_units=8",
-                    "--output", str(runs))
+    done = cli("run", str(DEFAULT_RECIPE), "--set", f"data.path={cifar10_dir}",
+               "--set", "train.epochs=1", "--set", "model.filters=[4, 8]",
+               "--set", "model.dropout=[0.1, 0.1]", "--set", "model.dense_units=8",
+               "--output", str(runs))
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = runs.iterdir()
     piped = subprocess.run(f"{sys.executable} -m cifarkit evaluate --json {run_dir} | head -1",
@@ -147,7 +147,7 @@ def test_evaluate_json_into_a_closed_pipe_and_a_corrupt_model(tmp_path, cifar10_
     assert piped.stdout.strip() == "{" and "Traceback" not in piped.stderr, piped.stderr[-2000:]
     model = run_dir / "model.keras"
     model.write_bytes(model.read_bytes()[:100])
-    one_line_error(cifarkit("evaluate", str(run_dir)),
+    one_line_error(cli("evaluate", str(run_dir)),
                    f"{model}: not a Keras model file (damaged or truncated")
     json.loads((run_dir / "summary.json").read_text())  # untouched
 

@@ -78,7 +78,8 @@ def test_image_folder_trains_and_evaluates(tmp_path, backend):
     folder = make_image_folder(tmp_path / "pets")
     # on JAX, with `import tensorflow` made to fail (tests/no_tensorflow)
     env = {"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow")} if backend == "jax" else None
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
+    run = cli if backend == "tensorflow" else cifarkit  # Keras here runs on TensorFlow
+    result = run("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
                       "--set", f"data.path={folder}", "--set", "train.epochs=1",
                       "--set", "data.batch_size=8", "--set", "model.filters=[4, 8]",
                       "--set", "model.dropout=[0.1, 0.1]", "--set", "strategy.plugin=one_device",
@@ -88,7 +89,7 @@ def test_image_folder_trains_and_evaluates(tmp_path, backend):
     s = summary(run_dir)
     assert s["class_names"] == ["cats", "dogs", "fish"] and s["test_examples"] == 12
     assert s["backend"] == backend
-    ev = cifarkit("evaluate", str(run_dir), "--json", env=env)
+    ev = run("evaluate", str(run_dir), "--json", env=env)
     assert json.loads(ev.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
 
 
@@ -103,8 +104,8 @@ def test_broken_image_folders_are_one_line_errors(tmp_path, damage, fragment):
     folder = make_image_folder(tmp_path / "pets", per_class=4)
     damage(folder)
     out = tmp_path / "runs"
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
-                      "--set", f"data.path={folder}", "--output", str(out))
+    result = cli("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
+                 "--set", f"data.path={folder}", "--output", str(out))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert not out.exists()

@@ -2,16 +2,13 @@
 on tiny data. A recipe added to recipes/ joins it without anyone editing this file
 (a model plugin this file does not know how to shrink trains at its default size).
 
-Per recipe and backend: a run interrupted at its first step (tests/stop_at.py) and
-its resume (TensorFlow; on JAX, whose every command here is a process of its own,
-test_jax_backend.py interrupts, kills and resumes runs, and the matrix runs each
-recipe without test-time augmentation), the completed run trained on with more
-epochs, evaluate, predict (TensorFlow; JAX's evaluate shares its path),
-export to ONNX and to SavedModel (each checked by its runtime before it is written),
-show, runs and compare. A sweep of each recipe on TensorFlow, and of the default
-recipe on JAX (its trials are processes of their own on either backend).
-TensorFlow's commands run in this process (conftest.cli); JAX's training and
-evaluation in subprocesses (Keras picks its backend once per process).
+Per recipe and backend: a run interrupted at its first step (tests/stop_at.py), its
+resume, the completed run trained on with more epochs, evaluate and predict (on the
+backend that trained it), export to ONNX and to SavedModel (each checked by its
+runtime before it is written), show, runs and compare, and a sweep. TensorFlow's
+commands run in this process (conftest.cli); JAX's training and inference commands
+together in one new process (conftest.cli_session: Keras picks its backend once per
+process), without test-time augmentation (each view is a compilation of its own).
 """
 
 import importlib.util
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_MODEL, cifarkit, cli, metrics, stop_at, summary
+from conftest import ROOT, TINY_MODEL, cli, cli_session, metrics, stop_at, summary
 
 pytestmark = pytest.mark.slow
 
@@ -49,50 +46,51 @@ def as_args(sets: list[str]) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-def command(backend: str):
-    """How a command that starts Keras on ``backend`` runs: here, or in a subprocess."""
-    return cli if backend == "tensorflow" else cifarkit
+def commands_on(backend: str, commands: list[tuple[list, dict | None]]) -> list:
+    """Each ``(args, env)`` command's outcome: TensorFlow's in this process, JAX's
+    together in one new process (Keras picks its backend once per process)."""
+    if backend == "tensorflow":
+        from inprocess import _resolve
+
+        return [cli(*[_resolve(str(a)) for a in args], env=env) for args, env in commands]
+    return cli_session(commands)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_through_every_command(recipe, backend, tmp_path, cifar10_dir,
                                             trained_run, registry):
-    run = command(backend)
     sets = recipe_sets(recipe, cifar10_dir, trained_run, registry)
+    if backend == "jax":  # test-time augmentation's views cost a JAX compilation each
+        sets.append("train.tta=none")
     runs = tmp_path / "runs"
-    if backend == "tensorflow":
-        # run, interrupted at its first step: status interrupted, exit 130, resumable
-        extra, env = stop_at(1, 1, "int")
-        stopped = run("run", recipe, *as_args(sets), "--backend", backend, "--output",
-                      str(runs), *extra, env=env)
-        assert stopped.returncode == 130, stopped.stderr[-3000:]
-        (run_dir,) = runs.iterdir()
-        assert summary(run_dir)["status"] == "interrupted"
-        resumed = run("run", "--resume", str(run_dir))  # resume of an interrupted run
-    else:  # JAX: a subprocess each; its interrupt and kill resumes are test_jax_backend's
-        resumed = run("run", recipe, *as_args([*sets, "train.tta=none"]), "--backend",
-                      backend, "--output", str(runs))
-        (run_dir,) = runs.iterdir()
+    run_dir = f"{{only:{runs}}}"
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    extra, env = stop_at(1, 1, "int")
+    stopped, resumed, more, evaluated, predicted = commands_on(backend, [
+        # run, interrupted at its first step: exit 130, resumable
+        (["run", recipe, *as_args(sets), "--backend", backend, "--output", runs, *extra], env),
+        (["run", "--resume", run_dir], None),  # resume of an interrupted run
+        # resume of a completed run with more epochs
+        (["run", "--resume", run_dir, "--set", "train.epochs=2"], None),
+        # evaluate (on the backend that trained it) and predict
+        (["evaluate", run_dir, "--json"], None),
+        (["predict", run_dir, image, "--json"], None),
+    ])
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "interrupted after 0 completed epoch(s)" in " ".join(stopped.stdout.split())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert summary(run_dir)["status"] == "completed" and len(metrics(run_dir)) == 1
-    # resume of a completed run with more epochs
-    more = run("run", "--resume", str(run_dir), "--set", "train.epochs=2")
     assert more.returncode == 0, more.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
     s = summary(run_dir)
     assert s["status"] == "completed" and s["epochs_run"] == 2 and s["backend"] == backend
     assert [r["epoch"] for r in metrics(run_dir)] == ["1", "2"]
-    # evaluate (on the backend that trained it) and predict
-    evaluated = run("evaluate", str(run_dir), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(s["test_accuracy"],
                                                                      abs=1e-6)
-    image = tmp_path / "x.png"
-    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
-    if backend == "tensorflow":  # JAX's predict path is evaluate's (one subprocess fewer)
-        predicted = run("predict", str(run_dir), str(image), "--json")
-        assert predicted.returncode == 0, predicted.stderr[-3000:]
-        assert json.loads(predicted.stdout)[0]["predictions"]
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert json.loads(predicted.stdout)[0]["predictions"]
     # export, each checked by the runtime a user deploys with before it is written
     for fmt, name in (("onnx", "model.onnx"), ("saved_model", "saved_model")):
         exported = cli("export", str(run_dir), "--format", fmt)
@@ -110,11 +108,14 @@ def test_every_recipe_through_every_command(recipe, backend, tmp_path, cifar10_d
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("recipe, backend", [(r, "tensorflow") for r in RECIPES]
-                         + ([("default", "jax")] if "jax" in BACKENDS else []))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_sweeps(recipe, backend, tmp_path, cifar10_dir, trained_run, registry):
+    """The sweep itself runs here (it starts no Keras); its trial is a process of its own."""
     sets = recipe_sets(recipe, cifar10_dir, trained_run, registry)
-    done = cifarkit("sweep", recipe, *as_args(sets), "--backend", backend, "--grid",
+    if backend == "jax":
+        sets.append("train.tta=none")
+    done = cli("sweep", recipe, *as_args(sets), "--backend", backend, "--grid",
                     "seed=7", "-o", str(tmp_path / "runs"), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads(done.stdout)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cifarkit.data import read_cifar10
-from conftest import DEFAULT_RECIPE, ROOT, cifarkit
+from conftest import DEFAULT_RECIPE, ROOT, cli
 from test_export import check_onnx_matches_keras, needs_onnx
 
 SHARED = ROOT.parent / "shared"
@@ -39,9 +39,8 @@ def test_real_batches_read_with_the_restricted_unpickler(real_cifar10):
 def real_run(tmp_path_factory, real_cifar10):
     """The default recipe, one epoch on 512 real images."""
     out = tmp_path_factory.mktemp("runs")
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--set", f"data.path={real_cifar10}",
-                      "--set", "data.limit=512", "--set", "train.epochs=1",
-                      "--output", str(out), timeout=900)
+    result = cli("run", str(DEFAULT_RECIPE), "--set", f"data.path={real_cifar10}",
+                 "--set", "data.limit=512", "--set", "train.epochs=1", "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = out.iterdir()
     return run_dir
@@ -53,7 +52,7 @@ def test_default_recipe_on_real_data_smoke(real_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["parameters"] == 2_201_418 and summary["test_examples"] == 512
     # the summary's accuracy is what its own per-class figures and evaluate say
-    evaluated = cifarkit("evaluate", str(run_dir), "--json", timeout=900)
+    evaluated = cli("evaluate", str(run_dir), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     result = json.loads(evaluated.stdout)
     confusion = result["confusion_matrix"]

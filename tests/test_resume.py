@@ -10,7 +10,7 @@ import pytest
 from cifarkit import OutputError
 
 from cifarkit.runs import checkpoint
-from conftest import (assert_same_epochs, cifarkit, cli, killed_run, metrics, slow_run, stopped_run,
+from conftest import (assert_same_epochs, cli, killed_run, metrics, slow_run, stopped_run,
                       summary, write_slow_recipe)
 
 
@@ -168,7 +168,7 @@ def test_a_crash_during_training_is_recorded(tmp_path, cifar10_dir):
         "    register(crash_after_one_epoch)\n")
     recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=5)
     recipe.write_text(recipe.read_text() + '\n[[callbacks]]\nplugin = "crash_after_one_epoch"\n')
-    result = cifarkit("run", str(recipe), "--plugin", str(plugin), "--output", str(tmp_path / "runs"))
+    result = cli("run", str(recipe), "--plugin", str(plugin), "--output", str(tmp_path / "runs"))
     assert result.returncode == 1 and "Traceback" in result.stderr  # a bug, not a user error
     (run_dir,) = (tmp_path / "runs").iterdir()
     s = summary(run_dir)

@@ -1,0 +1,62 @@
+"""``cifarkit ARGS`` run inside the calling process, as a finished process would report it.
+
+conftest.cli runs commands in the test process (Keras on TensorFlow); ``python
+tests/inprocess.py FILE`` runs a list of commands in one new process, so a test can
+drive several commands on another Keras backend (JAX) with one interpreter and one
+backend start. FILE holds JSON: ``[{"args": [...], "env": {...}}, ...]``; an argument
+``{only:FOLDER}`` stands for the one entry of FOLDER when its command starts. The
+results go to FILE.out as JSON: ``[{"returncode": N, "stdout": ..., "stderr": ...}, ...]``.
+"""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Exit status, stdout and stderr of ``cifarkit ARGS`` run here. A bug's traceback
+    lands in stderr, exit 1."""
+    from cifarkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update({"COLUMNS": "120", **(env or {})})
+    os.environ.pop("FORCE_COLOR", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
+
+
+def _resolve(arg: str) -> str:
+    if arg.startswith("{only:") and arg.endswith("}"):
+        (entry,) = Path(arg[6:-1]).iterdir()
+        return str(entry)
+    return arg
+
+
+def main(path: str) -> None:
+    results = []
+    for command in json.loads(Path(path).read_text()):
+        done = cli(*[_resolve(a) for a in command["args"]], env=command.get("env"))
+        results.append({"returncode": done.returncode, "stdout": done.stdout,
+                        "stderr": done.stderr})
+        Path(path + ".out").write_text(json.dumps(results))  # each as it finishes
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
