@@ -203,7 +203,7 @@ min_delta = 100.0
 """
 
 
-def write_slow_recipe(tmp_path, data, name="r", epochs=4, steps=150):
+def write_slow_recipe(tmp_path, data, name="r", epochs=4, steps=4):
     return write_tiny_recipe(tmp_path / f"{name}.toml", data, name, 16,
                              SLOW_EPOCHS.format(epochs=epochs, steps=steps))
 
