@@ -17,7 +17,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
-    "StrategyError", "Range", "Splits", "hookimpl", "run_file", "sync_weights", "__version__",
+    "StrategyError", "Range", "Splits", "hookimpl", "list_runs", "run_file", "sync_weights",
+    "__version__",
 ]
 
 
@@ -30,6 +31,10 @@ def __getattr__(name: str):
         from cifarkit.runs.artifacts import run_file
 
         return run_file
+    if name == "list_runs":  # the run directories in a folder, as `cifarkit runs` reads them
+        from cifarkit.runs.listing import list_runs
+
+        return list_runs
     if name == "sync_weights":  # the step's weights into the model (JAX's fit keeps them out)
         from cifarkit.backends import sync_weights
 

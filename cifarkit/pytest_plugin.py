@@ -87,6 +87,19 @@ def cifarkit_registry(request):
     return registry
 
 
+@pytest.fixture
+def cifarkit_cli(cifarkit_registry):
+    """Helper: ``cifarkit_cli(*args)`` runs ``cifarkit ARGS`` in this process, with the
+    commands of the plugins under test; returns a ``subprocess.CompletedProcess``
+    (``returncode``, ``stdout``, ``stderr``)."""
+    from cifarkit.testing import run_cli
+
+    def run(*args: str, env: dict | None = None):
+        return run_cli(*args, registry=cifarkit_registry, env=env)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory) -> Path:
     """A tiny ``cifar-10-batches-py`` folder (100 train, 40 test images)."""

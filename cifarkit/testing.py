@@ -96,3 +96,36 @@ def write_cifar10(root: Path, n_train: int = 100, n_test: int = 40, seed: int = 
 def write_cifar100(root: Path, n_train: int = 100, n_test: int = 40, seed: int = 0) -> Path:
     """Write ``root/cifar-100-python`` and return its path."""
     return write_folder(cifar100_files(n_train, n_test, seed), Path(root) / "cifar-100-python")
+
+
+def run_cli(*args: str, registry=None, env: dict | None = None):
+    """``cifarkit ARGS`` run in this process: a ``subprocess.CompletedProcess`` with the
+    exit status, stdout and stderr, as the command would give them (no interpreter or
+    Keras start-up). ``registry``: the plugins whose commands the command line has
+    (default: the installed ones, as ``cifarkit`` loads them). ``env``: variables set
+    for the command only. A bug's traceback lands in stderr, exit status 1."""
+    import contextlib
+    import os
+    import subprocess
+    import traceback
+
+    from cifarkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update({"COLUMNS": "120", **(env or {})})
+    os.environ.pop("FORCE_COLOR", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args], registry=registry)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["cifarkit", *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())

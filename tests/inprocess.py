@@ -8,38 +8,18 @@ backend start. FILE holds JSON: ``[{"args": [...], "env": {...}}, ...]``; an arg
 results go to FILE.out as JSON: ``[{"returncode": N, "stdout": ..., "stderr": ...}, ...]``.
 """
 
-import contextlib
-import io
 import json
-import os
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Exit status, stdout and stderr of ``cifarkit ARGS`` run here. A bug's traceback
-    lands in stderr, exit 1."""
-    from cifarkit.cli import main
+    """Exit status, stdout and stderr of ``cifarkit ARGS`` run here
+    (:func:`cifarkit.testing.run_cli`)."""
+    from cifarkit.testing import run_cli
 
-    out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
-    os.environ.update({"COLUMNS": "120", **(env or {})})
-    os.environ.pop("FORCE_COLOR", None)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
-            except Exception:
-                traceback.print_exc()
-                code = 1
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(["cifarkit", *args], code, out.getvalue(), err.getvalue())
+    return run_cli(*args, env=env)
 
 
 def _resolve(arg: str) -> str:

@@ -73,6 +73,15 @@ def test_installed_tutorial_is_found_through_entry_points(installed_tutorial):
         assert plugins[name]["kind"] == kind
         assert plugins[name]["source"] == "cifarkit-tutorial 0.1.0"
     assert plugins["split_cpu"]["backends"] == ["tensorflow"]
+    (command,) = json.loads(result.stdout)["commands"]
+    assert command == {"name": "best-run", "source": "cifarkit-tutorial 0.1.0",
+                       "summary": "the completed run with the best test accuracy"}
+    env = {"PYTHONPATH": str(installed_tutorial), "CIFARKIT_LOAD_PLUGINS": "cifarkit-tutorial"}
+    helped = cifarkit("--help", env=env)
+    assert "best-run" in helped.stdout and "the completed run with the best" in helped.stdout
+    missing = cifarkit("best-run", "nowhere", env=env)
+    assert missing.returncode == 2 and missing.stderr.startswith("cifarkit: error: nowhere: ")
+    assert missing.stderr.count("\n") == 1
     only_builtins = cifarkit("list-plugins", "--json",
                              env={"PYTHONPATH": str(installed_tutorial), "CIFARKIT_LOAD_PLUGINS": ""})
     assert "small_resnet" not in only_builtins.stdout
@@ -83,7 +92,7 @@ def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
     result = run_pytest(TUTORIAL, "-o", f"cache_dir={tmp_path}",
                         env={"PYTHONPATH": str(installed_tutorial)}, warnings=True)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "8 passed" in result.stdout
+    assert "9 passed" in result.stdout
     assert "DeprecationWarning" not in result.stdout  # its pyproject filters the frameworks'
 
 
@@ -176,3 +185,29 @@ def test_an_installed_wrapper_and_tracer_act_around_a_run(installed_tutorial, tm
                    "run_fit ends after 1 epoch(s)", "run_finish completed"]
     assert ("cifarkit: hook run_fit(run) -> cifarkit-tutorial:hook_trace, "
             "cifarkit-tutorial:fit_timer, cifarkit:run") in done.stderr
+
+
+def test_a_plugin_command_that_clashes_or_is_malformed_is_broken_not_added(tmp_path):
+    from cifarkit.core.registry import load_registry
+    from cifarkit.cli import build_parser, plugin_commands
+
+    plugin = tmp_path / "commands.py"
+    plugin.write_text(
+        "import cifarkit\n\n"
+        "@cifarkit.hookimpl\n"
+        "def register_commands(register):\n"
+        "    register('run', print, help='shadows the built-in run')\n"
+        "    register('hello', lambda args: print('hi'), help='says hi')\n")
+    registry = load_registry((plugin,))
+    commands = plugin_commands(registry)
+    assert [c.name for c in commands] == ["hello"]
+    assert any("command 'run' is already a command of built-in" in b.error
+               for b in registry.broken)
+    assert "hello" in build_parser(commands).format_help()
+    bad = tmp_path / "bad.py"
+    bad.write_text("import cifarkit\n\n@cifarkit.hookimpl\n"
+                   "def register_commands(register):\n    register('Bad Name', print, help='x')\n")
+    registry = load_registry((bad,))
+    assert plugin_commands(registry) == []
+    assert "lowercase letters, digits and '-'" in registry.broken[-1].error
+

@@ -273,7 +273,7 @@ def test_a_foreign_sweep_folder_is_not_resumed_without_trust_run(tmp_path, monke
 
 
 def test_a_sweep_folder_written_by_this_user_is_its_own(tmp_path):
-    from cifarkit.cli import sweep
+    from cifarkit.sweeps import folder as sweep
 
     folder = tmp_path / "s"
     folder.mkdir()
@@ -454,7 +454,7 @@ def test_a_storage_password_is_never_printed_or_stored(tmp_path, cifar10_dir):
 
 
 def test_a_masked_storage_needs_the_whole_url_to_resume(tmp_path):
-    from cifarkit.cli import sweep
+    from cifarkit.sweeps import folder as sweep
 
     folder = tmp_path / "s"
     folder.mkdir()
@@ -508,7 +508,7 @@ def test_a_sweep_records_its_trial_at_once_locks_its_folder_and_its_trials_die_w
     """The trial's run directory is in sweep.json while it trains; a second sweep of the
     folder is one line; killing the sweep (-9) stops its trial (it does not train on
     alone); the resumed sweep continues that trial's run instead of starting another."""
-    from cifarkit.cli import sweep
+    from cifarkit.sweeps import folder as sweep
     from cifarkit.runs.lock import RunLock
     from conftest import held, write_slow_recipe
 
@@ -547,7 +547,7 @@ def test_a_sweep_records_its_trial_at_once_locks_its_folder_and_its_trials_die_w
 def test_every_sweep_command_survives_every_hostile_sweep_file(tmp_path, name):
     """A sweep folder's own files, hostile in each way: `runs` on its parent and on it,
     and `sweep --resume` (with and without --trust-run) end in exit 0 or one line."""
-    from cifarkit.cli import sweep
+    from cifarkit.sweeps import folder as sweep
 
     outside = tmp_path / "outside" / "notes.txt"
     outside.parent.mkdir()

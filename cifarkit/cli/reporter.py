@@ -298,10 +298,10 @@ def _show(value) -> str:
     return json.dumps(value) if isinstance(value, (str, list, bool)) else str(value)
 
 
-def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
+def render_plugins(console, plugins, broken, clashes=None, slow=(), commands=()) -> None:
     """``cifarkit list-plugins``: one table per kind (plain lines on a narrow or
-    non-terminal console, which never cut a name or a value), then clashes,
-    the plugins that failed to load and slow imports."""
+    non-terminal console, which never cut a name or a value), the commands plugins
+    add, then clashes, the plugins that failed to load and slow imports."""
     from cifarkit.core.hookspecs import KINDS
 
     clashes = clashes or {}
@@ -331,6 +331,11 @@ def render_plugins(console, plugins, broken, clashes=None, slow=()) -> None:
                     console.print(f"      {params}", highlight=False, markup=False, soft_wrap=True)
         if tables:
             print_table(console, table)
+    if commands:
+        console.print("commands:", style="bold", highlight=False)
+    for c in commands:
+        console.print(f"  {c.name} [{c.source}]: {c.help}", highlight=False, markup=False,
+                      soft_wrap=True)
     for (kind, name), infos in clashes.items():
         console.print(f"[bold red]clash[/] two {kind} plugins are named {escape(repr(name))}: "
                       + " and ".join(escape(terminal_safe(i.source)) for i in infos)

@@ -160,6 +160,21 @@ def register_optimizers(register):
     """
 
 
+@hookspec
+def register_commands(register):
+    """Register commands of the ``cifarkit`` command line (as simonw/llm's plugins do).
+
+    ``register(name, handler, *, help, arguments=None, description=None)``:
+    ``handler(args)`` runs the command (``args``: the parsed ``argparse.Namespace``)
+    and returns its exit status (None: 0); ``arguments(parser)`` adds its arguments
+    to its ``argparse`` parser; ``help`` is the line ``cifarkit --help`` and
+    ``list-plugins`` show. A :class:`cifarkit.CifarkitError` from the handler is
+    one line, exit status 2, as for every command. A name that a built-in command
+    (or an earlier plugin's) has is refused as a clash. Import heavy libraries inside
+    the handler: every ``cifarkit`` start reads the commands.
+    """
+
+
 # -- the run's lifecycle ------------------------------------------------------
 
 @hookspec

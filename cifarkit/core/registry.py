@@ -161,18 +161,6 @@ def _impl_of(frame, impls: dict) -> Any:
     return next((i for i in found if getattr(i.function, "__self__", None) is owner), found[-1])
 
 
-def _calling_impl(impls: dict) -> Any:
-    """The hook implementation on the stack that called ``register()`` (it may call it
-    through helpers of its own), or None."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        impl = _impl_of(frame, impls)
-        if impl is not None:
-            return impl
-        frame = frame.f_back
-    return None
-
-
 def _raising_impl(exc: BaseException, impls: dict) -> Any:
     """The innermost hook implementation in ``exc``'s traceback, or None."""
     found, tb = None, exc.__traceback__
@@ -184,13 +172,37 @@ def _raising_impl(exc: BaseException, impls: dict) -> Any:
 
 def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
     """pluggy's refusal as one line, naming the hook."""
-    known = [kind.hook for kind in hookspecs.KINDS.values()] + list(hookspecs.LIFECYCLE)
+    known = ([kind.hook for kind in hookspecs.KINDS.values()] + ["register_commands"]
+             + list(hookspecs.LIFECYCLE))
     if unknown:
         return f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} ({allowed(known)})"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
     detail = "; ".join(lines[1:]) or (lines[0] if lines else "refused by pluggy")
     return f"hook {hook.group(1) if hook else '?'} does not match its specification: {detail}"
+
+
+def _factory_call(factory, name=None, *, backend=None, controls=()) -> tuple:
+    """What a ``register_<kind>s`` hook's ``register()`` was given, checked."""
+    if not callable(factory):
+        raise TypeError(f"register() needs a callable, got {factory!r}")
+    if isinstance(controls, str) or not all(isinstance(c, str) for c in controls):
+        raise TypeError(f"register(controls=...) needs a list of names, got {controls!r}")
+    return factory, name or factory.__name__, backend, tuple(controls)
+
+
+def _command_call(name, handler, *, help, arguments=None, description=None) -> dict:
+    """What ``register_commands``'s ``register()`` was given, checked."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise TypeError(f"register() needs a command name of lowercase letters, digits and "
+                        f"'-', got {name!r}")
+    for what, value in (("handler", handler), ("arguments", arguments)):
+        if value is not None and not callable(value):
+            raise TypeError(f"register({what}=...) needs a callable, got {value!r}")
+    if not isinstance(help, str) or not help.strip():
+        raise TypeError("register(help=...) needs the command's one-line description")
+    return {"name": name, "handler": handler, "help": help.strip().splitlines()[0],
+            "arguments": arguments, "description": description}
 
 
 @dataclass
@@ -320,43 +332,45 @@ class Registry:
 
     def _call_register_hook(self, kind: hookspecs.Kind) -> list[tuple]:
         """``(source, factory, name, backend, controls)`` for each ``register()`` call of
-        ``kind``'s hook.
+        ``kind``'s hook."""
+        return [(source, *call) for source, call in self._each_impl(kind.hook, _factory_call)]
 
-        A hook implementation that raises is recorded as broken, and the hook is
-        called again without it, so one broken plugin does not hide the others.
+    def _each_impl(self, hook: str, check: Callable[..., Any]) -> list[tuple[str, Any]]:
+        """``(source, check(*args, **kwargs))`` for each ``register(*args, **kwargs)`` call
+        made by ``hook``'s implementations.
+
+        Each plugin's implementation is called on its own, through pluggy (a subset
+        hook caller without the other plugins' implementations, so wrappers and
+        hook-call monitoring still apply), with a ``register`` of its own: what it
+        registers is attributed to it by construction. One that raises (``check``
+        raising included) is recorded as broken; the others still register. Plugins
+        are called in the order they were registered (a clash names its sources in
+        the order they loaded).
         """
-        removed: list[object] = []
-        while True:
-            caller = getattr(self.pm.hook, kind.hook)
-            impls = _impls_by_code(caller)
-            found: list[tuple] = []
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls()
+                 if not (i.hookwrapper or i.wrapper)]
+        found: list[tuple[str, Any]] = []
+        for impl in impls:  # registration order (pluggy calls them the other way round)
+            calls: list[Any] = []
 
-            def register(factory, name=None, *, backend=None, controls=()):
-                impl = _calling_impl(impls)
-                if not callable(factory):
-                    raise TypeError(f"register() needs a callable, got {factory!r}")
-                if isinstance(controls, str) or not all(isinstance(c, str) for c in controls):
-                    raise TypeError(f"register(controls=...) needs a list of names, got "
-                                    f"{controls!r}")
-                found.append((impl, factory, name or factory.__name__, backend, tuple(controls)))
+            def register(*args, **kwargs):
+                calls.append(check(*args, **kwargs))
 
-            caller = (self.pm.subset_hook_caller(kind.hook, remove_plugins=removed) if removed
-                      else getattr(self.pm.hook, kind.hook))
+            alone = self.pm.subset_hook_caller(
+                hook, remove_plugins=[i.plugin for i in impls if i is not impl])
             try:
-                caller(register=register)
+                alone(register=register)
             except Exception as exc:
-                impl = _raising_impl(exc, impls)
-                if impl is None or impl.plugin in removed:
-                    raise  # not a plugin's hook: a bug in cifarkit
                 self.broken.append(BrokenPlugin(self._source_of(impl),
-                                                f"{kind.hook}() failed: {_short_error(exc)}"))
-                removed.append(impl.plugin)
+                                                f"{hook}() failed: {_short_error(exc)}"))
                 continue
-            # pluggy calls the last registered first; keep registration order (earlier
-            # plugins first) so a clash names its sources in the order they loaded
-            order = {id(impl): i for i, impl in enumerate(caller.get_hookimpls())}
-            found.sort(key=lambda f: order.get(id(f[0]), -1))
-            return [(self._source_of(impl), *rest) for impl, *rest in found]
+            found.extend((self._source_of(impl), call) for call in calls)
+        return found
+
+    def commands(self) -> list[tuple[str, dict]]:
+        """``(source, the keywords of register())`` for each command a plugin's
+        ``register_commands`` registered; one that raises is recorded as broken."""
+        return self._each_impl("register_commands", _command_call)
 
     def _source_of(self, impl) -> str:
         if impl is None:

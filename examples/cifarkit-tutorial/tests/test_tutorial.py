@@ -82,3 +82,12 @@ def test_the_fit_timer_wraps_training_and_the_tracer_wraps_it(make_recipe, run_r
 
 def test_split_cpu_exists_for_tensorflow_only(cifarkit_registry):
     assert cifarkit_registry.get("strategy", "split_cpu").backends == ("tensorflow",)
+
+
+def test_best_run_is_a_command(cifarkit_cli, make_recipe, run_recipe, tmp_path):
+    empty = cifarkit_cli("best-run", str(tmp_path))
+    assert empty.returncode == 2 and "no completed run" in empty.stderr
+    result = run_recipe(make_recipe({}))
+    best = cifarkit_cli("best-run", str(result.run_dir.parent))
+    assert best.returncode == 0 and str(result.run_dir) in best.stdout
+    assert "best-run" in cifarkit_cli("--help").stdout

@@ -1,0 +1,81 @@
+"""``cifarkit run RECIPE`` (or ``--resume RUN_DIR``): train, evaluate once, write a run
+directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cifarkit.cli import options
+from cifarkit.errors import CifarkitError
+
+
+def arguments(parser) -> None:
+    options.recipe(parser, optional=True)
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch (or "
+                             "a completed one, with --set train.epochs=N)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow op determinism (same as --set train.deterministic=true)")
+    options.backend(parser)
+    parser.add_argument("--compilation-cache", metavar="DIR|off",
+                        help="where compiled programs are kept between runs (JAX backend; same "
+                             "as --set train.compilation_cache=...; default: the user's cache "
+                             "folder)")
+    options.overrides(parser)
+    parser.add_argument("--output", "-o", default="runs", metavar="DIR",
+                        help="where run directories go (default: runs/)")
+    options.plugin_files(parser)
+    parser.add_argument("--trust-run", action="store_true",
+                        help="with --resume: run the plugin files the run directory's recipe "
+                             "names even if another user's cifarkit made it (docs/runs.md)")
+
+
+def overrides(args) -> list[str]:
+    """``--set`` values, with the flags that stand for recipe keys added."""
+    return (list(args.overrides)
+            + (["train.deterministic=true"] if args.deterministic else [])
+            + options.backend_override(args)
+            + ([f"train.compilation_cache={json.dumps(args.compilation_cache)}"]
+               if args.compilation_cache else []))
+
+
+def main(args) -> int:
+    from cifarkit.cli.reporter import Reporter
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+    from cifarkit.runs.artifacts import read_resumable
+    from cifarkit.runs.runner import run
+
+    registry = load_registry(tuple(args.plugin_files))
+    reporter = Reporter(options.make_console())
+    if args.resume:
+        if args.recipe:
+            raise CifarkitError("run --resume RUN_DIR takes no RECIPE: a resumed run uses the "
+                                "recipe.toml in its run directory (--set may change the keys "
+                                "a resume can honour, such as train.epochs)")
+        run_dir = Path(args.resume).absolute()
+        read_resumable(run_dir)  # a run directory, or a one-line error saying why not
+        from cifarkit.runs.trust import check_resumable
+
+        check_resumable(run_dir, args.trust_run)
+        recipe = load_recipe(run_dir / "recipe.toml", overrides(args), registry)
+        result = run(recipe, registry, run_dir.parent, reporter, resume=run_dir)
+    else:
+        if not args.recipe:
+            raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
+        recipe = load_recipe(locate_recipe(args.recipe), overrides(args), registry)
+        result = run(recipe, registry, Path(args.output), reporter)
+    if result.summary.get("finish_errors"):  # trained, but a tracker's record failed
+        return 1
+    return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
+
+
+COMMAND = options.Command(
+    "run", main, "train, evaluate and write a run directory for a recipe", arguments,
+    description="Train the recipe's model, evaluate it once on the test split and write "
+                "a run directory: recipe.toml, metrics.csv, timing.csv, summary.json, "
+                "model.keras, accuracy.png, loss.png, confusion_matrix.png, run.log.",
+    epilog="KEY is a dotted recipe key: data.limit, train.epochs, model.dense_units, "
+           "augmentation.0.rotation,\ncallbacks.early_stopping.patience. VALUE is read as "
+           "a TOML value (1, 0.5, true, [64, 128]),\nelse as a plain string.")
