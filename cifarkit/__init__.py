@@ -3,17 +3,11 @@
 Importing this package is cheap: it never imports TensorFlow or Keras.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from cifarkit.errors import (CifarkitError, DataError, OutputError, PluginError,
                      RecipeError, StrategyError)
 from cifarkit.core.hookspecs import hookimpl
 from cifarkit.core.params import Range
-
-try:
-    __version__ = _version("cifarkit")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from cifarkit.version import __version__
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",

@@ -226,7 +226,7 @@ def _multi_worker_steps(model, strategy, train_config, global_batch: int):
     """``(train_step, all_sum, average_non_trainable)``: the multi-worker loop's tf.functions."""
     import tensorflow as tf
 
-    from cifarkit.runs.evaluation import make_loss
+    from cifarkit.losses import make_loss
 
     loss_fn = make_loss(train_config.loss, train_config.label_smoothing, reduction=None)
     optimizer = model.optimizer

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from cifarkit import __version__
+from cifarkit.version import __version__
 from cifarkit.cli.options import Command
 from cifarkit.errors import CifarkitError, is_plugin_exit, plugin_exit, terminal_safe
 

@@ -15,7 +15,8 @@ from cifarkit.runs.folder import check_model_file, is_regular, subfolder
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
-from cifarkit.runs.evaluation import TTA_VIEWS, make_loss, predict_tta, score
+from cifarkit.losses import make_loss
+from cifarkit.runs.evaluation import TTA_VIEWS, predict_tta, score
 from cifarkit import backends
 from cifarkit.backends import Backend
 from cifarkit.core.recipe import FOREIGN_HINT, load_recipe

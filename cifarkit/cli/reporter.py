@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarkit.errors import terminal_safe
+from cifarkit.runs.report import Report
 
 PLAIN_INTERVAL_S = 10.0
 
@@ -66,8 +67,9 @@ def print_table(console: Console, table) -> None:
         console.width = saved
 
 
-class Reporter:
-    """Reports a run's progress and its final summary."""
+class Reporter(Report):
+    """Reports a run's progress and its final summary on a rich console (live progress
+    on a terminal, plain lines otherwise), and appends them to run.log."""
 
     def __init__(self, console: Console | None = None, plain_interval_s: float = PLAIN_INTERVAL_S):
         self.console = console or make_console()

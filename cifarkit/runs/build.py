@@ -179,7 +179,7 @@ def compile_model(model, recipe: Recipe, registry: Registry, learning_rate: floa
     """Compile with the recipe's optimizer, loss and metrics; return the loss object."""
     import keras
 
-    from cifarkit.runs.evaluation import make_loss
+    from cifarkit.losses import make_loss
 
     optimizer = registry.call(recipe.train.optimizer, backend=backend,
                               learning_rate=learning_rate)

@@ -9,18 +9,6 @@ from typing import Any
 import numpy as np
 
 
-def make_loss(loss: str, label_smoothing: float = 0.0, reduction: str | None = "sum_over_batch_size"):
-    """The Keras loss object for ``train.loss`` (and its label smoothing).
-
-    ``reduction=None`` gives per-example losses (for a hand-written training loop).
-    """
-    import keras
-
-    if loss == "categorical_crossentropy":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing,
-                                                    reduction=reduction)
-    return keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
-
 
 #: How many views of each image :func:`predict_tta` predicts, by its ``tta``.
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
@@ -55,7 +43,7 @@ def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, 
 
 
 def numpy_loss(loss_fn, targets: np.ndarray, probs: np.ndarray) -> float:
-    """The mean of Keras's cross-entropy ``loss_fn`` (a loss from :func:`make_loss`, on
+    """The mean of Keras's cross-entropy ``loss_fn`` (a loss from :func:`cifarkit.losses.make_loss`, on
     probabilities) computed in NumPy: the same number, with no framework op to run or
     compile. ``targets`` are one-hot rows or class indices, as the loss takes them."""
     probs = np.asarray(probs, np.float64)

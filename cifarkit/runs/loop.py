@@ -25,7 +25,7 @@ from cifarkit.runs.build import Built
 from cifarkit.data import Prepared
 from cifarkit.runs.evaluation import score
 from cifarkit.core.recipe import Recipe
-from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.report import Report
 
 
 class Interrupted(Exception):
@@ -104,7 +104,7 @@ class RunMonitor(keras.callbacks.Callback):
             count); each epoch's row then holds its measured ``compile_time_s``.
     """
 
-    def __init__(self, reporter: Reporter, run_dir: Path, images_per_epoch: int, rows: list,
+    def __init__(self, reporter: Report, run_dir: Path, images_per_epoch: int, rows: list,
                  plugin_callbacks: list, signals: Signals, restore: tuple | None,
                  stop_at_step: bool = True, recipe: dict | None = None,
                  compile_clock: Callable[[], float] | None = None, fresh_patience: bool = False):

@@ -10,7 +10,6 @@ steps, replicas), ``run_dir``, ``rows`` (the per-epoch metrics so far),
 from __future__ import annotations
 
 import contextlib
-import io
 import shutil
 import tempfile
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from cifarkit.runs import artifacts, build, checkpoint, folder, trust
 from cifarkit.backends import Backend
@@ -28,7 +26,7 @@ from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
-from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.report import Report
 from cifarkit.runs.summary import facts, now, start_summary
 
 
@@ -57,7 +55,7 @@ def _check_same_data(data, previous: dict[str, Any], run_dir: Path) -> None:
 class Run:
     """One run of one recipe on one backend, from its run directory's creation to its end."""
 
-    def __init__(self, recipe: Recipe, registry: Registry, backend: Backend, reporter: Reporter,
+    def __init__(self, recipe: Recipe, registry: Registry, backend: Backend, reporter: Report,
                  held: contextlib.ExitStack):
         self.recipe, self.registry, self.backend = recipe, registry, backend
         self.reporter, self._held = reporter, held
@@ -84,7 +82,7 @@ class Run:
         self.restore = (saved, state) if saved is not None else None
         self.parts = build.build(recipe, self.registry, self.data, self.restore, resume)
         if not self.parts.role.chief:  # other workers print nothing, write only a temporary folder
-            self.reporter = Reporter(Console(file=io.StringIO()))
+            self.reporter = Report()
         self.run_dir, self.callbacks = self._open_run_dir(output)
         self.rows = list(state["rows"]) if state else []
         self.prior_time = (previous.get("wall_time_s")

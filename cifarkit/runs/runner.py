@@ -19,14 +19,14 @@ from cifarkit.errors import OutputError, is_plugin_exit, plugin_exit
 from cifarkit.runs.lock import RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
-from cifarkit.cli.reporter import Reporter
+from cifarkit.runs.report import Report
 from cifarkit.runs.run import Run, RunResult
 
 __all__ = ["Run", "RunResult", "run"]
 
 
 def run(recipe: Recipe, registry: Registry, output: Path,
-        reporter: Reporter | None = None, resume: Path | None = None) -> RunResult:
+        reporter: Report | None = None, resume: Path | None = None) -> RunResult:
     """Train, evaluate and write the run directory for a validated recipe.
 
     With ``resume`` (an existing run directory whose ``recipe.toml`` is
@@ -39,7 +39,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     backend.select(recipe.train.deterministic)
     with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
         previous = _claim(resume, Path(output).absolute(), held, recipe.train.epochs)
-        current = Run(recipe, registry, backend, reporter or Reporter(), held)
+        current = Run(recipe, registry, backend, reporter or Report(), held)
         current.open(Path(output).absolute(), resume, previous)
         from cifarkit.runs.loop import Interrupted, Signals  # Keras callbacks: after the backend started
 

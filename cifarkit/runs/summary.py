@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarkit import __version__
+from cifarkit.version import __version__
 
 from cifarkit.runs import artifacts
 from cifarkit.errors import plural

@@ -1,0 +1,52 @@
+"""The package's layering: each part of cifarkit imports only parts on its own floor or
+below, so the engine never reaches up into the command line (or sweeps, or the test
+helpers), and backends and data readers know nothing of recipes or runs."""
+
+import ast
+
+from conftest import ROOT
+
+#: Each part of the package and its floor; a module may import its own floor and below.
+FLOORS = {"errors": 0, "version": 0, "files": 0, "losses": 0,
+          "backends": 1, "data": 1,
+          "core": 2,
+          "runs": 3,
+          "sweeps": 4,
+          "cli": 5,
+          "testing": 6, "pytest_plugin": 6, "__main__": 6, "__init__": 6}
+
+
+def part(module: str) -> str:
+    """The part of cifarkit a dotted module name belongs to."""
+    names = module.split(".")
+    return names[1] if len(names) > 1 else "__init__"
+
+
+def imports(path):
+    """Every cifarkit module ``path`` imports (at its top or inside a function)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "cifarkit":
+                yield from (f"cifarkit.{a.name}" for a in node.names
+                            if f"cifarkit.{a.name}".split(".")[1] in FLOORS)
+            elif node.module.startswith("cifarkit."):
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("cifarkit."))
+
+
+def test_every_part_of_the_package_has_a_floor():
+    parts = {p.stem if p.is_file() else p.name for p in (ROOT / "cifarkit").iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    assert parts == set(FLOORS)
+
+
+def test_no_import_runs_up_the_floors():
+    upward = []
+    for path in sorted((ROOT / "cifarkit").rglob("*.py")):
+        relative = path.relative_to(ROOT).with_suffix("")
+        me = part(".".join(relative.parts)) if len(relative.parts) > 1 else "__init__"
+        for module in imports(path):
+            if FLOORS[part(module)] > FLOORS[me]:
+                upward.append(f"{relative}: {me} imports {module}")
+    assert upward == []
