@@ -47,4 +47,4 @@ def run_finish(run, status):
         return
     for callback in run.callbacks:
         if isinstance(callback, module.MlflowLogger):
-            callback.finish(run.run_dir, run.summary, status)
+            callback.finish(run.run_dir, dict(run.summary), status)

@@ -83,4 +83,4 @@ def run_start(run):
     spec = os.environ.get("CIFARKIT_TEST_STOP_AT")
     if spec:
         epoch, step, action = spec.split(":")
-        run.callbacks.append(_callback(int(epoch), int(step), action))
+        run.add_callback(_callback(int(epoch), int(step), action))

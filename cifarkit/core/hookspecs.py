@@ -182,11 +182,15 @@ def run_start(run):
     """Called once per run, after the run is built and its directory written, just
     before training.
 
-    ``run`` is the :class:`cifarkit.runs.run.Run`: ``run.recipe``, ``run.backend``
-    (``run.backend.name``), ``run.data``, ``run.parts`` (``model``,
-    ``strategy``, ``steps``, ``replicas``), ``run.run_dir``, ``run.summary``.
-    An exception stops the run (status ``failed``); a
-    :class:`cifarkit.CifarkitError` is one line naming the plugin.
+    ``run`` is a read-only :class:`cifarkit.runs.context.RunContext`:
+    ``run.recipe``, ``run.run_dir``, ``run.backend`` (its name), ``run.model``,
+    ``run.class_names``, ``run.steps``, ``run.replicas``, ``run.batch_size``,
+    ``run.callbacks``, ``run.rows``, ``run.summary``; a plugin adds a callback
+    with ``run.add_callback(callback)`` (here only), a file with
+    ``run.artifact(NAME)`` (a path to write) and a number to summary.json with
+    ``run.add_metric(NAME, VALUE)``. Setting an attribute (replacing the model,
+    say) is one line naming the plugin. An exception stops the run (status
+    ``failed``); a :class:`cifarkit.CifarkitError` is one line naming the plugin.
     """
 
 
@@ -194,9 +198,9 @@ def run_start(run):
 def run_fit(run):
     """Train the run's remaining epochs.
 
-    cifarkit's own implementation runs last (``trylast``) and calls
-    ``run.fit()``: Keras's ``fit`` on the run's backend (or its multi-worker
-    loop). Wrap it to act around training (time it, profile it, open a
+    ``run``: the run's read-only context (see ``run_start``). cifarkit's own
+    implementation runs last (``trylast``): Keras's ``fit`` on the run's
+    backend (or its multi-worker loop). Wrap it to act around training (time it, profile it, open a
     tracker's session)::
 
         @cifarkit.hookimpl(wrapper=True)
@@ -207,7 +211,7 @@ def run_fit(run):
             return result
 
     An implementation that returns anything but ``None`` replaces the
-    training (pluggy's firstresult): it must train ``run.parts.model`` itself.
+    training (pluggy's firstresult): it must train ``run.model`` itself.
     """
 
 
@@ -216,8 +220,8 @@ def run_finish(run, status):
     """Called once per run after summary.json holds its final ``status``
     ("completed", "interrupted" or "failed"), whatever happened. Read
     ``run.summary`` and ``run.rows`` (the per-epoch metrics); write only
-    inside ``run.run_dir``. An exception here is reported and does not
-    change the status.
+    ``run.artifact(NAME)`` paths; ``run.add_metric`` rewrites summary.json. An
+    exception here is reported and does not change the status.
     """
 
 
@@ -230,7 +234,7 @@ class CoreRun:
 
     @hookimpl(trylast=True)
     def run_fit(self, run):
-        run.fit()
+        run._training()
         return True
 
 

@@ -290,7 +290,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "learning_rate": _NUMBER, "best_value": _NUMBER, "deterministic": bool,
     "resumed": bool, "stopped_early": bool, "class_names": list, "overrides": list,
     "finish_errors": list,
-    "per_class_accuracy": dict, "versions": dict, "test_metrics": dict,
+    "per_class_accuracy": dict, "versions": dict, "test_metrics": dict, "plugin_metrics": dict,
 }
 
 

@@ -26,6 +26,7 @@ from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
+from cifarkit.runs.context import RunContext
 from cifarkit.runs.report import Report
 from cifarkit.runs.summary import facts, now, start_summary
 
@@ -66,6 +67,7 @@ class Run:
         self.restore: tuple[Path, dict[str, Any]] | None = None
         self.resume: Path | None = None
         self.continuing = False
+        self.context = RunContext(self)  # what its lifecycle hooks see of it
 
     # -- open: data, parts, run directory ------------------------------------------
     def open(self, output: Path, resume: Path | None, previous: dict[str, Any]) -> None:
@@ -145,7 +147,8 @@ class Run:
         from cifarkit.runs import loop as training
 
         self.signals = signals
-        self.registry.run_hook("run_start", run=self)
+        self.registry.run_hook("run_start", run=self.context)
+        self.context._started()
         self.monitor = training.RunMonitor(
             self.reporter, self.run_dir, self.images_per_epoch, self.rows, self.callbacks,
             signals, self.restore, stop_at_step=not self.parts.role.multi_worker,
@@ -154,7 +157,7 @@ class Run:
             fresh_patience=self.continuing)
         self.reporter.train_begin(self.recipe.train.epochs, self.parts.steps,
                                   self.recipe.data.batch_size)
-        self.registry.run_hook("run_fit", run=self)
+        self.registry.run_hook("run_fit", run=self.context)
         self.reporter.stop_live()
 
     def fit(self) -> None:
@@ -238,10 +241,13 @@ class Run:
         self._close()
         from cifarkit.core.registry import FinishFailed
 
-        results = self.registry.run_hook("run_finish", run=self, status=status) or []
+        written = dict(self.summary.get("plugin_metrics") or {})
+        results = self.registry.run_hook("run_finish", run=self.context, status=status) or []
         failures = [r.message for r in results if isinstance(r, FinishFailed)]
-        if failures and self.parts.role.chief:  # a tracker that failed: the outcome says so
+        if failures:  # a tracker that failed: the outcome says so
             self.summary["finish_errors"] = failures
+        if (failures or self.summary.get("plugin_metrics", {}) != written) \
+                and self.parts.role.chief:
             artifacts.write_json(self.run_dir / "summary.json", self.summary)
 
     def _complete(self) -> None:

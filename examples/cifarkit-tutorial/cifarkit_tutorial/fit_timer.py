@@ -12,6 +12,6 @@ def run_fit(run):
         return (yield)  # the training: cifarkit's own, and any other wrapper inside this one
     finally:  # also when training fails or is interrupted
         seconds = time.perf_counter() - started
-        (run.run_dir / "fit_time.json").write_text(json.dumps({
+        run.artifact("fit_time.json").write_text(json.dumps({
             "fit_seconds": round(seconds, 3), "epochs": len(run.rows),
-            "backend": run.backend.name}))
+            "backend": run.backend}))

@@ -10,7 +10,7 @@ def _log(run, text):
 
 @cifarkit.hookimpl(tryfirst=True)
 def run_start(run):
-    _log(run, f"run_start {run.recipe.name} on {run.backend.name}")
+    _log(run, f"run_start {run.recipe.name} on {run.backend}")
 
 
 @cifarkit.hookimpl(wrapper=True, tryfirst=True)  # outermost: around every other wrapper
