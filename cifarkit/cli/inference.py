@@ -16,7 +16,7 @@ from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
 from cifarkit.losses import make_loss
-from cifarkit.runs.evaluation import TTA_VIEWS, predict_tta, score
+from cifarkit.runs.evaluation import TTA_VIEWS, probabilities, score
 from cifarkit import backends
 from cifarkit.backends import Backend
 from cifarkit.core.recipe import FOREIGN_HINT, load_recipe
@@ -138,9 +138,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     if tuple(model.input_shape[1:]) != data.input_shape:
         raise DataError(f"{data_path or recipe.path}: images are {data.input_shape} but the model "
                         f"takes {tuple(model.input_shape[1:])}")
-    probs, _ = predict_tta(
-        lambda x: model.predict(x, batch_size=recipe.data.batch_size, verbose=0),
-        data.x_test.astype(np.float32), recipe.train.tta)
+    probs, _ = probabilities(chosen, model, data.x_test, recipe.data.batch_size, recipe.train.tta)
     _finite(probs, run_dir, "the test split")
     result = score(probs, data.y_test, data.class_names,
                    make_loss(recipe.train.loss, recipe.train.label_smoothing), recipe.train.one_hot,
@@ -184,7 +182,8 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     if not class_names or len(class_names) != model.output_shape[-1]:
         class_names = [str(i) for i in range(model.output_shape[-1])]
     x = _channels(read_images(images, height).astype(np.float32), model.input_shape[-1], run_dir)
-    probs, _ = predict_tta(lambda batch: model.predict(batch, verbose=0), x, tta)
+    batch = summary.get("batch_size") if isinstance(summary.get("batch_size"), int) else 64
+    probs, _ = probabilities(chosen, model, x, max(1, min(batch, len(x))), tta)
     _finite(probs, run_dir, "these images")
     out = []
     for path, p in zip(images, probs):

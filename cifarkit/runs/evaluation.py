@@ -14,6 +14,31 @@ import numpy as np
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
 
 
+def probabilities(backend, model, x: np.ndarray, batch_size: int, tta: str = "none", *,
+                  outside_replicas: bool = False, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """The one prediction path of ``run``, ``evaluate`` and ``predict``: class
+    probabilities for images ``x`` under test-time augmentation ``tta``
+    (:func:`predict_tta`), through ``backend``'s prediction in chunks of whole
+    batches. ``outside_replicas``: on this process alone (a run over several
+    replicas); ``progress(done, total)`` after each chunk (and once before)."""
+    predict_on = backend.predict if outside_replicas else backend.predict_keras
+    total, done = TTA_VIEWS[tta] * len(x), [0]
+    chunk = batch_size * max(1, 2048 // batch_size)  # progress a few times a pass
+
+    def predict(images):
+        out = []
+        for i in range(0, len(images), chunk):
+            out.append(np.asarray(predict_on(model, images[i:i + chunk], batch_size), np.float32))
+            done[0] += len(out[-1])
+            if progress is not None:
+                progress(done[0], total)
+        return np.concatenate(out)
+
+    if progress is not None:
+        progress(0, total)
+    return predict_tta(predict, np.asarray(x, np.float32), tta)
+
+
 def predict_tta(predict, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for images ``x`` (n, h, w, c) under test-time augmentation ``tta``.
 

@@ -175,31 +175,20 @@ class Run:
     def evaluate(self, signals) -> None:
         """The test split, touched once (with the recipe's test-time augmentation); then
         model.keras."""
-        from cifarkit.runs.evaluation import TTA_VIEWS, predict_tta, score
+        from cifarkit.runs.evaluation import TTA_VIEWS, probabilities, score
 
         signals.check()  # a signal just after the last epoch: evaluation can wait
-        recipe, data, batch = self.recipe, self.data, self.recipe.data.batch_size
-        if self.parts.split_batches:  # several replicas: predictions outside them
-            def predict_all(x):
-                return self.backend.predict(self.parts.model, x, batch)
-        else:
-            def predict_all(x):
-                return self.backend.predict_keras(self.parts.model, x, batch)
+        recipe, data = self.recipe, self.data
         views = TTA_VIEWS[recipe.train.tta]
-        total, done = views * len(data.x_test), [0]
-        chunk = batch * max(1, 2048 // batch)  # progress a few times per pass, whole batches
 
-        def predict(x):
-            out = []
-            for i in range(0, len(x), chunk):
-                out.append(predict_all(x[i:i + chunk]))
-                done[0] += len(out[-1])
-                self.reporter.evaluating(done[0], total, f" ({views} views)" if views > 1 else "")
-                signals.check()
-            return np.concatenate(out)
+        def progress(done: int, total: int) -> None:
+            self.reporter.evaluating(done, total, f" ({views} views)" if views > 1 else "")
+            signals.check()
 
-        self.reporter.evaluating(0, total, f" ({views} views)" if views > 1 else "")
-        probs, plain = predict_tta(predict, data.x_test.astype("float32"), recipe.train.tta)
+        probs, plain = probabilities(self.backend, self.parts.model, data.x_test,
+                                     recipe.data.batch_size, recipe.train.tta,
+                                     outside_replicas=self.parts.split_batches,
+                                     progress=progress)
         self.reporter.stop_live()
         test = score(probs, data.y_test, data.class_names, self.parts.loss,
                      recipe.train.one_hot, recipe.train.metrics)
