@@ -14,6 +14,7 @@ from keras import ops
 
 from cifarkit import PluginError
 from cifarkit.backends import sync_weights
+from cifarkit.backends.keras_internals import install_schedule
 
 
 def _number(value):
@@ -191,7 +192,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         if not steps or not epochs:
             raise PluginError(f"{self.name}: the number of steps per epoch is unknown; "
                               "set train.steps_per_epoch")
-        optimizer._learning_rate = self.make(epochs * steps)
+        install_schedule(optimizer, self.make(epochs * steps))
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -174,12 +174,12 @@ def test_lookahead_in_the_step_matches_lookahead_on_the_host():
 
 
 def test_variables_created_together_equal_keras_own_initialisation():
-    """jax_steps.initialising: the weights a model gets when its variables are
+    """keras_internals.initialising: the weights a model gets when its variables are
     initialised together (one compiled program) are the ones Keras's eager
     initialisation gives; an initializer that is not Keras's own still runs, and
     assignments made while building (set_weights) are kept."""
     run_python("""
-    from cifarkit.backends.jax_steps import initialising
+    from cifarkit.backends.keras_internals import initialising
 
     class Halves(keras.initializers.Initializer):  # a user's own initializer
         def __call__(self, shape, dtype=None):

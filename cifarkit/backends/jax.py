@@ -89,12 +89,12 @@ class Jax(Backend):
 
     def initialising(self):
         """Variables created inside are initialised as one compiled program on exit
-        (:func:`cifarkit.backends.jax_steps.initialising`)."""
+        (:func:`cifarkit.backends.keras_internals.initialising`)."""
         import jax
 
         if jax.process_count() > 1:  # every process initialises as Keras does
             return super().initialising()
-        from .jax_steps import initialising
+        from .keras_internals import initialising
 
         return initialising()
 
@@ -220,10 +220,17 @@ class Jax(Backend):
     def advice(self) -> str | None:
         import jax
 
-        if any(d.platform != "cpu" for d in jax.devices()):
-            return None
-        return ("JAX sees no accelerator here, and on a CPU TensorFlow trains several "
-                "times faster (measured in docs/backends.md): --backend tensorflow")
+        from .keras_internals import checked, keras_release
+
+        notes = []
+        if all(d.platform == "cpu" for d in jax.devices()):
+            notes.append("JAX sees no accelerator here, and on a CPU TensorFlow trains several "
+                         "times faster (measured in docs/backends.md): --backend tensorflow")
+        if not checked():
+            notes.append("Keras {}.{} is not a release cifarkit's JAX start-up was checked "
+                         "against, so variables are initialised one by one (a slower start; "
+                         "docs/backends.md)".format(*keras_release()))
+        return "; ".join(notes) or None
 
     def compile_seconds(self) -> float:
         return self._compile_s

@@ -22,7 +22,6 @@ its host-side hooks alone.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 
@@ -189,75 +188,3 @@ def _batch_sharding(shape: tuple):
     if distribution is None:
         return None
     return distribution.get_data_layout(shape).backend_layout
-
-
-@contextlib.contextmanager
-def initialising():
-    """Create variables inside, initialise them in one compiled program on exit.
-
-    Keras initialises each variable as it is created, and on JAX every initializer
-    of a new shape is a compilation of its own (a dozen for a small CNN, each
-    slow on a CPU). Inside a ``keras.StatelessScope`` Keras defers them instead;
-    on exit the deferred initializers that are Keras's own (pure functions of
-    shape, dtype and an integer seed) run together as one ``jax.jit`` program,
-    and any other initializer runs as Keras would have run it. The values are
-    the ones eager initialisation gives (JAX's random numbers do not depend on
-    compilation). Assignments made inside (``set_weights`` of computed
-    statistics, say) are kept in the scope and applied afterwards, in order.
-    """
-    import keras
-    from keras.src.backend.common import global_state  # Keras's deferred-variable list
-
-    key = "uninitialized_variables"
-    outer = global_state.get_global_attribute(key) or []
-    global_state.set_global_attribute(key, [])
-    scope = keras.StatelessScope(initialize_variables=False)
-    try:
-        with scope:
-            yield
-    finally:
-        created = global_state.get_global_attribute(key) or []
-        global_state.set_global_attribute(key, outer)
-        _initialise(created)
-        _apply_assignments(scope, created)
-
-
-def _initialise(variables: list) -> None:
-    import jax
-
-    together = [v for v in variables if _pure(v._initializer)]
-    calls = [(v._initializer, v.shape, v.dtype) for v in together]
-    values = jax.jit(lambda: [init(shape, dtype=dtype) for init, shape, dtype in calls])() \
-        if calls else []
-    for variable, value in zip(together, values):
-        variable._initializer = None
-        variable._initialize(value)
-    for variable in variables:
-        if variable._initializer is not None:
-            variable._deferred_initialize()
-
-
-def _pure(initializer) -> bool:
-    """Keras's own initializers with an integer seed (or none) trace into one program."""
-    import keras
-
-    return (isinstance(initializer, keras.initializers.Initializer)
-            and type(initializer).__module__.startswith("keras.")
-            and not isinstance(getattr(initializer, "seed", None), keras.random.SeedGenerator))
-
-
-def _apply_assignments(scope, created: list) -> None:
-    """What was assigned inside the scope, onto the variables (``created`` and any that
-    already existed and were assigned)."""
-    import gc
-
-    by_id = {id(v): v for v in created}
-    missing = set(scope.state_mapping) - set(by_id)
-    if missing:  # assignments to variables created before the scope
-        from keras.src.backend.common.variables import Variable
-
-        by_id.update({id(o): o for o in gc.get_objects()
-                      if isinstance(o, Variable) and id(o) in missing})
-    for ident, value in scope.state_mapping.items():
-        if ident in by_id:
-            by_id[ident].assign(value)
