@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from cifarkit.errors import CifarkitError
+
 
 class NotRegularFile(OSError):
     """A FIFO, device or socket where a file was expected (reading it could hang)."""
@@ -63,3 +65,34 @@ def unsafe_parent(path: Path) -> str | None:
             return (f"{folder} can be written by other users (mode "
                     f"{stat.S_IMODE(info.st_mode):04o}, no sticky bit)")
     return None
+
+
+def cache_folder(setting: str, backend: str) -> Path | None:
+    """The compilation cache folder a setting names: "off" none, "auto" the user's cache
+    folder (``$XDG_CACHE_HOME/cifarkit/<backend>``, else ``~/.cache/cifarkit/<backend>``),
+    else that folder. It is created private to the user (mode 0700); one that others can
+    write to is refused, since whoever writes to a compilation cache runs code as you."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(base) / "cifarkit" / backend
+    else:
+        folder = Path(setting).expanduser().absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(folder)
+    except OSError as exc:
+        raise CifarkitError(f"train.compilation_cache: cannot create {folder} "
+                            f"({exc.strerror or exc}); choose another folder or \"off\"") from None
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise CifarkitError(f"train.compilation_cache: {folder} can be written by other users "
+                            f"(mode {info.st_mode & 0o777:o}), and a compilation cache others "
+                            "can write to lets them run code as you; use a folder only you can "
+                            "write to (chmod 700), or \"off\"")
+    why = unsafe_parent(folder)
+    if why is not None:
+        raise CifarkitError(f"train.compilation_cache: {folder}: {why}, so another user could "
+                            "replace the cache, and a compilation cache others can write to "
+                            "lets them run code as you; use a folder of your own, or \"off\"")
+    return folder

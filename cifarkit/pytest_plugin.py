@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from cifarkit.backends import BACKENDS
+
 SMOKE = {
     "data": {"batch_size": 16, "validation_split": 0.2},
     "model": {"plugin": "seed_cnn", "filters": [4, 8], "dropout": [0.1, 0.1], "dense_units": 8},
@@ -131,7 +133,7 @@ def make_recipe(tmp_path, tiny_cifar10):
     return make
 
 
-@pytest.fixture(params=["tensorflow", "jax"])
+@pytest.fixture(params=list(BACKENDS))
 def cifarkit_backend(request) -> str:
     """Each Keras backend cifarkit runs on, where it is installed."""
     if importlib.util.find_spec(request.param) is None:

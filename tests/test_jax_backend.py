@@ -369,7 +369,7 @@ def test_a_compilation_cache_others_can_write_to_is_refused(tmp_path, cifar10_di
 
 
 def test_the_compilation_cache_setting(tmp_path, monkeypatch):
-    from cifarkit.backends import cache_folder
+    from cifarkit.files import cache_folder
     from cifarkit.errors import CifarkitError
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

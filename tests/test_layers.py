@@ -50,3 +50,24 @@ def test_no_import_runs_up_the_floors():
             if FLOORS[part(module)] > FLOORS[me]:
                 upward.append(f"{relative}: {me} imports {module}")
     assert upward == []
+
+
+def test_no_backend_name_outside_the_backends():
+    """Only cifarkit/backends/ names a backend: everything else asks the Backend object
+    it was given (or backends.DEFAULT). Docstrings may mention them."""
+    from cifarkit.backends import BACKENDS
+
+    found = []
+    for path in sorted((ROOT / "cifarkit").rglob("*.py")):
+        if "backends" in path.relative_to(ROOT).parts:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                           ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+                  for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and node.value in BACKENDS
+                  and id(node) not in docstrings]
+    assert found == []

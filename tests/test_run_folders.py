@@ -318,7 +318,7 @@ def test_a_key_that_is_a_link_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_compilation_cache_under_a_folder_others_can_write_is_refused(tmp_path):
-    from cifarkit.backends import cache_folder
+    from cifarkit.files import cache_folder
 
     shared = tmp_path / "shared"
     shared.mkdir()

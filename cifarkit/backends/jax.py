@@ -190,7 +190,7 @@ class Jax(Backend):
         that building a model compiles op by op)."""
         import jax
 
-        from . import cache_folder
+        from cifarkit.files import cache_folder
 
         folder = cache_folder(setting, self.name)
         if folder is None:

@@ -100,6 +100,13 @@ class TensorFlow(Backend):
     def replicas(self, strategy) -> int:
         return int(strategy.num_replicas_in_sync)
 
+    # -- exported SavedModels --------------------------------------------------------
+    def saved_model_names(self, path) -> tuple[str, str]:
+        return saved_model_names(path)
+
+    def saved_model_predict(self, path, x) -> tuple[Any, str]:
+        return saved_model_predict(path, x)
+
     def role(self, strategy) -> Role:
         import tensorflow as tf
 
@@ -276,9 +283,6 @@ def _multi_worker_steps(model, strategy, train_config, global_batch: int):
     return train_step, all_sum, average_non_trainable
 
 
-BACKEND = TensorFlow()
-
-
 def saved_model_predict(path, x) -> tuple[Any, str]:
     """A SavedModel's serving output for ``x``, and the runtime that gave it."""
     import tensorflow as tf
@@ -296,3 +300,6 @@ def saved_model_names(path) -> tuple[str, str]:
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
     return next(iter(inputs)), next(iter(signature.structured_outputs))
+
+
+BACKEND = TensorFlow()

@@ -54,7 +54,7 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
     for path in (target, description_path):
         if path.exists():
             raise OutputError(f"{path}: already exists; remove it or pass --output")
-    chosen = backends.get(backend or "tensorflow")
+    chosen = backends.get(backend or backends.DEFAULT)
     trained = _load_model(run_dir, chosen)
     model = portable(trained)  # float32, GELU through erf: what every runtime runs
     try:
@@ -68,7 +68,7 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
         model.export(str(partial), format=keras_format, verbose=False)
         description = _describe(model, fmt, target, partial, class_names, tta, run_dir,
-                                trained_on or "tensorflow", chosen.name)
+                                trained_on or backends.DEFAULT, chosen.name)
         description["checked"] = check_artifact(fmt, partial, description["input"]["name"],
                                                 model, trained, run_dir)
         artifacts.write_json(description_path, description)
@@ -80,8 +80,8 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
             raise
         if isinstance(exc, OutputError):
             raise
-        hint = ("; export on the tensorflow backend (the default: leave out --backend)"
-                if chosen.name != "tensorflow" else "")
+        hint = (f"; export on the {backends.DEFAULT} backend (the default: leave out "
+                "--backend)" if chosen.name != backends.DEFAULT else "")
         raise OutputError(f"{run_dir / 'model.keras'}: Keras on the {chosen.name} backend "
                           f"cannot export it as {fmt} ({first_line(exc)}){hint}") from None
     return description
@@ -178,9 +178,7 @@ def check_artifact(fmt: str, written: Path, input_name: str, graph, trained,
             got, runtime = session.run(None, {input_name: x})[0], \
                 f"onnxruntime {onnxruntime.__version__}"
         else:
-            from cifarkit.backends.tensorflow import saved_model_predict
-
-            got, runtime = saved_model_predict(written, x)
+            got, runtime = backends.get(backends.DEFAULT).saved_model_predict(written, x)
     except Exception as exc:
         raise OutputError(f"{run_dir / 'model.keras'}: the exported {fmt} does not run "
                           f"({first_line(exc)[:300]}); nothing was written") from None
@@ -233,9 +231,7 @@ def _io_names(fmt: str, written: Path) -> tuple[str, str]:
 
         graph = onnx.load(str(written), load_external_data=False).graph
         return graph.input[0].name, graph.output[0].name
-    from cifarkit.backends.tensorflow import saved_model_names
-
-    return saved_model_names(written)
+    return backends.get(backends.DEFAULT).saved_model_names(written)
 
 
 def _remove(path: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cifarkit.backends import BACKENDS
 from cifarkit.core.params import Range, plain
 
 RESUMABLE = {"resume": True}
@@ -89,7 +90,7 @@ class TrainConfig:
     tta: Literal["none", "flip", "flip_translate"] = "none"
     # Unset: the KERAS_BACKEND environment variable, else tensorflow. A run
     # directory's recipe.toml names the backend the run used.
-    backend: Literal["tensorflow", "jax"] | None = None
+    backend: Literal[BACKENDS] | None = None
     # Where compiled programs are kept between runs: "auto" (the user's cache folder),
     # "off", or a folder. Only the JAX backend has such a cache (docs/backends.md).
     compilation_cache: str = field(default="auto", metadata=RESUMABLE)

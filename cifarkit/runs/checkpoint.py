@@ -30,7 +30,7 @@ from cifarkit.core import schema
 from cifarkit.errors import CifarkitError, OutputError, RecipeError, first_line
 from cifarkit.core.recipe import Recipe, recipe_from_document
 from cifarkit.core.registry import Registry
-from cifarkit.backends import seed_states
+from cifarkit.backends import DEFAULT, seed_states
 
 CURRENT = "checkpoint"
 PREVIOUS = ".checkpoint-previous"
@@ -245,7 +245,7 @@ def check_edits(recipe: Recipe, registry: Registry, state: dict[str, Any], run_d
         pass  # a plugin since uninstalled, say: compare what was written
     editable = resume_editable(recipe, registry)
     old, new = _flat(before), _flat(recipe.resolved())
-    old.setdefault("train.backend", "tensorflow")  # recipes kept before train.backend existed
+    old.setdefault("train.backend", DEFAULT)  # recipes kept before train.backend existed
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or any(key == e or key.startswith(e + ".")
                                                 for e in editable):
