@@ -115,7 +115,8 @@ def make_recipe(tmp_path, tiny_cifar10):
     """Factory: a smoke-sized recipe extending the default recipe, as a file."""
     import tomli_w
 
-    from cifarkit.core.recipe import builtin_recipes, merge_tables
+    from cifarkit.core.document import merge_tables
+    from cifarkit.core.recipe import builtin_recipes
 
     default = builtin_recipes()["default"]
     counter = iter(range(1, 10_000))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarkit.runs import artifacts
+from cifarkit.runs import artifacts, plots
 from cifarkit.runs.folder import check_model_file, is_regular, subfolder
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
@@ -154,7 +154,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{output}: cannot create ({exc.strerror or exc})") from None
-    artifacts.plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
+    plots.plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
     artifacts.write_json(output / "evaluation.json", result)
     if console is not None:
         render_evaluation(console, result, data.class_names, f"{run_dir.name} on {result['data']}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import stat
 import re
 import sys
 import typing
@@ -23,134 +22,20 @@ from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 from cifarkit.errors import (CifarkitError, RecipeError, allowed, did_you_mean, first_line,
                              printable)
+from cifarkit.core.document import (Key, _key_str, _record, apply_set, merge_tables,  # noqa: F401
+                                    parse_value, read_toml)
 from cifarkit.core.params import ParamTypeError, coerce
 from cifarkit.core.registry import Registry
 from cifarkit.core.schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
                      TrainConfig, _base, _plugin_ref, _schema, resume_editable)
 
 # -- reading and merging --------------------------------------------------------
-
-Key = tuple  # a path into the document: ("data", "batch_size"), ("augmentation", 0)
-
-
-def _key_str(key: Key) -> str:
-    out = ""
-    for part in key:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + printable(part)
-    return out
-
-
-#: The largest recipe file cifarkit reads, and the deepest nesting of tables
-#: and arrays it accepts (a recipe needs 4 levels; anything near these is hostile).
-MAX_RECIPE_BYTES = 1_000_000
-MAX_DEPTH = 32
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a TOML value (iterative: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > MAX_DEPTH:
-            break
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _loads(text: str, where: str) -> dict[str, Any]:
-    """``tomllib.loads`` with nesting bounded (one line naming ``where``); syntax errors
-    stay ``TOMLDecodeError`` for the caller to word."""
-    try:
-        doc = tomllib.loads(text)
-    except RecursionError:
-        doc = None
-    if doc is None or _depth(doc) > MAX_DEPTH:
-        raise RecipeError(f"{where}: tables or arrays nested more than {MAX_DEPTH} levels deep")
-    return doc
-
-
-def parse_toml(text: str, where: str) -> dict[str, Any]:
-    """TOML text to a dict; too deep a nesting, or a syntax error, is one line naming ``where``."""
-    try:
-        return _loads(text, where)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{where}: TOML syntax error: {exc}") from None
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; every failure is a RecipeError naming the file.
-
-    Only regular files of at most :data:`MAX_RECIPE_BYTES` are read (a named
-    pipe or a device would hang or exhaust memory).
-    """
-    try:
-        st = path.stat()
-        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_RECIPE_BYTES:
-            raise RecipeError(f"{path}: {st.st_size:,} bytes is too large for a recipe "
-                              f"(at most {MAX_RECIPE_BYTES:,})")
-        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-            raise RecipeError(f"{path}: not a regular file (a recipe is a .toml file)")
-        with path.open("rb") as f:
-            text = f.read(MAX_RECIPE_BYTES + 1).decode("utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{path}: is a directory, not a recipe file (expected a .toml file)") from None
-    except PermissionError:
-        raise RecipeError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_toml(text, str(path))
-
-
-def _record(doc: Any, origin: Origin, origins: dict[Key, Origin], prefix: Key = ()) -> None:
-    origins[prefix] = origin
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            _record(v, origin, origins, prefix + (k,))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            _record(v, origin, origins, prefix + (i,))
-
-
-def _drop(origins: dict[Key, Origin], prefix: Key) -> None:
-    for key in [k for k in origins if k[: len(prefix)] == prefix]:
-        del origins[key]
-
-
-def merge_tables(base: dict, over: dict, origins: dict[Key, Origin] | None = None,
-                 over_origins: dict[Key, Origin] | None = None, prefix: Key = ()) -> dict:
-    """``over`` on top of ``base`` with the ``extends`` rules; records origins if given.
-
-    Tables merge key by key; arrays and other values are replaced; a plugin
-    table whose ``plugin`` changes is replaced whole.
-    """
-    out = dict(base)
-    for k, v in over.items():
-        key = prefix + (k,)
-        old = out.get(k)
-        same_plugin = not (isinstance(old, dict) and isinstance(v, dict)
-                           and "plugin" in v and v.get("plugin") != old.get("plugin"))
-        if isinstance(old, dict) and isinstance(v, dict) and same_plugin:
-            out[k] = merge_tables(old, v, origins, over_origins, key)
-            if origins is not None and over_origins is not None:
-                origins.setdefault(key, over_origins[key])
-        else:
-            out[k] = v
-            if origins is not None and over_origins is not None:
-                _drop(origins, key)
-                origins.update({kk: o for kk, o in over_origins.items() if kk[: len(key)] == key})
-    return out
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -216,81 +101,6 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
         raise RecipeError(f"{path}: extends: {parent_ref!r} not found (looked at {parent_path})")
     parent = _load_chain(parent_path, origins, seen + (path,), seen_real + (real,))
     return merge_tables(parent, doc, origins, own)
-
-
-_SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*=(.*)$", re.S)
-
-
-def parse_value(text: str, where: str | None = None) -> Any:
-    """A ``--set`` value: a TOML value if it parses as one, else the raw string."""
-    try:
-        return _loads(f"v = {text.strip()}", where or f"--set {printable(text)[:60]}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _parse_set_key(option: str, key_text: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for raw in re.split(r"\.|\[", key_text):
-        raw = raw.rstrip("]")
-        if raw == "":
-            raise RecipeError(f"--set {option}: malformed key {key_text!r}")
-        parts.append(int(raw) if raw.isdigit() else raw)
-    return parts
-
-
-def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
-    """Apply one ``--set KEY=VALUE`` override in place.
-
-    KEY is dotted (``train.epochs``); an array of tables is indexed by
-    position (``augmentation.0.degrees`` or ``augmentation[0].degrees``) or
-    by plugin name when only one entry uses it (``callbacks.early_stopping.patience``).
-    """
-    option = printable(raw_option)
-    if not raw_option.isprintable():  # a newline or an escape would be written into recipe.toml
-        bad = next(c for c in raw_option if not c.isprintable())
-        raise RecipeError(f"--set {option}: holds the control character {bad!r}; recipe "
-                          "values are one line of printable text (write such a value in a "
-                          "recipe file, as a TOML string with escapes)")
-    m = _SET_RE.match(raw_option)
-    if not m:
-        raise RecipeError(f"--set {option}: expected KEY=VALUE, e.g. --set train.epochs=1")
-    parts = _parse_set_key(option, m.group(1))
-    value = parse_value(m.group(2), f"--set {option[:60]}")
-    node: Any = doc
-    key: Key = ()
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if isinstance(part, str):
-                matches = [j for j, item in enumerate(node)
-                           if isinstance(item, dict) and item.get("plugin") == part]
-                if len(matches) != 1:
-                    raise RecipeError(
-                        f"--set {option}: {_key_str(key)} has {_entries(len(matches))} using "
-                        f"plugin {part!r}; use a position instead, e.g. {_key_str(key)}.0")
-                part = matches[0]
-            if not 0 <= part < len(node):
-                raise RecipeError(f"--set {option}: {_key_str(key)} has {_entries(len(node))}, "
-                                  f"no position {part}")
-        elif not isinstance(node, dict):
-            raise RecipeError(f"--set {option}: {_key_str(key)} is not a table")
-        elif isinstance(part, int):
-            raise RecipeError(f"--set {option}: {_key_str(key) or 'the recipe'} is not an array")
-        key = key + (part,)
-        if last:
-            if part == "plugin" and isinstance(node, dict) and node.get("plugin") != value:
-                for other in [k for k in node if k != "plugin"]:  # as with extends: a new
-                    del node[other]                               # plugin starts afresh
-                    _drop(origins, key[:-1] + (other,))
-            _drop(origins, key)
-            node[part] = value
-            _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}  # made by this option: errors about it name the option
-                origins[key] = Origin(f"--set {option}", Path.cwd())
-            node = node[part]
 
 
 # -- validation -----------------------------------------------------------------
@@ -459,10 +269,6 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
         raise v.fail(("name",), f"{name!r} is not usable as a run-directory name "
                      "(allowed: letters, digits, '.', '_', '-'; at most 100 characters)")
     return dataclasses.replace(recipe, name=name)
-
-
-def _entries(n: int) -> str:
-    return f"{n} entry" if n == 1 else f"{n} entries"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarkit.runs import artifacts, build, checkpoint, folder, trust
+from cifarkit.runs import artifacts, build, checkpoint, folder, plots, trust
 from cifarkit.backends import Backend
 from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
@@ -214,7 +214,7 @@ class Run:
         elif status == "interrupted" and error is None:  # a signal, caught between steps
             artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
             if self.rows:
-                artifacts.plot_curves(self.rows, self.run_dir)
+                plots.plot_curves(self.rows, self.run_dir)
             self.end("interrupted", resume_command=artifacts.resume_command(self.run_dir))
             self.reporter.note(f"interrupted after {len(self.rows)} completed epoch(s), which "
                                "are checkpointed; model.keras holds the current weights. "
@@ -226,7 +226,7 @@ class Run:
             self.end(status, error=terminal_safe(f"{type(error).__name__}: {error}"),
                      resume_command=artifacts.resume_command(self.run_dir))
             if self.rows:
-                artifacts.plot_curves(self.rows, self.run_dir)
+                plots.plot_curves(self.rows, self.run_dir)
         self._close()
         from cifarkit.core.registry import FinishFailed
 
@@ -244,8 +244,8 @@ class Run:
         from cifarkit.runs.loop import best_epoch
 
         monitor, best, value = best_epoch(self.rows, self.callbacks)
-        artifacts.plot_curves(self.rows, self.run_dir, best, best_by=monitor)
-        artifacts.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
+        plots.plot_curves(self.rows, self.run_dir, best, best_by=monitor)
+        plots.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
                                  self.run_dir / "confusion_matrix.png")
         self.summary.pop("resume_command", None)
         self.summary.pop("error", None)

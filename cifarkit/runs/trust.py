@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-from cifarkit.core.recipe import MAX_RECIPE_BYTES
+from cifarkit.core.document import MAX_RECIPE_BYTES
 
 SIGNATURE_NAME = ".signature"
 KEY_BYTES = 32
