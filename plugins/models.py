@@ -84,7 +84,6 @@ def airbench(input_shape, num_classes, sample_images,
         output_scale: multiplier of the logits.
     """
     import keras
-    import numpy as np
     from keras import layers
 
     height, width, channels = input_shape
@@ -95,10 +94,7 @@ def airbench(input_shape, num_classes, sample_images,
         raise cifarkit.PluginError(
             f"airbench: {plural(len(widths), 'pooling block')} need images of at least "
             f"{2 ** len(widths) + whiten_kernel - 1} pixels a side, got {height}x{width}")
-    sample = np.asarray(sample_images, np.float32)[:5000]
-    mean = sample.mean(axis=(0, 1, 2))
-    std = sample.std(axis=(0, 1, 2)) + 1e-3
-    kernel = _whitening_kernel((sample - mean) / std, whiten_kernel, whiten_eps)
+    mean, std, kernel = _statistics(sample_images, whiten_kernel, whiten_eps)
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     # Normalisation and whitening run in float32 even under a mixed-precision
@@ -110,6 +106,33 @@ def airbench(input_shape, num_classes, sample_images,
     whiten = layers.Conv2D(kernel.shape[-1], whiten_kernel, padding="valid", use_bias=False,
                            trainable=False, dtype="float32", name="whiten")
     x = layers.Activation("gelu", name="whiten_gelu")(whiten(x))
+    x, convs = _airbench_blocks(x, widths, batchnorm_momentum)
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
+    x = layers.Rescaling(output_scale, name="scale_logits")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="airbench")
+    whiten.set_weights([kernel])
+    _dirac_init(convs)
+    return model
+
+
+def _statistics(sample_images, whiten_kernel: int, whiten_eps: float):
+    """Per-channel mean and standard deviation of (up to 5,000) training images, and
+    the whitening kernel of their normalised patches."""
+    import numpy as np
+
+    sample = np.asarray(sample_images, np.float32)[:5000]
+    mean = sample.mean(axis=(0, 1, 2))
+    std = sample.std(axis=(0, 1, 2)) + 1e-3
+    return mean, std, _whitening_kernel((sample - mean) / std, whiten_kernel, whiten_eps)
+
+
+def _airbench_blocks(x, widths: list[int], momentum: float):
+    """One block per width: conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU;
+    returns the output and the convolutions."""
+    from keras import layers
+
     convs = []
     for i, width_i in enumerate(widths, start=1):
         for j in (1, 2):
@@ -119,25 +142,25 @@ def airbench(input_shape, num_classes, sample_images,
             x = conv(x)
             if j == 1:
                 x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-            x = layers.BatchNormalization(momentum=batchnorm_momentum, epsilon=1e-5, scale=False,
+            x = layers.BatchNormalization(momentum=momentum, epsilon=1e-5, scale=False,
                                           name=f"block{i}_bn{j}")(x)
             x = layers.Activation("gelu", name=f"block{i}_gelu{j}")(x)
-    x = layers.GlobalMaxPooling2D(name="pool")(x)
-    x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
-    x = layers.Rescaling(output_scale, name="scale_logits")(x)
-    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
-    model = keras.Model(inputs, outputs, name="airbench")
-    whiten.set_weights([kernel])
-    # Partial identity ("dirac") initialisation, drawn in NumPy: reading the
-    # convolutions' initial weights back would compute them op by op.
-    rng = np.random.default_rng(random.getrandbits(64))  # seeded with the run
+    return x, convs
+
+
+def _dirac_init(convs: list) -> None:
+    """Partial identity ("dirac") initialisation, drawn in NumPy (reading the
+    convolutions' initial weights back would compute them op by op), seeded with
+    the run."""
+    import numpy as np
+
+    rng = np.random.default_rng(random.getrandbits(64))
     for conv in convs:
         w = _glorot_uniform(rng, tuple(conv.kernel.shape))
         n = min(w.shape[2], w.shape[3])
         w[:, :, :, :n] = 0
         w[1, 1, np.arange(n), np.arange(n)] = 1
         conv.set_weights([w])
-    return model
 
 
 def _glorot_uniform(rng, shape: tuple):

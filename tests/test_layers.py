@@ -71,3 +71,18 @@ def test_no_backend_name_outside_the_backends():
                   if isinstance(node, ast.Constant) and node.value in BACKENDS
                   and id(node) not in docstrings]
     assert found == []
+
+
+def test_functions_and_modules_stay_readable():
+    """No function over 60 lines and no module over 400 in cifarkit/ or plugins/."""
+    long = []
+    for path in sorted([*(ROOT / "cifarkit").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]):
+        text = path.read_text()
+        if text.count("\n") > 400:
+            long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        long += [f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: "
+                 f"{node.end_lineno - node.lineno + 1} lines"
+                 for node in ast.walk(ast.parse(text))
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and node.end_lineno - node.lineno + 1 > 60]
+    assert long == []

@@ -23,7 +23,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -33,8 +32,12 @@ import pluggy
 
 from cifarkit.core import hookspecs
 from cifarkit.backends import BACKENDS
-from cifarkit.errors import CifarkitError, PluginError, allowed, did_you_mean, first_line
-from cifarkit.core.params import ParamSpec, params_from_signature, summary_line
+from cifarkit.errors import CifarkitError, PluginError, allowed, did_you_mean
+from cifarkit.core.params import params_from_signature
+from cifarkit.core.plugin_info import (BrokenPlugin, FinishFailed, PluginInfo, _command_call,
+                                       _describe, _factory_call, _impls_by_code,
+                                       _raising_impl, _short_error, _trace_after,
+                                       _trace_before)
 
 if TYPE_CHECKING:
     from cifarkit.backends import Backend
@@ -47,127 +50,8 @@ SLOW_IMPORT_S = 1.0
 BUILTIN_DIST = "cifarkit"
 
 
-@dataclass(frozen=True)
-class PluginInfo:
-    """Metadata of one registered plugin (readable without TensorFlow)."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    source: str
-    params: tuple[ParamSpec, ...]
-    #: The backends this plugin exists for (declared with ``register(..., backend=...)``,
-    #: one factory per backend); empty: every backend, with one factory.
-    backends: tuple[str, ...] = ()
-    #: What the plugin's objects control during a run (``register(..., controls=
-    #: ["learning_rate"])``): two plugins of a recipe that control one thing clash.
-    controls: tuple[str, ...] = ()
-
-    @property
-    def summary(self) -> str:
-        return summary_line(self.factory.__doc__)
-
-    @property
-    def doc(self) -> str:
-        return inspect.cleandoc(self.factory.__doc__ or "")
-
-    def param(self, name: str) -> ParamSpec | None:
-        return next((p for p in self.params if p.name == name), None)
-
-    def to_json(self) -> dict:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "source": self.source,
-            "summary": self.summary,
-            "module": getattr(self.factory, "__module__", None),
-            "parameters": [p.to_json() for p in self.params],
-            "backends": list(self.backends) or list(BACKENDS),
-            "controls": list(self.controls),
-        }
-
-
-@dataclass(frozen=True)
-class FinishFailed:
-    """What ``run_hook("run_finish")`` returns for a plugin that failed there (after the
-    run's files were final): the one-line message, already printed as a warning."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class BrokenPlugin:
-    """A plugin source that failed to import or to register."""
-
-    source: str
-    error: str
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "error": self.error}
-
-
 def _normalise(dist_name: str) -> str:
     return re.sub(r"[-_.]+", "-", dist_name).lower()
-
-
-def _short_error(exc: BaseException, path: Path | None = None) -> str:
-    """``Type: message`` plus the innermost frame in ``path`` if any."""
-    where = ""
-    if path is not None:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if Path(f.filename) == path]
-        if frames:
-            where = f" (line {frames[-1].lineno})"
-        elif isinstance(exc, SyntaxError) and exc.lineno:
-            where = f" (line {exc.lineno})"
-    return first_line(exc) + where
-
-
-def _describe(obj: Any) -> str:
-    text = repr(obj)
-    return f"{type(obj).__name__} {text[:40] + '...' if len(text) > 40 else text}"
-
-
-def _trace_before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
-    """``CIFARKIT_TRACE_PLUGINS=1``: each hook call on stderr, with the plugins it calls."""
-    names = ", ".join(impl.plugin_name for impl in reversed(hook_impls))
-    print(f"cifarkit: hook {hook_name}({', '.join(kwargs)}) -> {names}", file=sys.stderr)
-
-
-def _trace_after(outcome, hook_name: str, hook_impls: list, kwargs: dict) -> None:
-    failed = outcome.exception
-    print(f"cifarkit: hook {hook_name} "
-          + (f"raised {type(failed).__name__}" if failed is not None else "returned"),
-          file=sys.stderr)
-
-
-def _impls_by_code(caller) -> dict:
-    """A hook's implementations by their code object (several plugin objects of one
-    class share one), to find them on a stack or in a traceback."""
-    out: dict = {}
-    for impl in caller.get_hookimpls():
-        out.setdefault(impl.function.__code__, []).append(impl)
-    return out
-
-
-def _impl_of(frame, impls: dict) -> Any:
-    """The implementation ``frame`` is running, or None."""
-    found = impls.get(frame.f_code)
-    if not found:
-        return None
-    if len(found) == 1:
-        return found[0]
-    owner = frame.f_locals.get("self")  # methods of one class on several plugin objects
-    return next((i for i in found if getattr(i.function, "__self__", None) is owner), found[-1])
-
-
-def _raising_impl(exc: BaseException, impls: dict) -> Any:
-    """The innermost hook implementation in ``exc``'s traceback, or None."""
-    found, tb = None, exc.__traceback__
-    while tb is not None:
-        found = _impl_of(tb.tb_frame, impls) or found
-        tb = tb.tb_next
-    return found
 
 
 def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
@@ -180,29 +64,6 @@ def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -
     hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
     detail = "; ".join(lines[1:]) or (lines[0] if lines else "refused by pluggy")
     return f"hook {hook.group(1) if hook else '?'} does not match its specification: {detail}"
-
-
-def _factory_call(factory, name=None, *, backend=None, controls=()) -> tuple:
-    """What a ``register_<kind>s`` hook's ``register()`` was given, checked."""
-    if not callable(factory):
-        raise TypeError(f"register() needs a callable, got {factory!r}")
-    if isinstance(controls, str) or not all(isinstance(c, str) for c in controls):
-        raise TypeError(f"register(controls=...) needs a list of names, got {controls!r}")
-    return factory, name or factory.__name__, backend, tuple(controls)
-
-
-def _command_call(name, handler, *, help, arguments=None, description=None) -> dict:
-    """What ``register_commands``'s ``register()`` was given, checked."""
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
-        raise TypeError(f"register() needs a command name of lowercase letters, digits and "
-                        f"'-', got {name!r}")
-    for what, value in (("handler", handler), ("arguments", arguments)):
-        if value is not None and not callable(value):
-            raise TypeError(f"register({what}=...) needs a callable, got {value!r}")
-    if not isinstance(help, str) or not help.strip():
-        raise TypeError("register(help=...) needs the command's one-line description")
-    return {"name": name, "handler": handler, "help": help.strip().splitlines()[0],
-            "arguments": arguments, "description": description}
 
 
 @dataclass
