@@ -70,7 +70,7 @@ def import_keras():
     choice is per process: ``KERAS_BACKEND``, set by :meth:`Backend.select`), with the
     backend's start-up chatter hidden. For plugins that need Keras before the run's
     model exists (a dataset downloading through ``keras.datasets``)."""
-    return get(active()).start()
+    return get(None).start()  # select() set KERAS_BACKEND: the run's backend
 
 
 def sync_weights(model) -> None:

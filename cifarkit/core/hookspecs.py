@@ -252,10 +252,10 @@ def _keras(path: str):
 
 
 def _strategy_type(backend):
-    if backend is None:
-        from cifarkit.backends import active, get
+    if backend is None:  # a check outside a run: the backend the run would choose
+        from cifarkit.backends import get
 
-        backend = get(active())
+        backend = get(None)
     return backend.strategy_type()
 
 
