@@ -11,8 +11,8 @@ from cifarkit.version import __version__
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
-    "StrategyError", "Range", "Splits", "hookimpl", "list_runs", "run_file", "sync_weights",
-    "__version__",
+    "StrategyError", "Range", "RunInfo", "Splits", "hookimpl", "list_plugins", "list_runs",
+    "load_run", "run_file", "sync_weights", "train", "__version__",
 ]
 
 
@@ -25,6 +25,10 @@ def __getattr__(name: str):
         from cifarkit.runs.artifacts import run_file
 
         return run_file
+    if name in ("train", "load_run", "list_plugins", "RunInfo"):  # the Python API
+        from cifarkit import api
+
+        return getattr(api, name)
     if name == "list_runs":  # the run directories in a folder, as `cifarkit runs` reads them
         from cifarkit.runs.listing import list_runs
 

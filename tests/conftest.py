@@ -155,10 +155,13 @@ def cli_session(commands: list[tuple[list, dict | None]], env: dict | None = Non
 
 
 def pytest_collection_modifyitems(items):
-    """A test that uses the session's trained run trains (once per worker): slow lane."""
+    """A test that uses the session's trained run trains (once per worker): slow lane.
+    The slow tests run first (in their files' order), so the workers share out the long
+    ones early and the suite does not end waiting on one long test."""
     for item in items:
         if {"trained_run", "run_copy"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 @pytest.fixture(scope="session")

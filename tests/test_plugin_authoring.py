@@ -132,7 +132,7 @@ def test_scaffolded_parameters_line_up_under_the_first(tmp_path, kind):
 def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path):
     bad = cifarkit("new-plugin", "My-Plugin", "--dir", str(tmp_path))
     assert bad.returncode == 2 and "not a usable plugin name" in bad.stderr
-    assert cifarkit("new-plugin", "ok", "--dir", str(tmp_path)).returncode == 0
+    assert cifarkit("new-plugin", "ok", "--output", str(tmp_path)).returncode == 0
     again = cifarkit("new-plugin", "ok", "--dir", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr
 

@@ -46,7 +46,15 @@ FORMATS = {"best_val_accuracy": lambda v: f"{100 * v:.2f} %",
 
 
 def shown(key: str, value: Any) -> str:
-    return "-" if value is None else FORMATS.get(key, str)(value)
+    """A cell: known columns in their format, other numbers to 4 significant digits
+    (a searched learning rate 0.0978 rather than 0.09781801964118502)."""
+    if value is None:
+        return "-"
+    if key in FORMATS:
+        return FORMATS[key](value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _cells(row: dict[str, Any], columns) -> list[str]:

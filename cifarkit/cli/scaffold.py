@@ -67,7 +67,7 @@ def new_plugin(name: str, kind: str, directory: Path) -> Path:
         raise CifarkitError(f"new-plugin: unknown kind {kind!r} (allowed: {', '.join(KIND_CHOICES)})")
     root = directory / f"cifarkit-{name.replace('_', '-')}"
     if root.exists():
-        raise CifarkitError(f"new-plugin: {root} already exists; choose another name or --dir")
+        raise CifarkitError(f"new-plugin: {root} already exists; choose another name or --output")
     files = plugin_files(name, kind)
     try:
         for rel, text in files.items():

@@ -32,9 +32,10 @@ def plugin_rows(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
     return out
 
 
-def model_summary(recipe: Recipe, registry: Registry) -> tuple[str, int]:
-    """Build the recipe's model on its backend, nothing trained. The image shape and
-    classes come from the dataset plugin's ``describe`` (its metadata) where it has
+def model_summary(recipe: Recipe, registry: Registry) -> tuple[str, int, int]:
+    """Build the recipe's model on its backend, nothing trained: ``(its layers as text,
+    its parameters, the trainable ones)`` (papers count the trainable). The image shape
+    and classes come from the dataset plugin's ``describe`` (its metadata) where it has
     one, so no image is read; the sample images a model may take are then noise (a
     model that learns from them, airbench's whitening, gets its layers and parameter
     count but not its values). A dataset without ``describe`` is read."""
@@ -63,4 +64,5 @@ def model_summary(recipe: Recipe, registry: Registry) -> tuple[str, int]:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c.rjust(widths[2])}"
              for a, b, c in rows]
-    return f"{model.name}\n" + "\n".join(lines), int(model.count_params())
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    return f"{model.name}\n" + "\n".join(lines), int(model.count_params()), trainable

@@ -318,10 +318,19 @@ def docstring_args(doc: str) -> dict[str, str]:
     return out
 
 
+#: Where a sentence ends: after . ! or ? and before whitespace and a capital (or a quote,
+#: a bracket or a backtick), so "e.g. a" and "et al. 2016" do not end one.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[`\"'])")
+
+
 def summary_line(doc: str | None) -> str:
-    """First line of a docstring (the one-line summary)."""
+    """A docstring's summary: the first sentence of its first paragraph, whole (a
+    sentence wrapped over several lines is joined), with reST's inline literals
+    (````x````) as plain text."""
     doc = inspect.cleandoc(doc or "")
-    return doc.splitlines()[0].strip() if doc else ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    end = _SENTENCE_END.search(paragraph)
+    return re.sub(r"``([^`]+)``", r"\1", paragraph[:end.start()] if end else paragraph)
 
 
 def params_from_signature(func, injected: frozenset[str]) -> list[ParamSpec]:

@@ -13,8 +13,8 @@ def arguments(parser) -> None:
     parser.add_argument("name", metavar="NAME", help="plugin name (lowercase, digits, '_')")
     parser.add_argument("--kind", default="model", choices=KIND_CHOICES,
                         help="plugin kind (default: model)")
-    parser.add_argument("--dir", default=".", metavar="DIR",
-                        help="where to create it (default: .)")
+    parser.add_argument("--output", "-o", "--dir", dest="output", default=".", metavar="DIR",
+                        help="where to create it (default: .; --dir is the older name)")
 
 
 def main(args) -> int:
@@ -26,12 +26,12 @@ def main(args) -> int:
         article = "an" if args.kind[0] in "aeiou" else "a"
         raise CifarkitError(f"new-plugin: {article} {args.kind} plugin named {args.name!r} "
                             f"already exists ({taken[0].source}); choose another name")
-    root = new_plugin(args.name, args.kind, Path(args.dir))
+    root = new_plugin(args.name, args.kind, Path(args.output))
     print(f"wrote {root}\nnext: cd {root} && pip install -e . && pytest")
     return 0
 
 
 COMMAND = options.Command(
     "new-plugin", main, "write a ready-to-install plugin package", arguments,
-    description="Write DIR/cifarkit-NAME/: a package with one working plugin of KIND, its "
+    description="Write DIR/cifarkit-NAME/ (DIR: --output): a package with one working plugin of KIND, its "
                 "entry point, a test using cifarkit's pytest fixtures, and a README.")

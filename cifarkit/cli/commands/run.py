@@ -4,10 +4,8 @@ directory."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from cifarkit.cli import options
-from cifarkit.errors import CifarkitError
 
 
 def arguments(parser) -> None:
@@ -41,34 +39,15 @@ def overrides(args) -> list[str]:
 
 
 def main(args) -> int:
+    from cifarkit.api import train
     from cifarkit.cli.reporter import Reporter
-    from cifarkit.core.recipe import load_recipe, locate_recipe
-    from cifarkit.core.registry import load_registry
-    from cifarkit.runs.artifacts import read_resumable
-    from cifarkit.runs.runner import run
 
-    registry = load_registry(tuple(args.plugin_files))
-    reporter = Reporter(options.make_console())
-    if args.resume:
-        if args.recipe:
-            raise CifarkitError("run --resume RUN_DIR takes no RECIPE: a resumed run uses the "
-                                "recipe.toml in its run directory (--set may change the keys "
-                                "a resume can honour, such as train.epochs)")
-        run_dir = Path(args.resume).absolute()
-        read_resumable(run_dir)  # a run directory, or a one-line error saying why not
-        from cifarkit.runs.trust import check_resumable
-
-        check_resumable(run_dir, args.trust_run)
-        recipe = load_recipe(run_dir / "recipe.toml", overrides(args), registry)
-        result = run(recipe, registry, run_dir.parent, reporter, resume=run_dir)
-    else:
-        if not args.recipe:
-            raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
-        recipe = load_recipe(locate_recipe(args.recipe), overrides(args), registry)
-        result = run(recipe, registry, Path(args.output), reporter)
+    result = train(args.recipe, overrides(args), args.output, plugins=args.plugin_files,
+                   report=Reporter(options.make_console()), resume=args.resume,
+                   trust_run=args.trust_run)
     if result.summary.get("finish_errors"):  # trained, but a tracker's record failed
         return 1
-    return {"completed": 0, "interrupted": 130}.get(result.summary.get("status"), 1)
+    return {"completed": 0, "interrupted": 130}.get(result.status, 1)
 
 
 COMMAND = options.Command(

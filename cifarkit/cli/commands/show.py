@@ -24,10 +24,12 @@ def main(args) -> int:
     recipe = load_recipe(locate_recipe(args.recipe),
                          list(args.overrides) + options.backend_override(args), registry)
     plugins = plugin_rows(recipe, registry)
-    summary, count = model_summary(recipe, registry) if not args.no_model else (None, None)
+    summary, count, trainable = (model_summary(recipe, registry) if not args.no_model
+                                 else (None, None, None))
     if args.json:
         print(options.json_text({"recipe": recipe.resolved(), "plugins": plugins,
-                                 "model_summary": summary, "parameters": count}))
+                                 "model_summary": summary, "parameters": count,
+                                 "trainable_parameters": trainable}))
         return 0
     print(recipe.dumps())
     print("# plugins")
@@ -38,7 +40,7 @@ def main(args) -> int:
     if summary is not None:
         print("\n# model")
         print(summary.rstrip())
-        print(f"parameters: {count:,}")
+        print(f"parameters: {count:,} ({trainable:,} trainable, {trainable / 1e6:.2f}M)")
     return 0
 
 
