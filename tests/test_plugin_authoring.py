@@ -96,23 +96,45 @@ def test_tutorial_package_tests_pass(installed_tutorial, tmp_path):
     assert "DeprecationWarning" not in result.stdout  # its pyproject filters the frameworks'
 
 
+SCAFFOLD_KINDS = ["model", "augmentation", "callback", "strategy", "optimizer", "dataset"]
+
+
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory):
+    """A package of every kind from ``cifarkit new-plugin``, and one pytest session over
+    all their tests (one interpreter and one TensorFlow start for the six), with every
+    package's plugin under test: ``(root, pytest's result)``."""
+    root = tmp_path_factory.mktemp("scaffolds")
+    for kind in SCAFFOLD_KINDS:
+        made = cli("new-plugin", f"my_{kind}", "--kind", kind, "--output", str(root))
+        assert made.returncode == 0, made.stderr
+    packages = [root / f"cifarkit-my-{kind}" for kind in SCAFFOLD_KINDS]
+    (root / "pytest.ini").write_text("[pytest]\ncifarkit_plugins =\n" + "".join(
+        f"    cifarkit_my_{kind}\n" for kind in SCAFFOLD_KINDS))
+    result = run_pytest(root, "-rA", "--import-mode=importlib",
+                        *[str(p / "tests") for p in packages],
+                        env={"PYTHONPATH": os.pathsep.join(map(str, packages))})
+    return root, result
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["model", "augmentation", "callback", "strategy", "optimizer",
-                                  "dataset"])
-def test_scaffolded_package_tests_pass(tmp_path, kind):
-    made = cli("new-plugin", f"my_{kind}", "--kind", kind, "--dir", str(tmp_path))
-    assert made.returncode == 0, made.stderr
-    root = tmp_path / f"cifarkit-my-{kind}"
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+@pytest.mark.parametrize("kind", SCAFFOLD_KINDS)
+def test_scaffolded_package_tests_pass(scaffolded, kind):
+    root, result = scaffolded
+    package = root / f"cifarkit-my-{kind}"
+    assert sorted(p.relative_to(package).as_posix() for p in package.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts) == [
         "README.md", f"cifarkit_my_{kind}/__init__.py", "pyproject.toml", "tests/test_plugin.py"]
-    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    meta = tomllib.loads((package / "pyproject.toml").read_text())
     assert meta["project"]["entry-points"]["cifarkit"] == {f"my_{kind}": f"cifarkit_my_{kind}"}
-    listed = cli("list-plugins", "--json", "--plugin", str(root / f"cifarkit_my_{kind}/__init__.py"))
+    assert meta["tool"]["pytest"]["ini_options"]["cifarkit_plugins"] == [f"cifarkit_my_{kind}"]
+    listed = cli("list-plugins", "--json", "--plugin",
+                 str(package / f"cifarkit_my_{kind}/__init__.py"))
     assert any(p["name"] == f"my_{kind}" and p["kind"] == kind
                for p in json.loads(listed.stdout)["plugins"])
-    result = run_pytest(root, env={"PYTHONPATH": str(root)})
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "2 passed" in result.stdout
+    passed = re.findall(rf"^PASSED cifarkit-my-{kind}/tests/test_plugin.py::(\w+)",
+                        result.stdout, re.M)
+    assert len(passed) == 2, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("kind", ["model", "optimizer", "dataset"])

@@ -139,7 +139,7 @@ def test_a_checkpoint_from_before_the_state_wrappers_still_restores(tmp_path):
 
 @pytest.mark.slow
 def test_deterministic_runs_have_identical_metrics(tmp_path, cifar10_dir):
-    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=10)
+    recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=2, steps=4)
     texts = []
     for out in ("a", "b"):
         result = cli("run", str(recipe), "--deterministic", "--output", str(tmp_path / out))

@@ -29,9 +29,11 @@ def _models_outside_the_matrix():
     return sorted(set(registry.names("model")) - used - set(SAME_CODE))
 
 
-#: Models that are another model's code with other sizes (resnet56 is resnet20's
-#: network with 9 blocks a stage, not 3): they are built on both backends below.
-SAME_CODE = {"resnet56": "resnet20"}
+#: Models whose code another trained and exported model runs with other sizes:
+#: resnet56 is resnet20's network with 9 blocks a stage (resnet20 is a shipped
+#: recipe's model), preact_resnet18 is made of wide_resnet's pre-activation blocks.
+#: Both are built and run on both backends below.
+SAME_CODE = {"resnet56": "resnet20", "preact_resnet18": "wide_resnet"}
 
 
 #: How a model is made small enough for a CPU test; a model not named here trains as is.
@@ -70,6 +72,8 @@ def test_every_other_model_trains_and_exports(model, tmp_path, cifar10_dir):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra")
 def test_the_zoo_builds_and_predicts_on_jax(tmp_path):
+    """Each zoo network on JAX (on TensorFlow the show test above builds each, and
+    the matrix and the test above train them)."""
     code = """
 import numpy as np, keras
 from cifarkit_plugins import zoo
