@@ -33,5 +33,6 @@ def main(args) -> int:
 
 COMMAND = options.Command(
     "new-plugin", main, "write a ready-to-install plugin package", arguments,
-    description="Write DIR/cifarkit-NAME/ (DIR: --output): a package with one working plugin of KIND, its "
-                "entry point, a test using cifarkit's pytest fixtures, and a README.")
+    description="Write DIR/cifarkit-NAME/ (DIR: --output): a package with one working "
+                "plugin of KIND, its entry point, a test using cifarkit's pytest fixtures, "
+                "and a README.")
