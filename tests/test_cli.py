@@ -183,11 +183,14 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
 
 def test_builtin_recipe_by_name_resolves(tmp_path):
     from cifarkit.core.recipe import locate_recipe
+    from cifarkit.errors import RecipeError
 
     shipped = (ROOT / "recipes" / "default.toml").read_text()
     assert locate_recipe("default").read_text() == shipped
     assert locate_recipe("default.toml", tmp_path).read_text() == shipped  # as extends reads it
-    assert str(locate_recipe("nonexistent")) == "nonexistent"
+    assert str(locate_recipe("nonexistent", tmp_path)) == str(tmp_path / "nonexistent")  # extends
+    with pytest.raises(RecipeError, match="ships no recipe of that name .shipped: default"):
+        locate_recipe("nonexistent")  # the command line: which names there are
     (tmp_path / "default.toml").write_text("# mine\n")  # a local file wins over the shipped one
     assert locate_recipe("default.toml", tmp_path) == tmp_path / "default.toml"
 
@@ -204,3 +207,27 @@ def test_no_local_copy_and_no_network_says_to_pass_data_path(tmp_path):
     assert "--set data.path=" in line
     assert "I0000" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_misspelt_command_or_recipe_name_gets_a_suggestion():
+    from conftest import cli
+
+    command = cli("rn", "default")
+    assert command.returncode == 2 and command.stderr.count("\n") == 1
+    assert "unknown command 'rn'; did you mean 'run'?" in command.stderr
+    recipe = cli("show", "fst", "--no-model")
+    assert recipe.returncode == 2 and recipe.stderr.count("\n") == 1
+    assert "ships no recipe of that name; did you mean 'fast'?" in recipe.stderr
+
+
+def test_key_value_after_the_recipe_is_a_set():
+    from conftest import cli
+
+    shown = cli("show", "fast", "train.epochs=3", "data.batch_size=256", "--set",
+                "seed=7", "--no-model", "--json")
+    assert shown.returncode == 0, shown.stderr
+    resolved = json.loads(shown.stdout)["recipe"]
+    assert (resolved["train"]["epochs"], resolved["data"]["batch_size"], resolved["seed"]) \
+        == (3, 256, 7)
+    stray = cli("show", "fast", "epochs")
+    assert stray.returncode == 2 and "unexpected argument 'epochs'" in stray.stderr

@@ -53,8 +53,10 @@ def build_parser(commands: list[Command] | None = None) -> argparse.ArgumentPars
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cifarkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in [*built_in_commands(), *(commands or [])]:
+    every = [*built_in_commands(), *(commands or [])]
+    for command in every:
         command.add_to(sub)
+    parser.set_defaults(command_names=[c.name for c in every])
     return parser
 
 
@@ -73,10 +75,26 @@ def _parser(argv: list[str] | None, registry=None) -> argparse.ArgumentParser:
     return build_parser(plugin_commands(registry))
 
 
+def _unknown_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> str | None:
+    """A one-line error for a first word that is no command (with a suggestion), else None."""
+    from cifarkit.errors import allowed, did_you_mean
+
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    names = parser.get_default("command_names")
+    if not words or words[0] in names:
+        return None
+    word = terminal_safe(words[0])
+    return f"unknown command {word!r}{did_you_mean(words[0], names)} ({allowed(names)})"
+
+
 def main(argv: list[str] | None = None, registry=None) -> int:
     """Run ``cifarkit ARGV``; its exit status. ``registry``: the plugins whose commands
     the command line has (default: the installed plugins)."""
     parser = _parser(argv, registry)
+    unknown = _unknown_command(parser, argv)
+    if unknown is not None:
+        print(f"cifarkit: error: {unknown}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,8 +48,27 @@ RECIPE_HELP = "recipe file, or the name of a recipe shipped with cifarkit (e.g. 
 
 
 def recipe(parser, optional: bool = False) -> None:
+    """RECIPE, then any number of KEY=VALUE (the same as ``--set KEY=VALUE``)."""
     parser.add_argument("recipe", metavar="RECIPE", nargs="?" if optional else None,
                         help=RECIPE_HELP)
+    parser.add_argument("assignments", metavar="KEY=VALUE", nargs="*",
+                        help="after the recipe: the same as --set KEY=VALUE")
+
+
+def assignments(args) -> list[str]:
+    """The command line's recipe overrides: KEY=VALUE words after the recipe (or in its
+    place, where the recipe is optional), then ``--set`` values, in that order."""
+    from cifarkit.errors import CifarkitError
+
+    words = list(getattr(args, "assignments", None) or [])
+    if args.recipe is not None and "=" in args.recipe and not os.path.exists(args.recipe):
+        words.insert(0, args.recipe)  # run --resume DIR KEY=VALUE: no recipe word
+        args.recipe = None
+    for word in words:
+        if "=" not in word:
+            raise CifarkitError(f"unexpected argument {word!r}: after the recipe, KEY=VALUE "
+                                "sets a recipe key (as --set KEY=VALUE)")
+    return [*words, *args.overrides]
 
 
 def overrides(parser, every_trial: bool = False) -> None:

@@ -13,6 +13,7 @@ TensorFlow.
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 import re
 import sys
@@ -54,9 +55,15 @@ def locate_recipe(ref: str, base_dir: Path | None = None) -> Path:
     recipe shipped with cifarkit (``default`` or ``default.toml``), that one.
     """
     path = (base_dir / ref if base_dir is not None else Path(ref)).expanduser()
-    if path.exists() or "/" in ref or "\\" in ref:
+    if os.path.lexists(path) or "/" in ref or "\\" in ref:
         return path
-    return builtin_recipes().get(ref.removesuffix(".toml"), path)
+    shipped = builtin_recipes()
+    name = ref.removesuffix(".toml")
+    if name in shipped or base_dir is not None:  # (extends: its own error names the file)
+        return shipped.get(name, path)
+    raise RecipeError(f"{printable(ref)}: recipe file not found, and cifarkit ships no recipe "
+                      f"of that name{did_you_mean(name, shipped)} (shipped: "
+                      f"{', '.join(sorted(shipped))})")
 
 
 #: The longest ``extends`` chain cifarkit follows (a real one has 2 or 3 links).

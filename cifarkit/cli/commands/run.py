@@ -31,7 +31,7 @@ def arguments(parser) -> None:
 
 def overrides(args) -> list[str]:
     """``--set`` values, with the flags that stand for recipe keys added."""
-    return (list(args.overrides)
+    return (options.assignments(args)
             + (["train.deterministic=true"] if args.deterministic else [])
             + options.backend_override(args)
             + ([f"train.compilation_cache={json.dumps(args.compilation_cache)}"]

@@ -21,8 +21,12 @@ def main(args) -> int:
     from cifarkit.core.registry import load_registry
 
     registry = load_registry(tuple(args.plugin_files))
-    recipe = load_recipe(locate_recipe(args.recipe),
-                         list(args.overrides) + options.backend_override(args), registry)
+    sets = options.assignments(args) + options.backend_override(args)
+    if args.recipe is None:
+        from cifarkit.errors import CifarkitError
+
+        raise CifarkitError("show: give a RECIPE")
+    recipe = load_recipe(locate_recipe(args.recipe), sets, registry)
     plugins = plugin_rows(recipe, registry)
     summary, count, trainable = (model_summary(recipe, registry) if not args.no_model
                                  else (None, None, None))

@@ -45,8 +45,9 @@ def main(args) -> int:
     plugin_files = tuple(str(Path(p).absolute()) for p in args.plugin_files)
     # --json: stdout carries the table alone; progress and the trials' output go to stderr
     progress = sys.stderr if args.json else sys.stdout
+    sets = options.assignments(args)
     if args.resume:
-        if args.recipe or args.grid or args.overrides or args.backend or args.trials \
+        if args.recipe or args.grid or sets or args.backend or args.trials \
                 or args.study:
             raise CifarkitError("sweep --resume SWEEP_DIR takes no RECIPE, --grid, --set, "
                                 "--backend, --trials or --study: the sweep folder's "
@@ -55,7 +56,7 @@ def main(args) -> int:
         state = start.resumed_sweep(folder, args.storage, args.trust_run)
     else:
         folder, state = start.new_sweep(
-            args.recipe, list(args.overrides) + options.backend_override(args), args.grid,
+            args.recipe, sets + options.backend_override(args), args.grid,
             Path(args.output), plugin_files, args.trials, args.storage, args.study)
         what = (f"{len(state['trials'])} trials" if state["mode"] == "grid" else
                 f"searching {state['trials_wanted']} trials in study {state['study']!r} "
