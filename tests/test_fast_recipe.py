@@ -253,15 +253,14 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test_tta"] == "flip_translate"
     # without TTA: the plain predictions of the saved model on the 40 test images
-    code = ("import keras, sys, numpy as np; from cifarkit.data import read_cifar10; "
-            "d = read_cifar10(__import__('pathlib').Path(sys.argv[2])); "
-            "m = keras.models.load_model(sys.argv[1], compile=False); "
-            "p = m.predict(d.x_test.astype('float32'), verbose=0); "
-            "print(repr(float((p.argmax(1) == d.y_test).mean())))")
-    plain = subprocess.run([sys.executable, "-c", code, str(run_dir / "model.keras"), str(cifar10_dir)],
-                           capture_output=True, text=True)
-    assert plain.returncode == 0, plain.stderr[-2000:]
-    assert float(plain.stdout.split()[-1]) == summary["test_accuracy_without_tta"]
+    import keras
+
+    from cifarkit.data import read_cifar10
+
+    data = read_cifar10(cifar10_dir)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    plain = model.predict(data.x_test.astype("float32"), verbose=0)
+    assert float((plain.argmax(1) == data.y_test).mean()) == summary["test_accuracy_without_tta"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     # the rate each epoch's first step used: 7 steps x 3 epochs, peak at 23 % of 20 steps
     lrs = [float(r["learning_rate"]) for r in rows]

@@ -1,6 +1,7 @@
 """Real CIFAR-10 (the JPEG copy in ../shared/data), when present; skipped otherwise."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,9 +24,20 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def real_cifar10(tmp_path_factory):
-    out = tmp_path_factory.mktemp("real")
-    subprocess.run([sys.executable, str(TOOL), str(out)], check=True, capture_output=True, timeout=600)
-    return out / "cifar-10-batches-py"
+    """The JPEG copy converted once per test session, whichever pytest-xdist worker
+    asks first (the others wait for it): 60,000 JPEGs take half a minute."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()  # a worker's own folder under the session's
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "real-cifar10"
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / ".done").exists():
+            subprocess.run([sys.executable, str(TOOL), str(shared)], check=True,
+                           capture_output=True, timeout=600)
+            (shared / ".done").touch()
+    return shared / "cifar-10-batches-py"
 
 
 def test_real_batches_read_with_the_restricted_unpickler(real_cifar10):
