@@ -66,12 +66,18 @@ def cifar10_dir(tmp_path_factory) -> Path:
     return write_cifar10(tmp_path_factory.mktemp("data"), n_train=100, n_test=40)
 
 
-@pytest.fixture(scope="session")
-def registry():
-    """cifarkit's built-ins only, whatever else is installed in this environment."""
+def builtin_registry() -> Registry:
+    """cifarkit's built-ins only, whatever else is installed in this environment (also
+    for parametrizing over the built-in plugins at collection time)."""
     registry = Registry()
     registry.load_entrypoints(only="")
     return registry
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """cifarkit's built-ins only, whatever else is installed in this environment."""
+    return builtin_registry()
 
 
 @pytest.fixture

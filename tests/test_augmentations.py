@@ -11,15 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, builtin_registry
 
 
 def _augmentations():
-    from cifarkit.core.registry import Registry
-
-    registry = Registry()
-    registry.load_entrypoints(only="")  # the built-ins
-    return sorted(registry.names("augmentation"))
+    return sorted(builtin_registry().names("augmentation"))
 
 
 def _batch():

@@ -17,7 +17,7 @@ def test_the_installed_keras_is_a_release_the_private_apis_were_checked_against(
     assert checked(), (
         f"Keras {keras.__version__} is not in keras_internals.CHECKED ({sorted(CHECKED)}): "
         "read the private APIs listed in cifarkit/backends/keras_internals.py against this "
-        "release, run tests/test_jax_device_steps.py, then add {keras_release()}")
+        f"release, run tests/test_jax_device_steps.py, then add {keras_release()}")
 
 
 def test_no_other_module_reaches_into_keras_internals():

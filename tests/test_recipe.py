@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from cifarkit.errors import PluginError, RecipeError
-from cifarkit.core.recipe import load_recipe, parse_value
+from cifarkit.core.document import parse_value
+from cifarkit.core.recipe import load_recipe
 from conftest import DEFAULT_RECIPE
 
 # The default recipe with the seed's augmentation as three separate plugins.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY_MODEL, cli
+from conftest import ROOT, TINY_MODEL, builtin_registry, cli
 
 pytestmark = pytest.mark.slow  # builds and trains models
 
@@ -20,10 +20,7 @@ def _models_outside_the_matrix():
     tests/test_matrix.py)."""
     import tomllib
 
-    from cifarkit.core.registry import Registry
-
-    registry = Registry()
-    registry.load_entrypoints(only="")  # the built-ins
+    registry = builtin_registry()
     used = {tomllib.loads(p.read_text()).get("model", {}).get("plugin")
             for p in (ROOT / "recipes").glob("*.toml")}
     return sorted(set(registry.names("model")) - used - set(SAME_CODE))

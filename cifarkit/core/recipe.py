@@ -29,8 +29,7 @@ else:  # pragma: no cover
 
 from cifarkit.errors import (CifarkitError, RecipeError, allowed, did_you_mean, first_line,
                              printable)
-from cifarkit.core.document import (Key, _key_str, _record, apply_set, merge_tables,  # noqa: F401
-                                    parse_value, read_toml)
+from cifarkit.core.document import Key, _key_str, _record, apply_set, merge_tables, read_toml
 from cifarkit.core.params import ParamTypeError, coerce
 from cifarkit.core.registry import Registry
 from cifarkit.core.schema import (LOSSES, METRICS, DataConfig, Origin, PluginCall, PluginRef, Recipe,  # noqa: F401
