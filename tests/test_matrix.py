@@ -9,8 +9,8 @@ runtime before it is written), show, runs and compare. TensorFlow's commands run
 this process (conftest.cli); JAX's training and inference commands together in one new
 process (conftest.cli_session: Keras picks its backend once per process), without
 test-time augmentation (each view is a compilation of its own). Every recipe sweeps
-on TensorFlow, the default recipe on JAX as well (a sweep passes --backend on to its
-trials, each a process of its own).
+on TensorFlow; tests/test_history.py's sweeps run on JAX (a sweep passes --backend on
+to its trials, each a process of its own).
 """
 
 import importlib.util
@@ -110,12 +110,11 @@ def test_every_recipe_through_every_command(recipe, backend, tmp_path, cifar10_d
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("recipe, backend", [(r, "tensorflow") for r in RECIPES]
-                         + ([("default", "jax")] if "jax" in BACKENDS else []))
+@pytest.mark.parametrize("recipe, backend", [(r, "tensorflow") for r in RECIPES])
 def test_every_recipe_sweeps(recipe, backend, tmp_path, cifar10_dir, trained_run, registry):
     """The sweep itself runs here (it starts no Keras); its trial is a process of its own,
     a ``cifarkit run`` given the sweep's ``--backend``. Every recipe sweeps on
-    TensorFlow; on JAX one recipe shows the backend reaches the trials (every recipe's
+    TensorFlow; test_history.py's grid and search sweeps run on JAX (and every recipe's
     JAX run is the test above)."""
     sets = recipe_sets(recipe, cifar10_dir, trained_run, registry)
     if backend == "jax":
