@@ -22,7 +22,8 @@ BATCH, VALUE_CHARS = 100, 6000
 STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
 #: What the run directory holds that is logged as artifacts at the end.
 ARTIFACTS = ("model.keras", "recipe.toml", "summary.json", "metrics.csv", "accuracy.png",
-             "loss.png", "confusion_matrix.png")
+             "loss.png", "learning_rate.png", "confusion_matrix.png",
+             "confusion_matrix_normalized.png")
 
 
 def _flat(doc, prefix: str = "") -> dict[str, str]:
@@ -79,6 +80,9 @@ class MlflowLogger(keras.callbacks.Callback):
         self.artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (
             local / "mlartifacts").as_uri()
         self.run_id: str | None = None
+        #: the run header's line: where this run is logged
+        self.header = f"logs to {masked_url(self.uri)}, experiment {experiment!r}" + (
+            f" (mlflow ui --backend-store-uri {self.uri})" if self.artifacts else "")
         # a server that stops answering fails a request in seconds, not after minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

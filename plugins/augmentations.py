@@ -129,6 +129,122 @@ def cutmix(factor: Annotated[float, Range(0, 1, min_inclusive=False)] = 1.0,
     return keras.layers.CutMix(factor=factor, seed=seed)
 
 
+Interpolation = Literal["bilinear", "nearest"]
+
+
+def rand_augment(num_ops: Annotated[int, Range(1, 11)] = 2,
+                 factor: Annotated[float, Range(0, 1)] = 0.5,
+                 interpolation: Interpolation = "bilinear",
+                 seed: int | None = None):
+    """RandAugment (Cubuk et al.): each image goes through ``num_ops`` operations
+    drawn at random from Keras's 11 (shear, translation, rotation, brightness,
+    colour, contrast, sharpness, posterization, solarization, auto-contrast,
+    equalization), all at one strength. Keras's ``RandAugment`` layer.
+
+    Args:
+        num_ops: operations applied to each image, one after another.
+        factor: the operations' strength, from 0 (none) to 1 (strongest).
+        interpolation: pixel interpolation for the geometric operations.
+    """
+    import keras
+
+    return keras.layers.RandAugment(value_range=(0, 255), num_ops=num_ops, factor=factor,
+                                    interpolation=interpolation, seed=seed)
+
+
+def random_erasing(probability: Annotated[float, Range(0, 1)] = 0.5,
+                   min_area: Annotated[float, Range(0, 1, min_inclusive=False)] = 0.02,
+                   max_area: Annotated[float, Range(0, 1, min_inclusive=False)] = 0.33,
+                   fill_value: Annotated[float, Range(0, 255)] | None = None,
+                   seed: int | None = None):
+    """Random Erasing (Zhong et al.): a random rectangle of an image is replaced by
+    noise or by one value. Keras's ``RandomErasing`` layer: each side of the
+    rectangle is the square root of a fraction drawn from [min_area, max_area] of
+    the image's side, so the rectangle covers about that share of the image.
+
+    Args:
+        probability: the largest chance an image is erased; each image's chance is
+            drawn from [0, probability] (Keras's ``factor``).
+        min_area: the smallest share of the image a rectangle covers.
+        max_area: the largest share of the image a rectangle covers.
+        fill_value: the pixel value (0-255) the rectangle is filled with; unset:
+            Gaussian noise.
+    """
+    import keras
+
+    if min_area > max_area:
+        raise cifarkit.PluginError(f"random_erasing: min_area {min_area} is larger than "
+                                   f"max_area {max_area}")
+    return keras.layers.RandomErasing(factor=probability, scale=(min_area, max_area),
+                                      fill_value=fill_value, value_range=(0, 255), seed=seed)
+
+
+def aug_mix(num_chains: Annotated[int, Range(1, 8)] = 3,
+            chain_depth: Annotated[int, Range(1, 8)] = 3,
+            factor: Annotated[float, Range(0, 1)] = 0.3,
+            alpha: Annotated[float, Range(0, min_inclusive=False)] = 1.0,
+            all_ops: bool = True,
+            interpolation: Interpolation = "bilinear",
+            seed: int | None = None):
+    """AugMix (Hendrycks et al.): ``num_chains`` chains of ``chain_depth`` random
+    operations each are applied to the image, their results blended with Dirichlet
+    weights and the blend mixed back with the original by a Beta-drawn weight.
+    Keras's ``AugMix`` layer. The labels are not changed.
+
+    Args:
+        num_chains: augmentation chains blended per image.
+        chain_depth: operations in each chain.
+        factor: the operations' strength, from 0 to 1.
+        alpha: the Dirichlet and Beta parameter of the blending weights.
+        all_ops: also use the colour operations (brightness, colour, contrast,
+            sharpness); off: geometric and tonal ones only.
+        interpolation: pixel interpolation for the geometric operations.
+    """
+    import keras
+
+    return keras.layers.AugMix(value_range=(0, 255), num_chains=num_chains,
+                               chain_depth=chain_depth, factor=factor, alpha=alpha,
+                               all_ops=all_ops, interpolation=interpolation, seed=seed)
+
+
+def color_jitter(brightness: Annotated[float, Range(0, 1)] = 0.2,
+                 contrast: Annotated[float, Range(0, 1)] = 0.2,
+                 saturation: Annotated[float, Range(0, 1)] = 0.2,
+                 hue: Annotated[float, Range(0, 1)] = 0.05,
+                 seed: int | None = None):
+    """Colour jitter: each image's brightness, contrast, saturation and hue are
+    shifted by random amounts up to the given strengths; 0 leaves that property
+    alone. Keras's ``RandomColorJitter`` layer.
+
+    Args:
+        brightness: the largest brightness shift, as a fraction of the value range.
+        contrast: contrast is scaled by a factor drawn from [1 - contrast, 1 + contrast].
+        saturation: how far saturation moves, from 0 (unchanged) to 1 (anywhere from
+            grey to fully saturated).
+        hue: the largest hue rotation, from 0 (none) to 1 (half the colour circle).
+    """
+    import keras
+
+    return keras.layers.RandomColorJitter(
+        value_range=(0, 255), brightness_factor=(-brightness, brightness) if brightness else None,
+        contrast_factor=contrast or None,
+        saturation_factor=(0.5 - saturation / 2, 0.5 + saturation / 2) if saturation else None,
+        hue_factor=hue or None, seed=seed)
+
+
+def grayscale(probability: Annotated[float, Range(0, 1)] = 0.2,
+              seed: int | None = None):
+    """Random grayscale: each image becomes grey (its three channels equal) with
+    the given probability. Keras's ``RandomGrayscale`` layer.
+
+    Args:
+        probability: the chance an image is made grey (Keras's ``factor``).
+    """
+    import keras
+
+    return keras.layers.RandomGrayscale(factor=probability, seed=seed)
+
+
 @cifarkit.hookimpl
 def register_augmentations(register):
     register(random_rotation)
@@ -137,3 +253,5 @@ def register_augmentations(register):
     register(random_affine)
     register(mixup)
     register(cutmix)
+    for layer in (rand_augment, random_erasing, aug_mix, color_jitter, grayscale):
+        register(layer)

@@ -121,7 +121,8 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     assert run_dir.name.startswith("default-")
     names = {p.name for p in run_dir.iterdir()}
     assert {"recipe.toml", "metrics.csv", "timing.csv", "summary.json", "model.keras",
-            "accuracy.png", "loss.png", "confusion_matrix.png", "run.log", ".signature",
+            "accuracy.png", "loss.png", "learning_rate.png", "confusion_matrix.png",
+            "confusion_matrix_normalized.png", "run.log", ".signature",
             "checkpoint"} == names  # the final checkpoint: what training on needs
     assert not [n for n in names if n.startswith(".") and n != ".signature"]  # no temporary files
 
@@ -154,8 +155,10 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     assert abs(summary["steady_train_time_s"] + summary["compile_time_s"]
                - summary["train_time_s"]) < 1e-6
     assert set(summary["per_class_accuracy"]) == set(summary["class_names"])
-    for png in ("accuracy.png", "loss.png", "confusion_matrix.png"):
+    for png in ("accuracy.png", "loss.png", "learning_rate.png", "confusion_matrix.png",
+                "confusion_matrix_normalized.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "adam lr 0.001, constant rate" in result.stdout  # the header names the schedule
 
     # model.keras loads with plain Keras (no cifarkit import), takes raw 0-255
     # images, and reproduces the reported test accuracy.
@@ -218,6 +221,29 @@ def test_a_misspelt_command_or_recipe_name_gets_a_suggestion():
     recipe = cli("show", "fst", "--no-model")
     assert recipe.returncode == 2 and recipe.stderr.count("\n") == 1
     assert "ships no recipe of that name; did you mean 'fast'?" in recipe.stderr
+
+
+def test_shell_completion_code_and_what_a_tab_press_completes(tmp_path):
+    bash = cifarkit("completion", "bash")
+    assert bash.returncode == 0 and "complete " in bash.stdout
+    assert subprocess.run(["bash", "-n"], input=bash.stdout, text=True).returncode == 0
+    assert "complete " in cifarkit("completion", "fish").stdout
+    assert "#compdef cifarkit" in cifarkit("completion", "zsh").stdout
+    assert "invalid choice: 'csh'" in cifarkit("completion", "csh").stderr
+    (tmp_path / "mine.toml").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+
+    def tab(line):  # what argcomplete answers the shell code for COMP_LINE
+        out = tmp_path / "completions"
+        cifarkit(env={"_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+                      "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}, cwd=tmp_path)
+        return sorted(word.strip() for word in out.read_text().split("\v"))
+
+    assert tab("cifarkit ru") == ["run", "runs"]
+    assert tab("cifarkit run fa") == ["fast"]
+    assert tab("cifarkit show m") == ["mine.toml"]
+    assert tab("cifarkit run fast --back") == ["--backend"]
+    assert tab("cifarkit run fast --backend ") == ["jax", "tensorflow"]
 
 
 def test_key_value_after_the_recipe_is_a_set():

@@ -262,9 +262,14 @@ def test_fast_recipe_end_to_end_with_tta(tmp_path, cifar10_dir):
     plain = model.predict(data.x_test.astype("float32"), verbose=0)
     assert float((plain.argmax(1) == data.y_test).mean()) == summary["test_accuracy_without_tta"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    # the rate each epoch's first step used: 7 steps x 3 epochs, peak at 23 % of 20 steps
-    lrs = [float(r["learning_rate"]) for r in rows]
-    assert lrs[0] == pytest.approx(1.5 * 0.2) and lrs[1] > lrs[0] and lrs[2] < lrs[1]
+    # the mean of the rate each epoch's steps used (the header: 3 epochs x N steps)
+    from cifarkit_plugins._callbacks import WarmupDecaySchedule
+
+    n = int(result.stdout.split("3 epochs x ")[1].split()[0])
+    schedule = WarmupDecaySchedule(1.5, 0.2, 0.23, 0.07, 3 * n)
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx(
+        [np.mean([schedule(n * e + k) for k in range(n)]) for e in range(3)], rel=1e-5)
+    assert "warmup_decay (start 0.2, peak_at 0.23, end 0.07)" in result.stdout
     evaluated = cli("evaluate", str(run_dir), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["accuracy"] == summary["test_accuracy"]

@@ -65,6 +65,31 @@ def test_runs_refuses_a_missing_folder_and_an_unknown_sort_key_in_one_line(tmp_p
     assert bad.returncode == 2 and "use one of name, recipe" in bad.stderr
 
 
+def test_runs_adds_a_column_per_differing_recipe_key_and_filters_with_where(tmp_path):
+    fake_run(tmp_path, "a", lr=1e-3)
+    fake_run(tmp_path, "b", lr=1e-2)
+    fake_run(tmp_path, "c", lr=1e-2, epochs=3, val=(0.1, 0.2, 0.3), status="interrupted")
+    (tmp_path / "junk").mkdir()
+    table = cli("runs", str(tmp_path), "--sort", "name").stdout.splitlines()
+    assert table[0].split()[:5] == ["run", "recipe", "backend", "train.epochs",
+                                    "train.learning_rate"]
+    assert table[1].split()[3:5] == ["2", "0.001"] and table[3].split()[3:5] == ["3", "0.01"]
+    assert table[4].split()[:2] == ["junk", "unreadable"]
+    rows = json.loads(cli("runs", str(tmp_path), "--where", "train.learning_rate=1e-2",
+                          "--json").stdout)
+    assert [(r["name"], r["recipe_keys"]) for r in rows] == [("b", {"train.epochs": 2}),
+                                                             ("c", {"train.epochs": 3})]
+    both = json.loads(cli("runs", str(tmp_path), "--where", "train.learning_rate=0.01",
+                          "--where", "status=completed", "--json").stdout)
+    assert [(r["name"], r["recipe_keys"]) for r in both] == [("b", {})]
+    none = cli("runs", str(tmp_path), "--where", "train.epochs=9")
+    assert none.returncode == 0 and "no run directories in" in none.stdout
+    for bad, message in (("train.learnin_rate=1", "did you mean 'train.learning_rate'"),
+                         ("seed", "expected KEY=VALUE")):
+        refused = cli("runs", str(tmp_path), "--where", bad)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+
 def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(tmp_path):
     a = fake_run(tmp_path, "a", lr=1e-3)
     b = fake_run(tmp_path, "b", lr=1e-2, epochs=3, val=(0.2, 0.4, 0.6), test=0.55)
@@ -77,6 +102,8 @@ def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(t
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(cli("compare", str(a), str(b), "--plot", str(plot), "--json").stdout)
     assert data["differences"] == {"train.epochs": [2, 3], "train.learning_rate": [1e-3, 1e-2]}
+    assert data["labels"] == ["train.epochs=2, train.learning_rate=0.001",
+                              "train.epochs=3, train.learning_rate=0.01"]  # compare.png's legend
     assert [r["test_accuracy"] for r in data["runs"]] == [0.48, 0.55]
 
 

@@ -34,7 +34,9 @@ def test_evaluate_and_predict_a_finished_run(tmp_path, cifar10_dir):
     table = cli("evaluate", str(run_dir), env={"COLUMNS": "80"})
     assert "per-class accuracy" in table.stdout and "confusion matrix" in table.stdout
     # piped: the long path is one whole line, not hard-wrapped at 80 columns
-    assert f"wrote {run_dir / 'evaluation' / 'confusion_matrix.png'} and" in table.stdout
+    evaluation = run_dir / "evaluation"
+    assert (f"wrote {evaluation / 'confusion_matrix.png'}, "
+            f"{evaluation / 'confusion_matrix_normalized.png'} and") in table.stdout
 
     images = []
     for name, size, colour in [("a.png", (64, 48), (250, 10, 10)), ("b.jpg", (20, 20), (10, 10, 250))]:

@@ -183,6 +183,36 @@ def test_bad_set_options(registry, option, fragment):
     assert fragment in one_line_error(exc_info)
 
 
+def test_set_appends_to_and_removes_from_arrays_of_tables(registry):
+    recipe = load_recipe(DEFAULT_RECIPE, [
+        'callbacks+=[{plugin="csv_logger"}, {plugin="reduce_lr_on_plateau", patience=2}]',
+        'augmentation+={plugin="grayscale", probability=0.1}',
+        "~callbacks.early_stopping"], registry=registry)
+    assert [c.plugin for c in recipe.callbacks] == ["csv_logger", "reduce_lr_on_plateau"]
+    assert recipe.callbacks[1].params["patience"] == 2
+    assert [a.plugin for a in recipe.augmentation] == ["random_affine", "grayscale"]
+    assert load_recipe(DEFAULT_RECIPE, ["~augmentation.0"], registry=registry).augmentation == ()
+    # an entry that moved up keeps its origin: its error names the option that added it
+    with pytest.raises(RecipeError) as exc_info:
+        load_recipe(DEFAULT_RECIPE, ['callbacks+={plugin="csv_logger", separator=1}',
+                                     "~callbacks.0"], registry=registry)
+    assert one_line_error(exc_info).startswith(
+        '--set callbacks+={plugin="csv_logger", separator=1}: callbacks[0].separator')
+
+
+@pytest.mark.parametrize("option, fragment", [
+    ("train.epochs+=3", "train.epochs is not an array; += appends to an array"),
+    ("~callbacks.4", "callbacks has 1 entry, no position 4"),
+    ("~train.nothing", "train.nothing is not in the recipe; nothing to remove"),
+    ("~callbacks.mlflow", "0 entries using plugin 'mlflow'"),
+    ('callbacks+={plugin="nope"}', "callbacks[1].plugin: unknown callback plugin 'nope'"),
+])
+def test_bad_appends_and_removals(registry, option, fragment):
+    with pytest.raises((RecipeError, PluginError)) as exc_info:
+        load_recipe(DEFAULT_RECIPE, [option], registry=registry)
+    assert fragment in one_line_error(exc_info)
+
+
 def test_unreadable_recipes(tmp_path, write, registry):
     for path, fragment in [(tmp_path / "missing.toml", "not found"), (tmp_path, "is a directory")]:
         with pytest.raises(RecipeError, match=fragment):

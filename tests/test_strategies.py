@@ -95,7 +95,8 @@ def test_two_workers_on_loopback(tmp_path, cifar10_dir):
     # exactly one run directory, the chief's, and complete
     run_dir, s = summary_of(out)
     assert {"recipe.toml", "metrics.csv", "timing.csv", "summary.json", "model.keras", "accuracy.png",
-            "loss.png", "confusion_matrix.png", "run.log", "checkpoints", ".signature",
+            "loss.png", "learning_rate.png", "confusion_matrix.png",
+            "confusion_matrix_normalized.png", "run.log", "checkpoints", ".signature",
             "checkpoint"} == {p.name for p in run_dir.iterdir()}
     assert s["status"] == "completed" and s["workers"] == 2 and s["replicas"] == 2 and s["epochs_run"] == 2
     # both workers hold the same weights and measure the same test metrics

@@ -41,6 +41,9 @@ def test_the_mlflow_callback_logs_recipe_metrics_and_files(tmp_path, cifar10_dir
     files = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert {"model.keras", "accuracy.png", "loss.png", "recipe.toml", "summary.json"} <= files
     assert (runs / "mlartifacts").is_dir()
+    rates = client.get_metric_history(logged.info.run_id, "learning_rate")
+    assert [m.value for m in rates] == pytest.approx([float(r["learning_rate"]) for r in rows])
+    assert f"mlflow: logs to sqlite:///{runs / 'mlflow.db'}, experiment 'tiny'" in done.stdout
 
 
 def test_a_missing_mlflow_is_one_line_naming_the_extra(tmp_path, cifar10_dir):

@@ -56,6 +56,16 @@ def install_schedule(optimizer, schedule) -> None:
     optimizer._learning_rate = schedule
 
 
+def learning_rate_schedule(optimizer):
+    """The optimizer's ``LearningRateSchedule``, or None where its rate is a value
+    (the public ``learning_rate`` gives only the rate at the current step)."""
+    import keras
+
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) \
+        else None
+
+
 @contextlib.contextmanager
 def initialising():
     """Create variables inside, initialise them in one compiled program on exit.

@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None, registry=None) -> int:
     """Run ``cifarkit ARGV``; its exit status. ``registry``: the plugins whose commands
     the command line has (default: the installed plugins)."""
     parser = _parser(argv, registry)
+    if "_ARGCOMPLETE" in os.environ:  # a Tab press, through `cifarkit completion`'s code
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers and exits
     unknown = _unknown_command(parser, argv)
     if unknown is not None:
         print(f"cifarkit: error: {unknown}", file=sys.stderr)

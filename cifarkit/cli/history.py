@@ -57,10 +57,16 @@ def shown(key: str, value: Any) -> str:
     return str(value)
 
 
+def _value(row: dict[str, Any], key: str) -> Any:
+    if key.startswith("recipe_keys."):
+        return (row.get("recipe_keys") or {}).get(key[len("recipe_keys."):])
+    return row.get(key)
+
+
 def _cells(row: dict[str, Any], columns) -> list[str]:
     """A row's cells; an unreadable folder's are its name, status and the reason."""
     if row.get("status") != "unreadable":
-        return [shown(k, row.get(k)) for k, _ in columns]
+        return [shown(k, _value(row, k)) for k, _ in columns]
     cells = [str(row.get(k, "")) if k in ("name", "status") else "" for k, _ in columns]
     cells[-1] = row.get("error", "")
     return cells
@@ -112,12 +118,74 @@ def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: doc}
 
 
-def differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
-    """The recipe keys whose values differ between the runs: key -> each run's value."""
-    flat = [_flat(_recipe(d)) for d in run_dirs]
-    keys = sorted(set().union(*flat))
+def _differing(flat: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = sorted(set().union(*flat)) if flat else []
     return {k: [f.get(k) for f in flat] for k in keys
             if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1}
+
+
+def differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
+    """The recipe keys whose values differ between the runs: key -> each run's value."""
+    return _differing([_flat(_recipe(d)) for d in run_dirs])
+
+
+#: The most recipe-key columns ``cifarkit runs`` shows (``--json`` has every one).
+MAX_KEY_COLUMNS = 6
+
+
+def with_recipe_keys(rows: list[dict[str, Any]], where: list[str]) -> tuple[list, list]:
+    """The runs among ``rows`` that match every ``--where KEY=VALUE`` (a row's column or
+    a recipe key, the value read as in ``--set``), each with ``recipe_keys``: its values
+    of the recipe keys that differ among them. Returns (rows, those keys). Folders that
+    are not readable runs are kept only when nothing is filtered."""
+    from cifarkit.core.document import parse_value
+    from cifarkit.errors import did_you_mean
+
+    runs = [r for r in rows if r.get("status") not in ("unreadable", "sweep")]
+    flat = {}
+    for r in runs:
+        try:
+            flat[r["path"]] = _flat(_recipe(Path(r["path"])))
+        except (CifarkitError, OSError):
+            flat[r["path"]] = {}
+    for condition in where:
+        key, sep, text = condition.partition("=")
+        key = key.strip()
+        known = set().union(*flat.values(), (k for k, _ in COLUMNS))
+        if not sep or key not in known:
+            raise CifarkitError(f"runs --where {printable(condition)}: " + (
+                "expected KEY=VALUE, e.g. --where train.learning_rate=0.01" if not sep else
+                f"no run has {printable(key)!r}{did_you_mean(key, known)}"))
+        value = parse_value(text)
+        runs = [r for r in runs if _matches(r.get(key, flat[r["path"]].get(key)), value)]
+    differing = _differing([flat[r["path"]] for r in runs]) if len(runs) > 1 else {}
+    for r in runs:
+        r["recipe_keys"] = {k: flat[r["path"]].get(k) for k in differing}
+    return (runs if where else rows), list(differing)
+
+
+def _matches(have: Any, want: Any) -> bool:
+    if isinstance(have, (int, float)) and isinstance(want, (int, float)):
+        return not isinstance(have, bool) and not isinstance(want, bool) and have == want
+    return have == want or str(have) == str(want)
+
+
+def key_columns(keys: list[str]) -> tuple[tuple, str]:
+    """The table's columns for differing recipe keys (at most :data:`MAX_KEY_COLUMNS`),
+    and a note naming the rest."""
+    shown_keys, rest = keys[:MAX_KEY_COLUMNS], keys[MAX_KEY_COLUMNS:]
+    note = (f"{len(rest)} more recipe keys differ: {', '.join(rest)} (--json lists them)"
+            if rest else "")
+    return tuple((f"recipe_keys.{k}", k) for k in shown_keys), note
+
+
+def labels(run_dirs: list[Path], diffs: dict[str, list[Any]]) -> list[str]:
+    """Each run's label in compare.png: the values of the keys that differ (at most
+    three), else its folder name; folder names where the labels would not be unique."""
+    keys = list(diffs)[:3]
+    out = [", ".join(f"{k}={shown(k, diffs[k][i])}" for k in keys) or d.name
+           for i, d in enumerate(run_dirs)]
+    return out if len(set(out)) == len(out) else [d.name for d in run_dirs]
 
 
 def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
@@ -136,8 +204,9 @@ def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
         if row["status"] == "unreadable":
             raise OutputError(f"{d}: {row['error']}")
         rows.append(row)
-    result = {"differences": differences(run_dirs), "runs": rows}
-    plot_curves(run_dirs, plot)
+    diffs = differences(run_dirs)
+    result = {"differences": diffs, "runs": rows, "labels": labels(run_dirs, diffs)}
+    plot_curves(run_dirs, plot, result["labels"])
     result["plot"] = str(plot)
     return result
 
@@ -149,15 +218,16 @@ def _is_png(path: Path) -> bool:
         return False
 
 
-def plot_curves(run_dirs: list[Path], path: Path) -> None:
-    """Accuracy and loss by epoch, training solid and validation dashed, one colour a run."""
+def plot_curves(run_dirs: list[Path], path: Path, names: list[str]) -> None:
+    """Accuracy and loss by epoch, training solid and validation dashed, one colour a run
+    labelled by ``names``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, d in enumerate(run_dirs):
+    for i, (d, name) in enumerate(zip(run_dirs, names)):
         rows, colour = read_metrics(d), f"C{i % 10}"
         epochs = [r.get("epoch") for r in rows]
         for ax, metric in zip(axes, ("accuracy", "loss")):
@@ -165,7 +235,7 @@ def plot_curves(run_dirs: list[Path], path: Path) -> None:
                 values = [r.get(prefix + metric) for r in rows]
                 if any(v is not None for v in values):
                     ax.plot(epochs, values, style, color=colour,
-                            label=f"{d.name} {'validation' if prefix else 'training'}")
+                            label=f"{name} {'validation' if prefix else 'training'}")
     from matplotlib.ticker import MaxNLocator
 
     for ax, metric in zip(axes, ("accuracy", "loss")):

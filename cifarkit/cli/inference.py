@@ -154,11 +154,15 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{output}: cannot create ({exc.strerror or exc})") from None
-    plots.plot_confusion(result["confusion_matrix"], data.class_names, output / "confusion_matrix.png")
+    accuracy = f"{100 * result['accuracy']:.2f} %"
+    pngs = plots.plot_confusion(result["confusion_matrix"], data.class_names,
+                                output / "confusion_matrix.png",
+                                f"{run_dir.name} on {Path(str(result['data'])).name}, "
+                                f"accuracy {accuracy}")
     artifacts.write_json(output / "evaluation.json", result)
     if console is not None:
         render_evaluation(console, result, data.class_names, f"{run_dir.name} on {result['data']}")
-        console.print(f"wrote {output / 'confusion_matrix.png'} and {output / 'evaluation.json'}",
+        console.print(f"wrote {', '.join(map(str, pngs))} and {output / 'evaluation.json'}",
                       highlight=False)
     return result
 

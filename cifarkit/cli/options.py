@@ -47,27 +47,49 @@ class Command:
 RECIPE_HELP = "recipe file, or the name of a recipe shipped with cifarkit (e.g. default)"
 
 
+def recipe_completions(prefix: str, **_) -> list[str]:
+    """What a RECIPE word completes to (``cifarkit completion``): the names of the
+    recipes shipped with cifarkit, then .toml files and folders."""
+    from argcomplete.completers import FilesCompleter
+
+    from cifarkit.core.recipe import builtin_recipes
+
+    names = [n for n in builtin_recipes() if n.startswith(prefix)]
+    return names + list(FilesCompleter(allowednames=("toml",))(prefix))
+
+
+def _no_completions(**_) -> list[str]:
+    return []
+
+
 def recipe(parser, optional: bool = False) -> None:
     """RECIPE, then any number of KEY=VALUE (the same as ``--set KEY=VALUE``)."""
     parser.add_argument("recipe", metavar="RECIPE", nargs="?" if optional else None,
-                        help=RECIPE_HELP)
+                        help=RECIPE_HELP).completer = recipe_completions
     parser.add_argument("assignments", metavar="KEY=VALUE", nargs="*",
-                        help="after the recipe: the same as --set KEY=VALUE")
+                        help="after the recipe: the same as --set KEY=VALUE (also "
+                             "KEY+=VALUE, ~KEY)").completer = _no_completions
+
+
+def _override(word: str) -> bool:
+    return "=" in word or word.startswith("~")
 
 
 def assignments(args) -> list[str]:
-    """The command line's recipe overrides: KEY=VALUE words after the recipe (or in its
-    place, where the recipe is optional), then ``--set`` values, in that order."""
+    """The command line's recipe overrides: KEY=VALUE, KEY+=VALUE and ~KEY words after
+    the recipe (or in its place, where the recipe is optional), then ``--set`` values,
+    in that order."""
     from cifarkit.errors import CifarkitError
 
     words = list(getattr(args, "assignments", None) or [])
-    if args.recipe is not None and "=" in args.recipe and not os.path.exists(args.recipe):
+    if args.recipe is not None and _override(args.recipe) and not os.path.exists(args.recipe):
         words.insert(0, args.recipe)  # run --resume DIR KEY=VALUE: no recipe word
         args.recipe = None
     for word in words:
-        if "=" not in word:
+        if not _override(word):
             raise CifarkitError(f"unexpected argument {word!r}: after the recipe, KEY=VALUE "
-                                "sets a recipe key (as --set KEY=VALUE)")
+                                "sets a recipe key, KEY+=VALUE appends to an array and ~KEY "
+                                "removes one (as --set does)")
     return [*words, *args.overrides]
 
 
@@ -75,7 +97,9 @@ def overrides(parser, every_trial: bool = False) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override one recipe key " + ("in every trial " if every_trial
-                                                           else "") + "(repeatable)")
+                                                           else "") +
+                        "(repeatable): KEY=VALUE sets it, KEY+=VALUE appends to an array, "
+                        "~KEY removes a key or an array entry")
 
 
 def backend(parser, help: str = "Keras backend (same as --set train.backend=NAME; default: "

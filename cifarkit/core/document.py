@@ -134,7 +134,8 @@ def merge_tables(base: dict, over: dict, origins: dict[Key, Origin] | None = Non
                 origins.update({kk: o for kk, o in over_origins.items() if kk[: len(key)] == key})
     return out
 
-_SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*=(.*)$", re.S)
+_SET_RE = re.compile(r"^\s*([A-Za-z0-9_.\[\]-]+)\s*(\+?)=(.*)$", re.S)
+_REMOVE_RE = re.compile(r"^\s*~\s*([A-Za-z0-9_.\[\]-]+)\s*$")
 
 
 def parse_value(text: str, where: str | None = None) -> Any:
@@ -155,8 +156,82 @@ def _parse_set_key(option: str, key_text: str) -> list[str | int]:
     return parts
 
 
+def _position(node: Any, part: str | int, key: Key, option: str) -> str | int:
+    """``part`` as an index into ``node``: a plugin name names the one array entry that
+    uses it; a position must be in the array; a table takes names only."""
+    if isinstance(node, list):
+        if isinstance(part, str):
+            matches = [j for j, item in enumerate(node)
+                       if isinstance(item, dict) and item.get("plugin") == part]
+            if len(matches) != 1:
+                raise RecipeError(
+                    f"--set {option}: {_key_str(key)} has {_entries(len(matches))} using "
+                    f"plugin {part!r}; use a position instead, e.g. {_key_str(key)}.0")
+            part = matches[0]
+        if not 0 <= part < len(node):
+            raise RecipeError(f"--set {option}: {_key_str(key)} has {_entries(len(node))}, "
+                              f"no position {part}")
+    elif not isinstance(node, dict):
+        raise RecipeError(f"--set {option}: {_key_str(key)} is not a table")
+    elif isinstance(part, int):
+        raise RecipeError(f"--set {option}: {_key_str(key) or 'the recipe'} is not an array")
+    return part
+
+
+def _parent(doc: dict, parts: list, option: str, origins: dict[Key, Origin],
+            create: bool) -> tuple[Any, Key, str | int]:
+    """The node that holds the last part of ``parts``, its key, and that part resolved;
+    with ``create``, missing tables on the way are made (named by the option)."""
+    node: Any = doc
+    key: Key = ()
+    for part in parts[:-1]:
+        part = _position(node, part, key, option)
+        key = key + (part,)
+        if isinstance(node, dict) and part not in node:
+            if not create:
+                raise RecipeError(f"--set {option}: {_key_str(key)} is not in the recipe; "
+                                  "nothing to remove")
+            node[part] = {}  # made by this option: errors about it name the option
+            origins[key] = Origin(f"--set {option}", Path.cwd())
+        node = node[part]
+    return node, key, _position(node, parts[-1], key, option)
+
+
+def _remove(doc: dict, option: str, key_text: str, origins: dict[Key, Origin]) -> None:
+    """``~KEY``: a table's key, or an array's entry (later entries move up one)."""
+    node, key, last = _parent(doc, _parse_set_key(option, key_text), option, origins, False)
+    if isinstance(node, dict) and last not in node:
+        raise RecipeError(f"--set {option}: {_key_str(key + (last,))} is not in the recipe; "
+                          "nothing to remove")
+    del node[last]
+    _drop(origins, key + (last,))
+    if isinstance(node, list):  # the entries after it keep their origins, one place up
+        n = len(key)
+        moved = {k: o for k, o in origins.items()
+                 if k[:n] == key and len(k) > n and k[n] > last}
+        for k in moved:
+            del origins[k]
+        origins.update({k[:n] + (k[n] - 1,) + k[n + 1:]: o for k, o in moved.items()})
+
+
+def _append(node: Any, last: str | int, key: Key, value: Any, option: str,
+            origins: dict[Key, Origin]) -> None:
+    """``KEY+=VALUE``: VALUE (an array: each of its entries) after the array's last entry."""
+    if isinstance(node, dict) and last not in node:
+        node[last] = []
+    array = node[last]
+    if not isinstance(array, list):
+        raise RecipeError(f"--set {option}: {_key_str(key + (last,))} is not an array; "
+                          "+= appends to an array (use = to replace a value)")
+    for item in value if isinstance(value, list) else [value]:
+        array.append(item)
+        _record(item, Origin(f"--set {option}", Path.cwd()), origins,
+                key + (last, len(array) - 1))
+
+
 def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
-    """Apply one ``--set KEY=VALUE`` override in place.
+    """Apply one ``--set`` override in place: ``KEY=VALUE`` sets a key, ``KEY+=VALUE``
+    appends to an array, ``~KEY`` removes a key or an array's entry.
 
     KEY is dotted (``train.epochs``); an array of tables is indexed by
     position (``augmentation.0.degrees`` or ``augmentation[0].degrees``) or
@@ -168,45 +243,27 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
         raise RecipeError(f"--set {option}: holds the control character {bad!r}; recipe "
                           "values are one line of printable text (write such a value in a "
                           "recipe file, as a TOML string with escapes)")
+    removal = _REMOVE_RE.match(raw_option)
+    if removal:
+        return _remove(doc, option, removal.group(1), origins)
     m = _SET_RE.match(raw_option)
     if not m:
-        raise RecipeError(f"--set {option}: expected KEY=VALUE, e.g. --set train.epochs=1")
+        raise RecipeError(f"--set {option}: expected KEY=VALUE, KEY+=VALUE or ~KEY, "
+                          "e.g. --set train.epochs=1")
     parts = _parse_set_key(option, m.group(1))
-    value = parse_value(m.group(2), f"--set {option[:60]}")
-    node: Any = doc
-    key: Key = ()
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if isinstance(part, str):
-                matches = [j for j, item in enumerate(node)
-                           if isinstance(item, dict) and item.get("plugin") == part]
-                if len(matches) != 1:
-                    raise RecipeError(
-                        f"--set {option}: {_key_str(key)} has {_entries(len(matches))} using "
-                        f"plugin {part!r}; use a position instead, e.g. {_key_str(key)}.0")
-                part = matches[0]
-            if not 0 <= part < len(node):
-                raise RecipeError(f"--set {option}: {_key_str(key)} has {_entries(len(node))}, "
-                                  f"no position {part}")
-        elif not isinstance(node, dict):
-            raise RecipeError(f"--set {option}: {_key_str(key)} is not a table")
-        elif isinstance(part, int):
-            raise RecipeError(f"--set {option}: {_key_str(key) or 'the recipe'} is not an array")
-        key = key + (part,)
-        if last:
-            if part == "plugin" and isinstance(node, dict) and node.get("plugin") != value:
-                for other in [k for k in node if k != "plugin"]:  # as with extends: a new
-                    del node[other]                               # plugin starts afresh
-                    _drop(origins, key[:-1] + (other,))
-            _drop(origins, key)
-            node[part] = value
-            _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}  # made by this option: errors about it name the option
-                origins[key] = Origin(f"--set {option}", Path.cwd())
-            node = node[part]
+    value = parse_value(m.group(3), f"--set {option[:60]}")
+    if m.group(2):
+        node, key, last = _parent(doc, parts, option, origins, True)
+        return _append(node, last, key, value, option, origins)
+    node, key, part = _parent(doc, parts, option, origins, True)
+    key = key + (part,)
+    if part == "plugin" and isinstance(node, dict) and node.get("plugin") != value:
+        for other in [k for k in node if k != "plugin"]:  # as with extends: a new
+            del node[other]                               # plugin starts afresh
+            _drop(origins, key[:-1] + (other,))
+    _drop(origins, key)
+    node[part] = value
+    _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)
 
 
 def _entries(n: int) -> str:

@@ -29,7 +29,8 @@ from cifarkit.core.params import plain
 #: What cifarkit itself writes in a run directory (temporary files start with "."):
 #: no plugin may write there.
 OWNED = ("recipe.toml", "summary.json", "metrics.csv", "timing.csv", "model.keras", "run.log",
-         "accuracy.png", "loss.png", "confusion_matrix.png", "checkpoint", "evaluation")
+         "accuracy.png", "loss.png", "learning_rate.png", "confusion_matrix.png",
+         "confusion_matrix_normalized.png", "checkpoint", "evaluation")
 
 
 def run_file(run_dir: Path, name: str, what: str) -> Path:

@@ -86,6 +86,43 @@ def _learning_rate(model) -> float | None:
         return None
 
 
+def _mean_rate(model, first: int, steps: int) -> float | None:
+    """The mean of the rate an epoch's steps ``first`` .. ``first + steps - 1`` used, where
+    the optimizer's rate is a schedule (computed on the host, nothing synchronised);
+    None where it is a value (set once per epoch at most, by a callback)."""
+    from cifarkit.backends.keras_internals import learning_rate_schedule
+
+    schedule = learning_rate_schedule(getattr(model, "optimizer", None))
+    if schedule is None or steps < 1:
+        return None
+    try:
+        return float(np.mean([float(keras.ops.convert_to_numpy(schedule(step)))
+                              for step in range(first, first + steps)]))
+    except Exception:  # a schedule that needs a traced step: the first step's rate stays
+        return None
+
+
+class EpochRate(keras.callbacks.Callback):
+    """Puts the learning rate the epoch used into its logs (``learning_rate``), first of
+    the callbacks, so metrics.csv, the reporter and trackers (MLflow) all see it: the
+    mean over the epoch's steps where the rate is a schedule, else the rate its first
+    step used. A callback that changes the rate at the epoch's end (ReduceLROnPlateau)
+    logs the rate the epoch used as well."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:  # after the epoch-begin callbacks (LearningRateScheduler) set it
+            self.first = _learning_rate(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        steps = (self.params or {}).get("steps") or 0
+        mean = _mean_rate(self.model, epoch * steps, steps)
+        rate = mean if mean is not None else getattr(self, "first", None)
+        if rate is not None:
+            logs["learning_rate"] = rate
+
+
 class RunMonitor(keras.callbacks.Callback):
     """cifarkit's own callback: timing, per-epoch files and checkpoint, reporter, Ctrl-C.
 
@@ -128,12 +165,7 @@ class RunMonitor(keras.callbacks.Callback):
         self.epoch = epoch + 1
         self.t0 = self.t_last = self._shown = time.perf_counter()
         self.c0 = self.c_last = self.compile_clock() if self.compile_clock else 0.0
-        self.lr = _learning_rate(self.model)
         self.reporter.epoch_begin(epoch + 1)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch == 0:  # the rate the epoch's first step uses (after callbacks set it)
-            self.lr = _learning_rate(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         # Reading a step's logs waits for the device to finish it: done for the
@@ -160,7 +192,7 @@ class RunMonitor(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
         steps = (self.params or {}).get("steps") or 0
         _check_finite(row, epoch + 1, steps, steps)  # before its checkpoint: the last stays finite
-        row["learning_rate"] = self.lr
+        row["learning_rate"] = (logs or {}).get("learning_rate")  # EpochRate's
         compiled = None
         if self.compile_clock is not None:  # measured: what compiled during the steps
             compiled = min(self.c_last - self.c0, train_time)

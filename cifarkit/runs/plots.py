@@ -1,5 +1,7 @@
-"""A run's plots: accuracy.png and loss.png (the curves, the best epoch marked) and
-confusion_matrix.png, written atomically (matplotlib's Agg backend, never a display)."""
+"""A run's plots: accuracy.png, loss.png and learning_rate.png (the curves, the best
+epoch marked), confusion_matrix.png and confusion_matrix_normalized.png, titled with
+the run's name (and test accuracy), written atomically (matplotlib's Agg backend, never
+a display)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,16 @@ from typing import Any, Iterable
 from cifarkit.runs.artifacts import atomic_write
 
 
+#: The curves a run draws, and each one's y-axis label.
+CURVES = {"accuracy": "accuracy", "loss": "loss",
+          "learning_rate": "learning rate (the epoch's mean)"}
+
+
 def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | None = None,
-                metrics: Iterable[str] = ("accuracy", "loss"), best_by: str = "") -> list[Path]:
-    """``<metric>.png``: training and validation curves per epoch, like the seed's figures."""
+                metrics: Iterable[str] = tuple(CURVES), best_by: str = "",
+                title: str = "") -> list[Path]:
+    """``<metric>.png``: training and validation curves per epoch, like the seed's figures,
+    titled ``title: <metric> per epoch``."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -24,7 +33,9 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | Non
         if not any(r.get(metric) is not None for r in rows):
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        pairs = ((metric, "train"), (f"val_{metric}", "validation")) if metric != \
+            "learning_rate" else ((metric, "learning rate"),)
+        for key, label in pairs:
             values = [r.get(key) for r in rows]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", markersize=3, label=label)
@@ -32,8 +43,9 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | Non
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
                        label=f"best epoch ({best_epoch}" + (f", by {best_by})" if best_by else ")"))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per epoch")
+        ax.set_ylabel(CURVES.get(metric, metric))
+        ax.set_title(f"{title}: {metric} per epoch" if title else f"{metric} per epoch",
+                     fontsize=10)
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
@@ -58,30 +70,44 @@ def save_png(fig, path: Path) -> None:
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path,
-                   title: str = "confusion matrix (test split)") -> None:
-    """A confusion-matrix heat map: rows are true classes, columns predictions."""
+                   title: str = "confusion matrix (test split)") -> list[Path]:
+    """Two confusion-matrix heat maps, rows true classes and columns predictions: ``path``
+    with the counts, and ``<path stem>_normalized.png`` with each row divided by its
+    total (each class's share of predictions: the diagonal is its recall)."""
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    normalized = path.with_name(f"{path.stem}_normalized{path.suffix}")
+    _heat_map(counts, class_names, path, title, lambda v: f"{int(v)}")
+    _heat_map(shares, class_names, normalized, f"{title}, each row divided by its total",
+              lambda v: f"{v:.2f}".lstrip("0") if v < 1 else "1", vmax=1.0)
+    return [path, normalized]
+
+
+def _heat_map(matrix, class_names: list[str], path: Path, title: str, text,
+              vmax: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    matrix = np.asarray(confusion)
     k = len(class_names)
     side = min(max(4.5, 0.45 * k + 2.5), 24)
     fig, ax = plt.subplots(figsize=(side, side * 0.9), dpi=110)
-    image = ax.imshow(matrix, cmap="Blues")
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if k <= 30:
         ax.set_xticks(range(k), class_names, rotation=45, ha="right")
         ax.set_yticks(range(k), class_names)
-        threshold = matrix.max() / 2 if matrix.size else 0
+        threshold = (vmax or (matrix.max() if matrix.size else 0)) / 2
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                ax.text(j, i, text(matrix[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if matrix[i, j] > threshold else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)

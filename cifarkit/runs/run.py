@@ -169,7 +169,8 @@ class Run:
         state = self.restore[1] if self.restore else None
         stopped = state and state["stop_training"] and not self.continuing
         last = len(self.rows) if stopped else self.recipe.train.epochs
-        training.fit(self.recipe, self.parts, self.data, [*self.callbacks, self.monitor],
+        training.fit(self.recipe, self.parts, self.data,
+                     [training.EpochRate(), *self.callbacks, self.monitor],
                      len(self.rows), last, self.signals)
 
     def evaluate(self, signals) -> None:
@@ -214,7 +215,8 @@ class Run:
         elif status == "interrupted" and error is None:  # a signal, caught between steps
             artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
             if self.rows:
-                plots.plot_curves(self.rows, self.run_dir)
+                plots.plot_curves(self.rows, self.run_dir,
+                                  title=f"{self.run_dir.name} (interrupted)")
             self.end("interrupted", resume_command=artifacts.resume_command(self.run_dir))
             self.reporter.note(f"interrupted after {len(self.rows)} completed epoch(s), which "
                                "are checkpointed; model.keras holds the current weights. "
@@ -226,7 +228,7 @@ class Run:
             self.end(status, error=terminal_safe(f"{type(error).__name__}: {error}"),
                      resume_command=artifacts.resume_command(self.run_dir))
             if self.rows:
-                plots.plot_curves(self.rows, self.run_dir)
+                plots.plot_curves(self.rows, self.run_dir, title=f"{self.run_dir.name} ({status})")
         self._close()
         from cifarkit.core.registry import FinishFailed
 
@@ -244,9 +246,11 @@ class Run:
         from cifarkit.runs.loop import best_epoch
 
         monitor, best, value = best_epoch(self.rows, self.callbacks)
-        plots.plot_curves(self.rows, self.run_dir, best, best_by=monitor)
+        title = f"{self.run_dir.name}, test accuracy {100 * self.test['accuracy']:.2f} %"
+        plots.plot_curves(self.rows, self.run_dir, best, best_by=monitor, title=title)
         plots.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
-                                 self.run_dir / "confusion_matrix.png")
+                             self.run_dir / "confusion_matrix.png",
+                             f"{title}: confusion matrix (test split)")
         self.summary.pop("resume_command", None)
         self.summary.pop("error", None)
         self.end("completed", **results(self, monitor, best, value))

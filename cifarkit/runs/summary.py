@@ -81,11 +81,12 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
         "augmentation": ", ".join(a.plugin for a in recipe.augmentation) or "none",
         "training": f"{plural(tr.epochs, 'epoch')} x {plural(parts.steps, 'step')}, "
                     f"batch {recipe.data.batch_size}, "
-                    f"{tr.optimizer.plugin} lr {parts.learning_rate:g}"
+                    f"{tr.optimizer.plugin} lr {parts.learning_rate:g}" + _schedule(run)
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
         **({"weights": parts.starting} if parts.starting else {}),
         **({"left out": left_out} if (left_out := _left_out(run)) else {}),
         **({"note": advice} if (advice := run.backend.advice()) else {}),
+        **_callback_lines(run),
         "run directory": str(run.run_dir),
         **({"resuming": f"after epoch {resumed_after} of {tr.epochs}"
                         + ("; a completed run trained on: early stopping's patience (and "
@@ -93,6 +94,29 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                            if run.continuing else "")}
            if resumed_after is not None else {}),
     }
+
+
+def _callback_lines(run: Any) -> dict[str, str]:
+    """A header line for each callback that has one to give: its ``header`` attribute
+    (where a tracker logs, say), under the callback's plugin name."""
+    lines = {}
+    for call, callback in zip(run.recipe.callbacks, run.callbacks or ()):
+        text = getattr(callback, "header", None)
+        if isinstance(text, str) and text:
+            lines[call.plugin] = text
+    return lines
+
+
+def _schedule(run: Any) -> str:
+    """The callback that sets the learning rate, with its parameters (", cosine_decay
+    (warmup 0.1, end 0)"), or ", constant"."""
+    for call in run.recipe.callbacks:
+        if "learning_rate" in run.registry.get("callback", call.plugin).controls:
+            shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in call.params.items()
+                              if v is not None and not isinstance(v, (dict, list)))
+            return f", {call.plugin}" + (f" ({shown})" if shown else "")
+    return ", constant rate"
 
 
 def _left_out(run: Any) -> str | None:

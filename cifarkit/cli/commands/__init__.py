@@ -3,4 +3,4 @@
 
 #: The built-in command modules, in the order ``cifarkit --help`` lists them.
 BUILT_IN = ("run", "list_plugins", "new_plugin", "evaluate", "predict", "runs", "compare",
-            "show", "sweep", "export")
+            "show", "sweep", "export", "completion")

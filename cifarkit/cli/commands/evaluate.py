@@ -35,4 +35,4 @@ COMMAND = options.Command(
     "evaluate", main, "evaluate a run's model.keras on the test split", arguments,
     description="Reload RUN_DIR/model.keras and evaluate it on the run's test split (or the "
                 "test split of --data): accuracy, loss, per-class accuracy, confusion matrix. "
-                "Writes confusion_matrix.png and evaluation.json to --output.")
+                "Writes confusion_matrix.png, confusion_matrix_normalized.png and evaluation.json to --output.")

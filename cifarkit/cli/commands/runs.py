@@ -15,7 +15,10 @@ def arguments(parser) -> None:
                         help="column to sort by: name, recipe, backend, status, epochs, "
                              "best_val_accuracy, test_accuracy, train_time_s, started "
                              "(accuracies and start: newest/best first; default: started)")
-    options.as_json(parser, "the rows as JSON")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only the runs whose recipe key (train.learning_rate) or column "
+                             "(status, backend) has this value; repeatable: all must match")
+    options.as_json(parser, "the rows as JSON (recipe_keys: the recipe keys that differ)")
 
 
 def main(args) -> int:
@@ -23,18 +26,26 @@ def main(args) -> int:
     from cifarkit.runs.listing import list_runs
 
     rows = history.sort_rows(list_runs(Path(args.folder)), args.sort)
+    rows, keys = history.with_recipe_keys(rows, args.where)
     if args.json:
         print(options.json_text(rows))
         return 0
     if not rows:
-        print(f"no run directories in {terminal_safe(args.folder)}")
+        print(f"no run directories in {terminal_safe(args.folder)}" + (
+            " match " + " and ".join(terminal_safe(w) for w in args.where) if args.where else ""))
         return 0
-    history.print_rows(options.make_console(), rows, title=f"runs in {args.folder}")
+    columns, note = history.key_columns(keys)
+    at = [k for k, _ in history.COLUMNS].index("status")  # after recipe and backend
+    columns = (*history.COLUMNS[:at], *columns, *history.COLUMNS[at:])
+    history.print_rows(options.make_console(), rows, columns, title=f"runs in {args.folder}")
+    if note:
+        print(terminal_safe(note))
     return 0
 
 
 COMMAND = options.Command(
     "runs", main, "list the run directories in a folder", arguments,
-    description="One row per run directory in DIR: recipe, backend, status, epochs "
+    description="One row per run directory in DIR: recipe, backend, a column for each "
+                "recipe key whose value differs among the runs listed, status, epochs "
                 "done/planned, best validation and test accuracy, training time, start. A "
                 "folder that is not a readable run is a row marked unreadable.")
