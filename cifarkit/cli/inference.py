@@ -148,6 +148,14 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
                                                    or recipe.data.dataset.plugin),
               "class_names": data.class_names, **result,
               "run_test_accuracy": summary.get("test_accuracy")}
+    _write_evaluation(run_dir, output, result, data.class_names, console)
+    return result
+
+
+def _write_evaluation(run_dir: Path, output: Path | None, result: dict[str, Any],
+                      class_names: list[str], console) -> None:
+    """The confusion matrices and evaluation.json into ``output`` (default: the run
+    directory's evaluation/), and the table on ``console``."""
     if output is None:  # inside the run directory: a real folder, never a link out of it
         output = subfolder(run_dir, "evaluation")
     try:
@@ -155,16 +163,15 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     except OSError as exc:
         raise OutputError(f"{output}: cannot create ({exc.strerror or exc})") from None
     accuracy = f"{100 * result['accuracy']:.2f} %"
-    pngs = plots.plot_confusion(result["confusion_matrix"], data.class_names,
+    pngs = plots.plot_confusion(result["confusion_matrix"], class_names,
                                 output / "confusion_matrix.png",
                                 f"{run_dir.name} on {Path(str(result['data'])).name}, "
                                 f"accuracy {accuracy}")
     artifacts.write_json(output / "evaluation.json", result)
     if console is not None:
-        render_evaluation(console, result, data.class_names, f"{run_dir.name} on {result['data']}")
+        render_evaluation(console, result, class_names, f"{run_dir.name} on {result['data']}")
         console.print(f"wrote {', '.join(map(str, pngs))} and {output / 'evaluation.json'}",
                       highlight=False)
-    return result
 
 
 def predict_images(run_dir: Path, images: list[Path], top: int = 3,

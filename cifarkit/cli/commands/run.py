@@ -54,7 +54,8 @@ COMMAND = options.Command(
     "run", main, "train, evaluate and write a run directory for a recipe", arguments,
     description="Train the recipe's model, evaluate it once on the test split and write "
                 "a run directory: recipe.toml, metrics.csv, timing.csv, summary.json, "
-                "model.keras, the curves and confusion matrices (PNG), run.log.",
+                "model.keras, accuracy.png, loss.png, learning_rate.png, confusion_matrix.png, "
+                "confusion_matrix_normalized.png, run.log.",
     epilog="KEY is a dotted recipe key: data.limit, train.epochs, model.dense_units, "
            "augmentation.0.rotation,\ncallbacks.early_stopping.patience. VALUE is read as "
            "a TOML value (1, 0.5, true, [64, 128]),\nelse as a plain string.")
