@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import DEFAULT_RECIPE, ROOT, cifarkit, tiny_overrides
+from conftest import DEFAULT_RECIPE, ROOT, cifarkit, cli, tiny_overrides
 
 ANSI = "\x1b["
 
@@ -179,8 +179,8 @@ def test_run_default_recipe_end_to_end(tmp_path, cifar10_dir):
     assert float(reloaded.stdout.strip().splitlines()[-1]) == pytest.approx(summary["test_accuracy"], abs=1e-6)
 
     # The resolved recipe reruns as is.
-    rerun = cifarkit("run", str(run_dir / "recipe.toml"), "--output", str(tmp_path / "again"),
-                     "--set", "train.epochs=1")
+    rerun = cli("run", str(run_dir / "recipe.toml"), "--output", str(tmp_path / "again"),
+                "--set", "train.epochs=1")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
 
 
@@ -213,8 +213,6 @@ def test_no_local_copy_and_no_network_says_to_pass_data_path(tmp_path):
 
 
 def test_a_misspelt_command_or_recipe_name_gets_a_suggestion():
-    from conftest import cli
-
     command = cli("rn", "default")
     assert command.returncode == 2 and command.stderr.count("\n") == 1
     assert "unknown command 'rn'; did you mean 'run'?" in command.stderr
@@ -247,8 +245,6 @@ def test_shell_completion_code_and_what_a_tab_press_completes(tmp_path):
 
 
 def test_key_value_after_the_recipe_is_a_set():
-    from conftest import cli
-
     shown = cli("show", "fast", "train.epochs=3", "data.batch_size=256", "--set",
                 "seed=7", "--no-model", "--json")
     assert shown.returncode == 0, shown.stderr

@@ -70,7 +70,7 @@ def test_runs_adds_a_column_per_differing_recipe_key_and_filters_with_where(tmp_
     fake_run(tmp_path, "b", lr=1e-2)
     fake_run(tmp_path, "c", lr=1e-2, epochs=3, val=(0.1, 0.2, 0.3), status="interrupted")
     (tmp_path / "junk").mkdir()
-    table = cli("runs", str(tmp_path), "--sort", "name").stdout.splitlines()
+    table = cli("runs", str(tmp_path), "--sort", "train.learning_rate").stdout.splitlines()
     assert table[0].split()[:5] == ["run", "recipe", "backend", "train.epochs",
                                     "train.learning_rate"]
     assert table[1].split()[3:5] == ["2", "0.001"] and table[3].split()[3:5] == ["3", "0.01"]

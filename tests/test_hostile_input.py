@@ -233,9 +233,9 @@ def mnist_mlp(input_shape, num_classes):
 def test_a_plugin_that_does_not_fit_the_images_is_named(tmp_path, cifar10_dir, hook, source,
                                                         choose, expected):
     plugin = write_plugin(tmp_path / "plugin.py", hook, source)
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
-                      "--set", f"data.path={cifar10_dir}", "--set", choose,
-                      "--output", str(tmp_path / "runs"))
+    result = cli("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
+                 "--set", f"data.path={cifar10_dir}", "--set", choose,
+                 "--output", str(tmp_path / "runs"))
     one_line_error(result, expected)
     assert not (tmp_path / "runs").exists()
 
@@ -273,9 +273,9 @@ def loud(seed: int | None = None):
     \"\"\"Refuses, colourfully.\"\"\"
     raise cifarkit.PluginError("bad \\x1b[31mvalue\\x1b[0m\\rover")
 """)
-    result = cifarkit("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
-                      "--set", f"data.path={cifar10_dir}", "--set", 'augmentation=[{plugin = "loud"}]',
-                      "--output", str(tmp_path / "runs"))
+    result = cli("run", str(DEFAULT_RECIPE), "--plugin", str(plugin),
+                 "--set", f"data.path={cifar10_dir}", "--set", 'augmentation=[{plugin = "loud"}]',
+                 "--output", str(tmp_path / "runs"))
     one_line_error(result, "bad \\x1b[31mvalue\\x1b[0m\\rover")
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
 

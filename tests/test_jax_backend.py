@@ -165,8 +165,7 @@ def test_data_parallel_splits_batches_over_two_devices(tmp_path, cifar10_dir):
     assert_no_tensorflow(tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sets, fragment", [
+JAX_REFUSALS = [
     (["strategy.plugin=tpu"], "tpu: JAX sees no TPU on this machine (devices: cpu:0)"),
     (["strategy.plugin=tpu", 'strategy.tpu="my-tpu"'],
      "tpu: strategy.tpu connects to a remote TPU, which only the tensorflow backend does"),
@@ -174,15 +173,23 @@ def test_data_parallel_splits_batches_over_two_devices(tmp_path, cifar10_dir):
      "device '/gpu:0' is not present on this machine (available: cpu:0)"),
     (["strategy.plugin=mirrored", 'strategy.cross_device_ops="nccl"'],
      "chooses a tf.distribute all-reduce; on the jax backend XLA chooses it"),
-])
-def test_jax_strategies_that_cannot_start_are_one_line(tmp_path, cifar10_dir, sets, fragment):
+]
+
+
+@pytest.mark.slow
+def test_jax_strategies_that_cannot_start_are_one_line(tmp_path, cifar10_dir):
+    """Each refusal in one JAX process without TensorFlow (one start for them all)."""
+    from conftest import cli_session
+
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "s", 16)
-    args = [a for s in sets for a in ("--set", s)]
-    result = cifarkit("run", str(recipe), *args, "--backend", "jax", "-o", str(tmp_path / "runs"),
-                      env=no_tf(tmp_path))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
-    assert fragment in result.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    results = cli_session([(["run", recipe, *[a for s in sets for a in ("--set", s)],
+                             "--backend", "jax", "-o", tmp_path / f"runs{i}"], None)
+                           for i, (sets, _) in enumerate(JAX_REFUSALS)], env=no_tf(tmp_path))
+    for i, (result, (_, fragment)) in enumerate(zip(results, JAX_REFUSALS)):
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert fragment in result.stderr
+        runs = tmp_path / f"runs{i}"
+        assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_every_built_in_strategy_has_a_form_for_each_backend(registry):

@@ -117,24 +117,25 @@ def scaffolded(tmp_path_factory):
     return root, result
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", SCAFFOLD_KINDS)
-def test_scaffolded_package_tests_pass(scaffolded, kind):
+@pytest.mark.slow  # one test, not one per kind: xdist would build the fixture on each worker
+def test_scaffolded_package_tests_pass(scaffolded):
     root, result = scaffolded
-    package = root / f"cifarkit-my-{kind}"
-    assert sorted(p.relative_to(package).as_posix() for p in package.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts) == [
-        "README.md", f"cifarkit_my_{kind}/__init__.py", "pyproject.toml", "tests/test_plugin.py"]
-    meta = tomllib.loads((package / "pyproject.toml").read_text())
-    assert meta["project"]["entry-points"]["cifarkit"] == {f"my_{kind}": f"cifarkit_my_{kind}"}
-    assert meta["tool"]["pytest"]["ini_options"]["cifarkit_plugins"] == [f"cifarkit_my_{kind}"]
-    listed = cli("list-plugins", "--json", "--plugin",
-                 str(package / f"cifarkit_my_{kind}/__init__.py"))
-    assert any(p["name"] == f"my_{kind}" and p["kind"] == kind
-               for p in json.loads(listed.stdout)["plugins"])
-    passed = re.findall(rf"^PASSED cifarkit-my-{kind}/tests/test_plugin.py::(\w+)",
-                        result.stdout, re.M)
-    assert len(passed) == 2, result.stdout[-3000:]
+    for kind in SCAFFOLD_KINDS:
+        package = root / f"cifarkit-my-{kind}"
+        assert sorted(p.relative_to(package).as_posix() for p in package.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts) == [
+            "README.md", f"cifarkit_my_{kind}/__init__.py", "pyproject.toml",
+            "tests/test_plugin.py"], kind
+        meta = tomllib.loads((package / "pyproject.toml").read_text())
+        assert meta["project"]["entry-points"]["cifarkit"] == {f"my_{kind}": f"cifarkit_my_{kind}"}
+        assert meta["tool"]["pytest"]["ini_options"]["cifarkit_plugins"] == [f"cifarkit_my_{kind}"]
+        listed = cli("list-plugins", "--json", "--plugin",
+                     str(package / f"cifarkit_my_{kind}/__init__.py"))
+        assert any(p["name"] == f"my_{kind}" and p["kind"] == kind
+                   for p in json.loads(listed.stdout)["plugins"]), kind
+        passed = re.findall(rf"^PASSED cifarkit-my-{kind}/tests/test_plugin.py::(\w+)",
+                            result.stdout, re.M)
+        assert len(passed) == 2, (kind, result.stdout[-3000:])
 
 
 @pytest.mark.parametrize("kind", ["model", "optimizer", "dataset"])

@@ -109,8 +109,8 @@ def test_two_workers_on_loopback(tmp_path, cifar10_dir):
 
 def test_tpu_without_a_tpu_fails_fast(tmp_path, cifar10_dir):
     start = time.monotonic()
-    result = cifarkit("run", str(recipe(tmp_path, cifar10_dir)), "--set", "strategy.plugin=tpu",
-                      "--output", str(tmp_path / "runs"), env={"TPU_NAME": ""})
+    result = cli("run", str(recipe(tmp_path, cifar10_dir)), "--set", "strategy.plugin=tpu",
+                 "--output", str(tmp_path / "runs"), env={"TPU_NAME": ""})
     assert time.monotonic() - start < 30
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
@@ -129,8 +129,8 @@ def test_unreachable_tpu_address_times_out(tmp_path, cifar10_dir):
 
 
 def test_missing_gpu_is_a_clear_error(tmp_path, cifar10_dir):
-    result = cifarkit("run", str(recipe(tmp_path, cifar10_dir)), "--set", "strategy.plugin=one_device",
-                      "--set", "strategy.device=/gpu:7", "--output", str(tmp_path / "runs"))
+    result = cli("run", str(recipe(tmp_path, cifar10_dir)), "--set", "strategy.plugin=one_device",
+                 "--set", "strategy.device=/gpu:7", "--output", str(tmp_path / "runs"))
     assert result.returncode == 2
     assert "device '/gpu:7' is not present on this machine (available: /device:CPU:0" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -145,8 +145,8 @@ def test_missing_gpu_is_a_clear_error(tmp_path, cifar10_dir):
 ])
 def test_multi_worker_configuration_errors(tmp_path, cifar10_dir, sets, fragment):
     args = [a for s in sets for a in ("--set", s)]
-    result = cifarkit("run", str(recipe(tmp_path, cifar10_dir)), *args, "--output", str(tmp_path / "runs"),
-                      env={"TF_CONFIG": ""})
+    result = cli("run", str(recipe(tmp_path, cifar10_dir)), *args, "--output", str(tmp_path / "runs"),
+                 env={"TF_CONFIG": ""})
     assert result.returncode == 2 and fragment in result.stderr
 
 

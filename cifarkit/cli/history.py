@@ -27,14 +27,21 @@ DESCENDING = {"best_val_accuracy", "test_accuracy", "started"}
 
 
 def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """``rows`` sorted by a column or by a recipe key that differs among them (rows
+    without a value last)."""
     keys = [k for k, _ in COLUMNS]
-    if key not in keys:
+    differing = {k for r in rows for k in r.get("recipe_keys") or {}}
+    if key not in keys and key not in differing:
         raise CifarkitError(f"runs --sort: {key!r} is not a column; use one of "
-                            f"{', '.join(keys)}")
-    key = "epochs_run" if key == "epochs" else key
-    present = [r for r in rows if r.get(key) is not None]
-    missing = [r for r in rows if r.get(key) is None]
-    present.sort(key=lambda r: r[key], reverse=key in DESCENDING)
+                            f"{', '.join(keys)}, or a recipe key that differs among the runs"
+                            + (f" ({', '.join(sorted(differing))})" if differing else ""))
+    field = "epochs_run" if key == "epochs" else key if key in keys else f"recipe_keys.{key}"
+    present = [r for r in rows if _value(r, field) is not None]
+    missing = [r for r in rows if _value(r, field) is None]
+    try:
+        present.sort(key=lambda r: _value(r, field), reverse=key in DESCENDING)
+    except TypeError:  # values of several types (a number here, a string there)
+        present.sort(key=lambda r: str(_value(r, field)), reverse=key in DESCENDING)
     return present + missing
 
 

@@ -14,7 +14,8 @@ def arguments(parser) -> None:
     parser.add_argument("--sort", default="started", metavar="KEY",
                         help="column to sort by: name, recipe, backend, status, epochs, "
                              "best_val_accuracy, test_accuracy, train_time_s, started "
-                             "(accuracies and start: newest/best first; default: started)")
+                             "(accuracies and start: newest/best first; default: started), "
+                             "or a recipe key that differs among the runs")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="only the runs whose recipe key (train.learning_rate) or column "
                              "(status, backend) has this value; repeatable: all must match")
@@ -25,8 +26,8 @@ def main(args) -> int:
     from cifarkit.cli import history
     from cifarkit.runs.listing import list_runs
 
-    rows = history.sort_rows(list_runs(Path(args.folder)), args.sort)
-    rows, keys = history.with_recipe_keys(rows, args.where)
+    rows, keys = history.with_recipe_keys(list_runs(Path(args.folder)), args.where)
+    rows = history.sort_rows(rows, args.sort)
     if args.json:
         print(options.json_text(rows))
         return 0
