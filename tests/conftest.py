@@ -160,6 +160,17 @@ def cli_session(commands: list[tuple[list, dict | None]], env: dict | None = Non
             for (args, _), r in zip(commands, results)]
 
 
+def commands_on(backend: str, commands: list[tuple[list, dict | None]]) -> list:
+    """Each ``(args, env)`` command's outcome: TensorFlow's in this process, JAX's
+    together in one new process (Keras picks its backend once per process); an
+    argument's ``{only:FOLDER}`` is FOLDER's one entry when its command starts."""
+    if backend == "tensorflow":
+        from inprocess import _resolve
+
+        return [cli(*[_resolve(str(a)) for a in args], env=env) for args, env in commands]
+    return cli_session(commands)
+
+
 def pytest_collection_modifyitems(items):
     """A test that uses the session's trained run trains (once per worker): slow lane.
     The slow tests run first (in their files' order), so the workers share out the long

@@ -9,6 +9,7 @@ results go to FILE.out as JSON: ``[{"returncode": N, "stdout": ..., "stderr": ..
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,14 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return run_cli(*args, env=env)
 
 
+def _only(match) -> str:
+    (entry,) = Path(match.group(1)).iterdir()
+    return str(entry)
+
+
 def _resolve(arg: str) -> str:
-    if arg.startswith("{only:") and arg.endswith("}"):
-        (entry,) = Path(arg[6:-1]).iterdir()
-        return str(entry)
-    return arg
+    """``arg`` with each ``{only:FOLDER}`` replaced by FOLDER's one entry."""
+    return re.sub(r"\{only:([^}]*)\}", _only, arg)
 
 
 def main(path: str) -> None:

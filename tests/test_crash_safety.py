@@ -112,6 +112,7 @@ def interrupted_or_completed(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_two_signals_50_ms_apart_leave_a_truthful_resumable_run(tmp_path, cifar10_dir, sig):
+    """The second Ctrl-C (or SIGTERM) exits at once, and what is left resumes."""
     with slow_run(tmp_path, cifar10_dir, 1) as (proc, run_dir):
         proc.send_signal(sig)
         time.sleep(0.05)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_MODEL, cli, cli_session, metrics, stop_at, summary
+from conftest import ROOT, TINY_MODEL, cli, commands_on, metrics, stop_at, summary
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +46,6 @@ def recipe_sets(recipe: str, data, trained_run, registry) -> list[str]:
 
 def as_args(sets: list[str]) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
-
-
-def commands_on(backend: str, commands: list[tuple[list, dict | None]]) -> list:
-    """Each ``(args, env)`` command's outcome: TensorFlow's in this process, JAX's
-    together in one new process (Keras picks its backend once per process)."""
-    if backend == "tensorflow":
-        from inprocess import _resolve
-
-        return [cli(*[_resolve(str(a)) for a in args], env=env) for args, env in commands]
-    return cli_session(commands)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import (assert_same_epochs, cifarkit, cli, metrics, stopped_run, summary,
+from conftest import (assert_same_epochs, cifarkit, cli, commands_on, metrics, stop_at, summary,
                       write_tiny_recipe)
 
 BACKENDS = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
@@ -37,13 +37,18 @@ def _train(tmp_path, data, name, rest="", *args, backend="tensorflow", run=cifar
 def test_init_from_loads_matching_layers_and_freeze_keeps_them(tmp_path, cifar10_dir, backend):
     """A wider first block: its layers stay fresh, the rest come from the source run;
     frozen layers leave training exactly as they were loaded."""
-    source, _ = _train(tmp_path, cifar10_dir, "source", "[train]\nepochs = 1\n", backend=backend)
+    first = write_tiny_recipe(tmp_path / "source.toml", cifar10_dir, "source", 16,
+                              "[train]\nepochs = 1\n")
+    then = write_tiny_recipe(tmp_path / "tuned.toml", cifar10_dir, "tuned", 16,
+                             '[train]\nepochs = 1\nfreeze = ["block2_[bc]*2", "dense"]\n')
+    source, result = commands_on(backend, [  # TensorFlow here, JAX in one new process
+        (["run", first, "--backend", backend, "--output", tmp_path / "source"], None),
+        (["run", then, "--backend", backend, "--output", tmp_path / "tuned", "--set",
+          "model.filters=[6, 8]", "--set", f"train.init_from={{only:{tmp_path / 'source'}}}"],
+         None)])
     assert source.returncode == 0, source.stderr[-2000:]
-    (source_dir,) = (tmp_path / "source").iterdir()
-    rest = f'[train]\nepochs = 1\ninit_from = "{source_dir}"\nfreeze = ["block2_[bc]*2", "dense"]\n'
-    result, _ = _train(tmp_path, cifar10_dir, "tuned", rest, "--set", "model.filters=[6, 8]",
-                       backend=backend)
     assert result.returncode == 0, result.stderr[-2000:]
+    (source_dir,) = (tmp_path / "source").iterdir()
     report = " ".join(result.stdout.split())  # the header may wrap
     assert f"init_from {source_dir}: loaded 6 of 11 layers" in report
     assert "fresh: block1_conv1 (3x3x3x4, 4 there; 3x3x3x6, 6 here)" in report
@@ -105,7 +110,7 @@ def test_mixing_augmentations_mix_one_hot_labels_and_keep_images_in_range():
 def test_a_mixing_augmentation_with_a_sparse_loss_is_refused(tmp_path, cifar10_dir):
     rest = ('[[augmentation]]\nplugin = "cutmix"\n'
             '[train]\nloss = "sparse_categorical_crossentropy"\n')
-    result, recipe = _train(tmp_path, cifar10_dir, "t", rest)
+    result, recipe = _train(tmp_path, cifar10_dir, "t", rest, run=cli)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line == (f"cifarkit: error: {recipe}: augmentation[0]: augmentation 'cutmix' mixes "
@@ -175,14 +180,17 @@ def test_extras_resume_exactly(tmp_path, cifar10_dir, backend, schedule):
     holds the average (the optimizer's EMA) of the weights."""
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "r", 16,
                                EXTRAS.format(schedule=schedule))
-    common = ("--deterministic", "--backend", backend)
-    run = cli if backend == "tensorflow" else cifarkit  # Keras's backend: once per process
-    whole = run("run", str(recipe), *common, "--output", str(tmp_path / "whole"))
+    common = ["--deterministic", "--backend", backend]
+    extra, env = stop_at(2, 3, "int")
+    parts = f"{{only:{tmp_path / 'parts'}}}"
+    whole, stopped, resumed = commands_on(backend, [  # JAX: the three in one new process
+        (["run", recipe, *common, "--output", tmp_path / "whole"], None),
+        (["run", recipe, *common, "--output", tmp_path / "parts", *extra], env),
+        (["run", "--resume", parts], None)])
     assert whole.returncode == 0, whole.stderr[-2000:]
-    stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", *common,
-                                   runs=tmp_path / "parts", run=run)
-    assert stopped.returncode == 130 and len(metrics(run_dir)) == 1, stopped.stderr[-2000:]
-    resumed = run("run", "--resume", str(run_dir))
+    (run_dir,) = (tmp_path / "parts").iterdir()
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "interrupted after 1 completed epoch(s)" in " ".join(stopped.stdout.split())
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (whole_dir,) = (tmp_path / "whole").iterdir()
     assert_same_epochs(whole_dir, run_dir, 3, rel=1e-5)
