@@ -367,6 +367,16 @@ def slow_run(tmp_path: Path, data: Path, rows: int, epochs: int = 3, steps: int 
         yield proc, run_dir
 
 
+def interrupted_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 4) -> Path:
+    """The run directory of a slow recipe's run stopped by Ctrl-C in the middle of epoch
+    ``rows + 1``, in this process (for tests of what a resume does, not of the stop)."""
+    done, run_dir = stopped_run(tmp_path, write_slow_recipe(tmp_path, data, epochs=epochs,
+                                                            steps=steps),
+                                rows + 1, min(2, steps), "int", run=cli)
+    assert done.returncode == 130, done.stderr[-2000:]
+    return run_dir
+
+
 def killed_run(tmp_path: Path, data: Path, rows: int, epochs: int = 4, steps: int = 4) -> Path:
     """The run directory of a slow recipe's run killed (-9) in the middle of epoch ``rows + 1``."""
     done, run_dir = stopped_run(tmp_path, write_slow_recipe(tmp_path, data, epochs=epochs,

@@ -11,7 +11,7 @@ import pytest
 from cifarkit import OutputError
 from cifarkit.runs.artifacts import read_summary
 from cifarkit.runs.lock import RunLock, is_locked
-from conftest import (DEFAULT_RECIPE, cifarkit, cli, killed_run, metrics, slow_run, stopped_run,
+from conftest import (DEFAULT_RECIPE, cifarkit, cli, interrupted_run, metrics, slow_run, stopped_run,
                       summary, write_slow_recipe)
 
 SEGFAULT_PLUGIN = '''
@@ -127,7 +127,7 @@ def test_two_signals_50_ms_apart_leave_a_truthful_resumable_run(tmp_path, cifar1
 def test_a_signal_after_the_last_epoch_is_not_ignored(tmp_path, cifar10_dir):
     # the signal arrives at the end of the last step: training is over, evaluation follows
     stopped, run_dir = stopped_run(tmp_path, write_slow_recipe(tmp_path, cifar10_dir, epochs=2,
-                                                               steps=3), 0, 0, "int")
+                                                               steps=3), 0, 0, "int", run=cli)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     s = summary(run_dir)
     assert s["status"] == "interrupted" and len(metrics(run_dir)) == 2
@@ -137,7 +137,7 @@ def test_a_signal_after_the_last_epoch_is_not_ignored(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_resume_refuses_recipe_edits_it_cannot_honour(tmp_path, cifar10_dir):
-    run_dir = killed_run(tmp_path, cifar10_dir, rows=2, epochs=3)
+    run_dir = interrupted_run(tmp_path, cifar10_dir, rows=2, epochs=3)
     original = (run_dir / "recipe.toml").read_text()
     done = len(metrics(run_dir))
     edits = {

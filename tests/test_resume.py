@@ -9,8 +9,8 @@ import pytest
 from cifarkit import OutputError
 
 from cifarkit.runs import checkpoint
-from conftest import (assert_same_epochs, cli, killed_run, metrics, stopped_run, summary,
-                      write_slow_recipe)
+from conftest import (assert_same_epochs, cli, interrupted_run, killed_run, metrics,
+                      stopped_run, summary, write_slow_recipe)
 
 
 @pytest.mark.slow
@@ -250,7 +250,7 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
 
     from cifarkit.testing import write_cifar10
 
-    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2)
+    run_dir = interrupted_run(tmp_path, cifar10_dir, rows=1, epochs=2)
     recipe = run_dir / "recipe.toml"
     text = recipe.read_text()
     other = write_cifar10(tmp_path / "other", n_train=140, n_test=40)  # same 10 classes
@@ -273,7 +273,7 @@ def test_a_resume_on_other_data_is_refused_and_on_moved_data_continues(tmp_path,
 def test_a_resume_can_be_given_more_epochs_and_refuses_other_keys(tmp_path, cifar10_dir):
     """`run --resume RUN --set train.epochs=N` continues to N (recipe.toml then says N);
     --set on a key a resume cannot honour is one line naming it, and changes nothing."""
-    run_dir = killed_run(tmp_path, cifar10_dir, rows=1, epochs=2)
+    run_dir = interrupted_run(tmp_path, cifar10_dir, rows=1, epochs=2)
     before = (run_dir / "recipe.toml").read_text()
     refused = cli("run", "--resume", str(run_dir), "--set", "data.batch_size=32")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
