@@ -18,7 +18,7 @@ import pytest
 
 from cifarkit.backends import get
 
-from conftest import (ROOT, assert_same_epochs, cifarkit, metrics, stopped_run, summary,
+from conftest import (ROOT, assert_same_epochs, cifarkit, cli, metrics, stopped_run, summary,
                       write_slow_recipe, write_tiny_recipe)
 
 # Not imported here: importing jax sets TF_CPP_MIN_LOG_LEVEL=1 in this process,
@@ -74,9 +74,18 @@ def evaluate_json(run_dir, backend, env=None):
 @pytest.mark.slow
 def test_a_recipe_runs_on_jax_without_tensorflow_and_its_model_loads_on_both(tmp_path,
                                                                             cifar10_dir):
+    from conftest import cli_session
+
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "every", 16, EVERY_CALLBACK)
-    env = no_tf(tmp_path)
-    result = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "runs"), env=env)
+    image = tmp_path / "cat.png"
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(image)
+    only = f"{{only:{tmp_path / 'runs'}}}"
+    # train, evaluate and predict on JAX, in one process without TensorFlow
+    result, evaluated, predicted = cli_session([
+        (["run", recipe, "--backend", "jax", "-o", tmp_path / "runs"], None),
+        (["evaluate", only, "--json", "--backend", "jax"], None),
+        (["predict", only, image, "--json"], None)], env=no_tf(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_no_tensorflow(tmp_path)
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -93,17 +102,13 @@ def test_a_recipe_runs_on_jax_without_tensorflow_and_its_model_loads_on_both(tmp
     lrs = [float(r["learning_rate"]) for r in metrics(run_dir)]
     assert lrs[0] != lrs[1]  # warmup_decay's schedule moved the rate inside the jitted step
 
-    # evaluate and predict on JAX, still without TensorFlow; then the same model on TensorFlow.
-    on_jax = evaluate_json(run_dir, "jax", env)
+    # evaluate and predict on JAX; then the same model on TensorFlow (in this process).
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    on_jax = json.loads(evaluated.stdout)
     assert on_jax["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-9)
-    image = tmp_path / "cat.png"
-    from PIL import Image
-    Image.new("RGB", (32, 32), (200, 100, 50)).save(image)
-    predicted = cifarkit("predict", str(run_dir), str(image), "--json", env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert len(json.loads(predicted.stdout)[0]["predictions"]) == 3
-    assert_no_tensorflow(tmp_path)
-    on_tf = evaluate_json(run_dir, "tensorflow")
+    on_tf = json.loads(cli("evaluate", str(run_dir), "--json", "--backend", "tensorflow").stdout)
     assert on_tf["accuracy"] == pytest.approx(s["test_accuracy"], abs=1 / 40 + 1e-9)
     assert on_tf["loss"] == pytest.approx(on_jax["loss"], rel=0.02)
 
@@ -112,7 +117,7 @@ def test_a_recipe_runs_on_jax_without_tensorflow_and_its_model_loads_on_both(tmp
 def test_a_tensorflow_model_loads_on_jax(tmp_path, cifar10_dir):
     recipe = write_tiny_recipe(tmp_path / "r.toml", cifar10_dir, "tf", 16,
                                '[strategy]\nplugin = "one_device"\n[train]\nepochs = 1\n')
-    result = cifarkit("run", str(recipe), "-o", str(tmp_path / "runs"))
+    result = cli("run", str(recipe), "-o", str(tmp_path / "runs"))  # TensorFlow, here
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     on_jax = evaluate_json(run_dir, "jax", no_tf(tmp_path))
@@ -123,16 +128,19 @@ def test_a_tensorflow_model_loads_on_jax(tmp_path, cifar10_dir):
 
 @pytest.mark.slow
 def test_ctrl_c_and_resume_on_jax_match_the_uninterrupted_run(tmp_path, cifar10_dir):
+    from conftest import cli_session, stop_at
+
     recipe = write_slow_recipe(tmp_path, cifar10_dir, epochs=3, steps=6)
-    env = no_tf(tmp_path)
-    whole = cifarkit("run", str(recipe), "--backend", "jax", "-o", str(tmp_path / "whole"), env=env)
+    extra, env = stop_at(2, 3, "int")
+    whole, stopped, resumed = cli_session([  # one JAX process, without TensorFlow
+        (["run", recipe, "--backend", "jax", "-o", tmp_path / "whole"], None),
+        (["run", recipe, "--backend", "jax", "-o", tmp_path / "parts", *extra], env),
+        (["run", "--resume", f"{{only:{tmp_path / 'parts'}}}"], None)],  # recipe.toml: jax
+        env=no_tf(tmp_path))
     assert whole.returncode == 0, whole.stderr[-2000:]
-    stopped, run_dir = stopped_run(tmp_path, recipe, 2, 3, "int", "--backend", "jax",
-                                   runs=tmp_path / "parts", env=env)
-    assert stopped.returncode == 130 and summary(run_dir)["status"] == "interrupted"
-    assert len(metrics(run_dir)) == 1
-    assert (run_dir / "model.keras").is_file()
-    resumed = cifarkit("run", "--resume", str(run_dir), env=env)  # recipe.toml names jax
+    (run_dir,) = (tmp_path / "parts").iterdir()
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "interrupted after 1 completed epoch(s)" in " ".join(stopped.stdout.split())
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_no_tensorflow(tmp_path)
     (whole_dir,) = (tmp_path / "whole").iterdir()
