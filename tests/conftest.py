@@ -160,15 +160,17 @@ def cli_session(commands: list[tuple[list, dict | None]], env: dict | None = Non
             for (args, _), r in zip(commands, results)]
 
 
-def commands_on(backend: str, commands: list[tuple[list, dict | None]]) -> list:
+def commands_on(backend: str, commands: list[tuple[list, dict | None]],
+                env: dict | None = None) -> list:
     """Each ``(args, env)`` command's outcome: TensorFlow's in this process, JAX's
-    together in one new process (Keras picks its backend once per process); an
-    argument's ``{only:FOLDER}`` is FOLDER's one entry when its command starts."""
+    together in one new process with ``env`` (Keras picks its backend once per
+    process); an argument's ``{only:FOLDER}`` is FOLDER's one entry when its command
+    starts."""
     if backend == "tensorflow":
         from inprocess import _resolve
 
-        return [cli(*[_resolve(str(a)) for a in args], env=env) for args, env in commands]
-    return cli_session(commands)
+        return [cli(*[_resolve(str(a)) for a in args], env=e) for args, e in commands]
+    return cli_session(commands, env=env)
 
 
 def pytest_collection_modifyitems(items):

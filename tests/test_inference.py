@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_RECIPE, ROOT, cifarkit, cli, summary, write_slow_recipe
+from conftest import DEFAULT_RECIPE, ROOT, cli, commands_on, summary, write_slow_recipe
 
 
 @pytest.mark.slow  # trains 3 epochs
@@ -79,19 +79,19 @@ def test_image_folder_trains_and_evaluates(tmp_path, backend):
         pytest.skip("the jax extra is not installed")
     folder = make_image_folder(tmp_path / "pets")
     # on JAX, with `import tensorflow` made to fail (tests/no_tensorflow)
-    env = {"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow")} if backend == "jax" else None
-    run = cli if backend == "tensorflow" else cifarkit  # Keras here runs on TensorFlow
-    result = run("run", str(DEFAULT_RECIPE), "--set", "data.dataset=image_folder",
-                      "--set", f"data.path={folder}", "--set", "train.epochs=1",
-                      "--set", "data.batch_size=8", "--set", "model.filters=[4, 8]",
-                      "--set", "model.dropout=[0.1, 0.1]", "--set", "strategy.plugin=one_device",
-                      "--backend", backend, "--output", str(tmp_path / "runs"), env=env)
+    sets = ["data.dataset=image_folder", f"data.path={folder}", "train.epochs=1",
+            "data.batch_size=8", "model.filters=[4, 8]", "model.dropout=[0.1, 0.1]",
+            "strategy.plugin=one_device"]
+    result, ev = commands_on(backend, [  # JAX: one process, `import tensorflow` made to fail
+        (["run", DEFAULT_RECIPE, *[a for s in sets for a in ("--set", s)], "--backend",
+          backend, "--output", tmp_path / "runs"], None),
+        (["evaluate", f"{{only:{tmp_path / 'runs'}}}", "--json"], None)],
+        env={"PYTHONPATH": str(ROOT / "tests" / "no_tensorflow")} if backend == "jax" else None)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     s = summary(run_dir)
     assert s["class_names"] == ["cats", "dogs", "fish"] and s["test_examples"] == 12
     assert s["backend"] == backend
-    ev = run("evaluate", str(run_dir), "--json", env=env)
     assert json.loads(ev.stdout)["accuracy"] == pytest.approx(s["test_accuracy"])
 
 
