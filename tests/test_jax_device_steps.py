@@ -2,8 +2,8 @@
 they train on exactly what the host stream gives, chunked or not, lookahead runs
 in the step as it runs on the host, and a run compiles each program once.
 
-JAX runs in subprocesses (importing it here would change the environment later
-subprocesses inherit; see test_jax_backend.py).
+JAX runs in a subprocess, one for the module (importing it here would change the
+environment later subprocesses inherit; see test_jax_backend.py).
 """
 
 import importlib.util
@@ -21,14 +21,57 @@ if importlib.util.find_spec("jax") is None:
     pytest.skip("the jax extra is not installed", allow_module_level=True)
 
 
+#: One JAX interpreter per test process, started on first use: it runs ``SETUP`` once,
+#: then each test's code in a fresh copy of SETUP's names (one JAX start, not four).
+SERVER = r"""
+import contextlib, io, json, sys, traceback
+base = {}
+exec(compile(sys.argv[1], "SETUP", "exec"), base)
+for line in sys.stdin:
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(json.loads(line), "test", "exec"), dict(base))
+        reply = {"out": out.getvalue()}
+    except BaseException:
+        reply = {"out": out.getvalue(), "error": traceback.format_exc()}
+    sys.__stdout__.write(json.dumps(reply) + "\n")
+    sys.__stdout__.flush()
+"""
+_server: list = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_server():
+    yield
+    for proc in _server:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    _server.clear()
+
+
 def run_python(code: str) -> str:
-    """Run ``SETUP`` and then ``code`` (indented as in the test) in a JAX subprocess."""
-    done = subprocess.run([sys.executable, "-c", SETUP + textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT,
-                          env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin",
-                               "PYTHONPATH": str(ROOT), "HOME": tempfile.mkdtemp()})
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done.stdout
+    """Run ``code`` (indented as in the test) after ``SETUP`` in this module's JAX
+    interpreter; what it printed."""
+    import json
+    import select
+
+    if not _server:
+        _server.append(subprocess.Popen(
+            [sys.executable, "-c", SERVER, SETUP], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                 "HOME": tempfile.mkdtemp()}))
+    proc = _server[0]
+    proc.stdin.write(json.dumps(textwrap.dedent(code)) + "\n")
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], 600)
+    assert ready, "the JAX interpreter gave no answer in 10 minutes"
+    line = proc.stdout.readline()
+    assert line, f"the JAX interpreter ended (exit status {proc.wait()})"
+    reply = json.loads(line)
+    assert "error" not in reply, reply.get("error", "")[-4000:]
+    return reply["out"]
 
 
 SETUP = """

@@ -164,7 +164,8 @@ def with_recipe_keys(rows: list[dict[str, Any]], where: list[str]) -> tuple[list
                 "expected KEY=VALUE, e.g. --where train.learning_rate=0.01" if not sep else
                 f"no run has {printable(key)!r}{did_you_mean(key, known)}"))
         value = parse_value(text)
-        runs = [r for r in runs if _matches(r.get(key, flat[r["path"]].get(key)), value)]
+        runs = [r for r in runs  # a recipe key first: `name` is the recipe's, not the folder's
+                if _matches(flat[r["path"]].get(key, r.get(key)), value)]
     differing = _differing([flat[r["path"]] for r in runs]) if len(runs) > 1 else {}
     for r in runs:
         r["recipe_keys"] = {k: flat[r["path"]].get(k) for k in differing}
