@@ -49,3 +49,31 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         artifacts.atomic_write(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_plots_are_titled_and_the_normalised_matrix_divides_each_row(tmp_path, monkeypatch):
+    from cifarkit.runs import plots
+
+    drawn = {}
+
+    def keep(fig, path):  # what each figure says, instead of its pixels
+        ax = fig.axes[0]
+        drawn[path.name] = (ax.get_title(), [t.get_text() for t in ax.texts],
+                            [line.get_label() for line in ax.lines])
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    rows = [{"epoch": e, "accuracy": 0.2 * e, "val_accuracy": 0.1 * e, "loss": 1 / e,
+             "val_loss": 1.2 / e, "learning_rate": 0.1 / e} for e in (1, 2)]
+    title = "r-1, test accuracy 48.00 %"
+    plots.plot_curves(rows, tmp_path, 2, best_by="val_loss", title=title)
+    plots.plot_confusion([[3, 1], [0, 0]], ["cat", "dog"], tmp_path / "confusion_matrix.png",
+                         f"{title}: confusion matrix")
+    assert sorted(drawn) == ["accuracy.png", "confusion_matrix.png",
+                             "confusion_matrix_normalized.png", "learning_rate.png", "loss.png"]
+    assert drawn["learning_rate.png"][0] == f"{title}: learning_rate per epoch"
+    assert drawn["learning_rate.png"][2][0] == "learning rate"  # one curve, no validation
+    assert drawn["accuracy.png"][0].startswith(title)
+    assert drawn["confusion_matrix.png"][1] == ["3", "1", "0", "0"]
+    # each true class's row divided by its total; a class with no images stays 0
+    assert drawn["confusion_matrix_normalized.png"][1] == [".75", ".25", "0", "0"]
+    assert drawn["confusion_matrix_normalized.png"][0].endswith("each row divided by its total")

@@ -253,3 +253,9 @@ def test_key_value_after_the_recipe_is_a_set():
         == (3, 256, 7)
     stray = cli("show", "fast", "epochs")
     assert stray.returncode == 2 and "unexpected argument 'epochs'" in stray.stderr
+    # the array forms too: KEY+=VALUE appends, ~KEY removes
+    arrays = json.loads(cli("show", "fast", 'callbacks+={plugin="csv_logger"}',
+                            "~callbacks.lookahead", "~augmentation.0", "--no-model",
+                            "--json").stdout)["recipe"]
+    assert [c["plugin"] for c in arrays["callbacks"]] == ["warmup_decay", "csv_logger"]
+    assert [a["plugin"] for a in arrays["augmentation"]] == ["random_translation"]

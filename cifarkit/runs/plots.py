@@ -82,7 +82,8 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
     normalized = path.with_name(f"{path.stem}_normalized{path.suffix}")
     _heat_map(counts, class_names, path, title, lambda v: f"{int(v)}")
     _heat_map(shares, class_names, normalized, f"{title}, each row divided by its total",
-              lambda v: f"{v:.2f}".lstrip("0") if v < 1 else "1", vmax=1.0)
+              lambda v: "1" if v >= 1 else "0" if v == 0 else f"{v:.2f}".lstrip("0"),
+              vmax=1.0)
     return [path, normalized]
 
 
