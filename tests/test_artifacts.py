@@ -67,13 +67,14 @@ def test_plots_are_titled_and_the_normalised_matrix_divides_each_row(tmp_path, m
     title = "r-1, test accuracy 48.00 %"
     plots.plot_curves(rows, tmp_path, 2, best_by="val_loss", title=title)
     plots.plot_confusion([[3, 1], [0, 0]], ["cat", "dog"], tmp_path / "confusion_matrix.png",
-                         f"{title}: confusion matrix")
+                         title)
     assert sorted(drawn) == ["accuracy.png", "confusion_matrix.png",
                              "confusion_matrix_normalized.png", "learning_rate.png", "loss.png"]
-    assert drawn["learning_rate.png"][0] == f"{title}: learning_rate per epoch"
+    assert drawn["learning_rate.png"][0] == f"{title}\nlearning rate per epoch"
     assert drawn["learning_rate.png"][2][0] == "learning rate"  # one curve, no validation
     assert drawn["accuracy.png"][0].startswith(title)
     assert drawn["confusion_matrix.png"][1] == ["3", "1", "0", "0"]
     # each true class's row divided by its total; a class with no images stays 0
     assert drawn["confusion_matrix_normalized.png"][1] == [".75", ".25", "0", "0"]
-    assert drawn["confusion_matrix_normalized.png"][0].endswith("each row divided by its total")
+    assert drawn["confusion_matrix_normalized.png"][0] == \
+        f"{title}\nconfusion matrix, each row divided by its total"

@@ -44,8 +44,8 @@ def plot_curves(rows: list[dict[str, Any]], run_dir: Path, best_epoch: int | Non
                        label=f"best epoch ({best_epoch}" + (f", by {best_by})" if best_by else ")"))
         ax.set_xlabel("epoch")
         ax.set_ylabel(CURVES.get(metric, metric))
-        ax.set_title(f"{title}: {metric} per epoch" if title else f"{metric} per epoch",
-                     fontsize=10)
+        what = f"{metric.replace('_', ' ')} per epoch"
+        ax.set_title(f"{title}\n{what}" if title else what, fontsize=10)
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
@@ -70,18 +70,22 @@ def save_png(fig, path: Path) -> None:
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path,
-                   title: str = "confusion matrix (test split)") -> list[Path]:
+                   title: str = "") -> list[Path]:
     """Two confusion-matrix heat maps, rows true classes and columns predictions: ``path``
     with the counts, and ``<path stem>_normalized.png`` with each row divided by its
-    total (each class's share of predictions: the diagonal is its recall)."""
+    total (each class's share of predictions: the diagonal is its recall); ``title``
+    (the run, its accuracy) above what each shows."""
     import numpy as np
 
     counts = np.asarray(confusion, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     normalized = path.with_name(f"{path.stem}_normalized{path.suffix}")
-    _heat_map(counts, class_names, path, title, lambda v: f"{int(v)}")
-    _heat_map(shares, class_names, normalized, f"{title}, each row divided by its total",
+    head = f"{title}\n" if title else ""
+    _heat_map(counts, class_names, path, f"{head}confusion matrix (test split)",
+              lambda v: f"{int(v)}")
+    _heat_map(shares, class_names, normalized,
+              f"{head}confusion matrix, each row divided by its total",
               lambda v: "1" if v >= 1 else "0" if v == 0 else f"{v:.2f}".lstrip("0"),
               vmax=1.0)
     return [path, normalized]

@@ -249,8 +249,7 @@ class Run:
         title = f"{self.run_dir.name}, test accuracy {100 * self.test['accuracy']:.2f} %"
         plots.plot_curves(self.rows, self.run_dir, best, best_by=monitor, title=title)
         plots.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
-                             self.run_dir / "confusion_matrix.png",
-                             f"{title}: confusion matrix (test split)")
+                             self.run_dir / "confusion_matrix.png", title)
         self.summary.pop("resume_command", None)
         self.summary.pop("error", None)
         self.end("completed", **results(self, monitor, best, value))
