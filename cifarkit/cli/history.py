@@ -141,8 +141,8 @@ MAX_KEY_COLUMNS = 6
 
 
 def with_recipe_keys(rows: list[dict[str, Any]], where: list[str]) -> tuple[list, list]:
-    """The runs among ``rows`` that match every ``--where KEY=VALUE`` (a row's column or
-    a recipe key, the value read as in ``--set``), each with ``recipe_keys``: its values
+    """The runs among ``rows`` that match every ``--where KEY=VALUE`` (a recipe key, else
+    a row's column; the value read as in ``--set``), each with ``recipe_keys``: its values
     of the recipe keys that differ among them. Returns (rows, those keys). Folders that
     are not readable runs are kept only when nothing is filtered."""
     from cifarkit.core.document import parse_value

@@ -156,6 +156,11 @@ def _parse_set_key(option: str, key_text: str) -> list[str | int]:
     return parts
 
 
+def _set_origin(option: str) -> Origin:
+    """Where a key set by ``--set OPTION`` came from (its paths are relative to here)."""
+    return Origin(f"--set {option}", Path.cwd())
+
+
 def _position(node: Any, part: str | int, key: Key, option: str) -> str | int:
     """``part`` as an index into ``node``: a plugin name names the one array entry that
     uses it; a position must be in the array; a table takes names only."""
@@ -192,7 +197,7 @@ def _parent(doc: dict, parts: list, option: str, origins: dict[Key, Origin],
                 raise RecipeError(f"--set {option}: {_key_str(key)} is not in the recipe; "
                                   "nothing to remove")
             node[part] = {}  # made by this option: errors about it name the option
-            origins[key] = Origin(f"--set {option}", Path.cwd())
+            origins[key] = _set_origin(option)
         node = node[part]
     return node, key, _position(node, parts[-1], key, option)
 
@@ -225,7 +230,7 @@ def _append(node: Any, last: str | int, key: Key, value: Any, option: str,
                           "+= appends to an array (use = to replace a value)")
     for item in value if isinstance(value, list) else [value]:
         array.append(item)
-        _record(item, Origin(f"--set {option}", Path.cwd()), origins,
+        _record(item, _set_origin(option), origins,
                 key + (last, len(array) - 1))
 
 
@@ -263,7 +268,7 @@ def apply_set(doc: dict, raw_option: str, origins: dict[Key, Origin]) -> None:
             _drop(origins, key[:-1] + (other,))
     _drop(origins, key)
     node[part] = value
-    _record(value, Origin(f"--set {option}", Path.cwd()), origins, key)
+    _record(value, _set_origin(option), origins, key)
 
 
 def _entries(n: int) -> str:

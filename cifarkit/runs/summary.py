@@ -109,7 +109,7 @@ def _callback_lines(run: Any) -> dict[str, str]:
 
 def _schedule(run: Any) -> str:
     """The callback that sets the learning rate, with its parameters (", cosine_decay
-    (warmup 0.1, end 0)"), or ", constant"."""
+    (warmup 0.1, end 0)"), or ", constant rate"."""
     for call in run.recipe.callbacks:
         if "learning_rate" in run.registry.get("callback", call.plugin).controls:
             shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
