@@ -71,20 +71,38 @@ def train(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = ()
             raise CifarkitError("run --resume RUN_DIR takes no RECIPE: a resumed run uses the "
                                 "recipe.toml in its run directory (--set may change the keys "
                                 "a resume can honour, such as train.epochs)")
-        from cifarkit.runs.artifacts import read_resumable
-        from cifarkit.runs.trust import check_resumable
-
-        run_dir = Path(resume).absolute()
-        read_resumable(run_dir)  # a run directory, or a one-line error saying why not
-        check_resumable(run_dir, trust_run)
-        loaded = load_recipe(run_dir / "recipe.toml", list(overrides), registry)
-        result = run(loaded, registry, run_dir.parent, report, resume=run_dir)
+        result = _resume(Path(resume).absolute(), overrides, registry, report, trust_run)
     else:
         if recipe is None:
             raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
         loaded = load_recipe(locate_recipe(str(recipe)), list(overrides), registry)
         result = run(loaded, registry, Path(output), report)
     return RunInfo(result.run_dir, result.summary)
+
+
+def _resume(run_dir: Path, overrides: Sequence[str], registry, report, trust_run: bool):
+    """Lock the run directory, read it once (recipe, summary, checkpoint: a checked
+    snapshot), refuse a foreign one unless ``trust_run``, and train on from the snapshot."""
+    from cifarkit.core.recipe import load_recipe
+    from cifarkit.errors import OutputError
+    from cifarkit.runs.folder import is_regular
+    from cifarkit.runs.lock import RunLock
+    from cifarkit.runs.runner import run
+    from cifarkit.runs.snapshot import open_run
+    from cifarkit.runs.trust import check_resumable
+
+    if not run_dir.is_dir():
+        raise OutputError(f"{run_dir}: not a run directory (not found)")
+    if not os.path.lexists(run_dir / "summary.json") and not is_regular(run_dir / "recipe.toml"):
+        raise OutputError(f"{run_dir}: not a run directory (no summary.json)")
+    with RunLock(run_dir) as lock, \
+            open_run(run_dir, checkpoint=True, resumable=True) as snapshot:
+        check_resumable(snapshot, trust_run)
+        if snapshot.recipe_doc is None:
+            raise OutputError(f"{run_dir}: not a run directory (no recipe.toml)")
+        loaded = load_recipe(run_dir / "recipe.toml", list(overrides), registry,
+                             document=snapshot.recipe_doc)
+        return run(loaded, registry, run_dir.parent, report, resume=snapshot, lock=lock)
 
 
 def load_run(run_dir: str | os.PathLike) -> RunInfo:

@@ -89,7 +89,7 @@ def test_checkpoint_restores_callback_state(tmp_path):
 
     checkpoint.save(tmp_path, model, [{"epoch": 1}], [es, lr, Custom()], stop_training=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
-    folder, state = checkpoint.usable(tmp_path)
+    folder, state, _ = usable(tmp_path)
     fresh = [EarlyStopping(restore_best_weights=True),
              ReduceLROnPlateau(), Custom()]
     fresh[2].state = None
@@ -148,6 +148,13 @@ def test_a_crash_during_training_is_recorded(tmp_path, cifar10_dir):
     assert "Traceback" in log and "RuntimeError: disk on fire" in log
 
 
+def usable(run_dir):
+    """The checkpoint a resume would use, read the way a resume reads it."""
+    from cifarkit.runs.snapshot import open_run
+
+    return open_run(run_dir, checkpoint=True, resumable=True).restore
+
+
 def tiny_model_and_early_stopping():
     keras = pytest.importorskip("keras")
     from cifarkit_plugins._callbacks import EarlyStopping, ReduceLROnPlateau  # noqa: F401
@@ -171,11 +178,11 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damaged):
     checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", ".checkpoint-previous"}
     truncate(tmp_path / "checkpoint" / damaged)
-    folder, state = checkpoint.usable(tmp_path)
+    folder, state, _ = usable(tmp_path)
     assert folder.name == ".checkpoint-previous" and state["rows"] == [{"epoch": 1}]
     truncate(tmp_path / ".checkpoint-previous" / damaged)
     with pytest.raises(OutputError) as info:
-        checkpoint.usable(tmp_path)
+        usable(tmp_path)
     message = str(info.value)
     assert message.startswith(f"{tmp_path}: no readable checkpoint (checkpoint: ")
     assert "\n" not in message and message.endswith("start the run again")
@@ -193,7 +200,7 @@ def test_a_checkpoint_that_does_not_fit_leaves_nothing_half_written(tmp_path, mo
                                           r"\([\d.]+ (KB|bytes) needed, .* free\)"):
         checkpoint.save(tmp_path, model, [{"epoch": 1}, {"epoch": 2}], [es], stop_training=False)
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint"}  # the last complete one, intact
-    assert checkpoint.usable(tmp_path)[1]["rows"] == [{"epoch": 1}]
+    assert usable(tmp_path)[1]["rows"] == [{"epoch": 1}]
 
 
 @pytest.mark.parametrize("seed", [0, 42])

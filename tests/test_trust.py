@@ -109,28 +109,41 @@ def test_an_edited_plugins_extends_or_data_is_foreign_again(finished, tmp_path):
 
 
 def test_the_run_key_is_private_and_made_once(tmp_path, monkeypatch):
-    from cifarkit.runs import trust
+    from cifarkit.errors import OutputError
+    from cifarkit.runs import manifest, trust
+    from cifarkit.runs.snapshot import open_run
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    first = trust.signature('plugins = ["a.py"]\n')
-    assert trust.signature('plugins = ["a.py"]\n') == first
-    assert trust.signature('plugins = ["b.py"]\n') != first
-    assert trust.signature('plugins = ["a.py"]\nseed = 3\n') == first  # not guarded: still own
+    key = trust.run_key(create=True)
+    assert trust.run_key(create=True) == key
+    first = trust.recipe_digest(key, 'plugins = ["a.py"]\n')
+    assert trust.recipe_digest(key, 'plugins = ["b.py"]\n') != first
+    assert trust.recipe_digest(key, 'plugins = ["a.py"]\nseed = 3\n') == first  # a number
     assert (trust.key_path().stat().st_mode & 0o777) == 0o600
     run = tmp_path / "run"
     run.mkdir()
     (run / "recipe.toml").write_text('plugins = ["a.py"]\n')
-    (run / ".signature").write_text(first)
-    assert trust.is_own(run)
+    (run / "summary.json").write_text('{"status": "completed"}')
+    manifest.Manifest(run, key, {"recipe.toml": [first], "summary.json": [
+        manifest.sha256(b'{"status": "completed"}')]}).flush()
+
+    def own():
+        with open_run(run) as snapshot:
+            return snapshot.own
+
+    assert own()
     (run / "recipe.toml").write_text('plugins = ["a.py"]\n[data]\npath = "/elsewhere"\n')
-    assert not trust.is_own(run)
-    (run / "recipe.toml").write_text("plugins = [\n")  # not TOML: not own
-    assert not trust.is_own(run)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
+    assert not own()
     (run / "recipe.toml").write_text('plugins = ["a.py"]\n')
-    assert not trust.is_own(run)
+    (run / "summary.json").write_text('{"status": "completed" }')  # any other byte
+    assert not own()
+    (run / "summary.json").write_text('{"status": "completed"}')
+    assert own()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
+    assert not own()
     os.mkfifo(run / "fifo")
     (run / ".signature").unlink()
     (run / ".signature").symlink_to(run / "fifo")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert not trust.is_own(run)  # a FIFO is not read (it would hang)
+    with pytest.raises(OutputError, match="symbolic link"):
+        own()  # a FIFO is not read (it would hang): one line

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from cifarkit import backends
-from cifarkit.cli.inference import _load_model, _summary_fields
+from cifarkit.cli.inference import load_model, summary_fields
+from cifarkit.runs.snapshot import RunSnapshot, open_run
 from cifarkit.errors import OutputError, first_line, printable
 from cifarkit.runs import artifacts
 
@@ -36,8 +37,17 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
     if missing:
         raise OutputError(f"--format {fmt} needs {', '.join(missing)}: "
                           "pip install -e \".[export]\"")
-    summary = artifacts.read_summary(run_dir)
-    trained_on, class_names, tta = _summary_fields(summary, run_dir)
+    snapshot = open_run(run_dir, model=True)  # read once: the model loads from its checked copy
+    try:
+        return _export(snapshot, fmt, output, backend)
+    finally:
+        snapshot.close()
+
+
+def _export(snapshot: RunSnapshot, fmt: str, output: Path | None,
+            backend: str | None) -> dict[str, Any]:
+    run_dir = snapshot.path
+    trained_on, class_names, tta = summary_fields(snapshot.summary, run_dir)
     keras_format, default_name = FORMATS[fmt]
     if output is None:  # inside the run directory: a real folder, never a link out of it
         from cifarkit.runs.folder import subfolder
@@ -55,7 +65,7 @@ def export_run(run_dir: Path, fmt: str, output: Path | None = None,
         if path.exists():
             raise OutputError(f"{path}: already exists; remove it or pass --output")
     chosen = backends.get(backend or backends.DEFAULT)
-    trained = _load_model(run_dir, chosen)
+    trained = load_model(snapshot, chosen)
     model = portable(trained)  # float32, GELU through erf: what every runtime runs
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

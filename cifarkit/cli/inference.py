@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from cifarkit.runs import artifacts, plots
-from cifarkit.runs.folder import check_model_file, is_regular, subfolder
+from cifarkit.runs.folder import subfolder
+from cifarkit.runs.snapshot import RunSnapshot, open_run
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
 from cifarkit.errors import DataError, OutputError, first_line, terminal_safe
@@ -22,7 +21,6 @@ from cifarkit.backends import Backend
 from cifarkit.core.recipe import FOREIGN_HINT, load_recipe
 from cifarkit.core.registry import load_registry
 from cifarkit.cli.reporter import render_evaluation
-from cifarkit.runs.trust import is_own
 
 
 def _path_keys(recipe, registry) -> list[str]:
@@ -42,7 +40,7 @@ def _refuse_foreign_paths(recipe, registry) -> None:
                         f"{value}; pass --data PATH to choose the data, or --trust-run")
 
 
-def _summary_fields(summary: dict, run_dir: Path) -> tuple[str | None, list | None, str]:
+def summary_fields(summary: dict, run_dir: Path) -> tuple[str | None, list | None, str]:
     """``(backend, class names, test-time augmentation)`` from summary.json, checked:
     a field of the wrong kind is one line naming it."""
     from cifarkit.backends import BACKENDS
@@ -83,23 +81,13 @@ def _finite(probs: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
     return probs
 
 
-def _load_model(run_dir: Path, backend: Backend):
-    path = run_dir / "model.keras"
-    if not os.path.lexists(path):
-        raise OutputError(f"{run_dir}: no model.keras (the run did not get far enough to save one)")
-    if not is_regular(path):
-        raise OutputError(f"{path}: not a regular file (a link, FIFO or device is not read)")
-    if not zipfile.is_zipfile(path):
-        raise OutputError(f"{path}: not a Keras model file (damaged or truncated: a .keras "
-                          "file is a zip archive)")
-    try:
-        check_model_file(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise OutputError(f"{path}: refused ({first_line(exc)})") from None
+def load_model(snapshot: RunSnapshot, backend: Backend):
+    """The snapshot's model.keras (its checked private copy) as a Keras model on ``backend``."""
+    path = snapshot.path / "model.keras"
     keras = backend.start()
     try:
         # Only predictions are needed: skip the optimizer, which may be a plugin's own class.
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(snapshot.model_path, compile=False)
     except Exception as exc:
         raise OutputError(f"{path}: cannot load ({first_line(exc)})") from None
 
@@ -110,27 +98,32 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s,
     on ``backend`` (else the backend the run trained on).
 
-    A run directory this user's cifarkit did not make (:mod:`cifarkit.runs.trust`) runs
+    The run directory is read once (:func:`cifarkit.runs.snapshot.open_run`). One this
+    user's cifarkit did not make, or whose files differ from its signed manifest, runs
     none of its plugin files and reads no data path of its choosing, unless
     ``trust_run``; ``plugin_files`` are files the user vouches for.
     """
     run_dir = run_dir.absolute()
-    summary = artifacts.read_summary(run_dir)
     registry = load_registry(tuple(plugin_files))
-    trusted = trust_run or is_own(run_dir)
-    recipe = load_recipe(run_dir / "recipe.toml", [], registry, trusted=trusted)
-    if data_path:  # into the dataset's own path parameter (data.path for the built-ins)
-        call = recipe.data.dataset
-        key = (_path_keys(recipe, registry) or ["path"])[0]
-        call = replace(call, params={**call.params, key: Path(data_path).absolute()})
-        recipe = replace(recipe, data=replace(recipe.data, dataset=call))
-    if not trusted and not data_path:
-        _refuse_foreign_paths(recipe, registry)
-    chosen = backends.get(backend or recipe.train.backend)  # --backend, else the run's
-    chosen.select()  # before anything imports Keras (a dataset downloading through it)
-    recipe = recipe.with_backend(chosen.name)
-    data = load_data(recipe, registry)
-    model = _load_model(run_dir, chosen)
+    with open_run(run_dir, model=True) as snapshot:
+        if snapshot.recipe_doc is None:
+            raise OutputError(f"{run_dir}: no recipe.toml (not a complete run directory)")
+        trusted = trust_run or snapshot.own
+        recipe = load_recipe(run_dir / "recipe.toml", [], registry, trusted=trusted,
+                             document=snapshot.recipe_doc)
+        if data_path:  # into the dataset's own path parameter (data.path for the built-ins)
+            call = recipe.data.dataset
+            key = (_path_keys(recipe, registry) or ["path"])[0]
+            call = replace(call, params={**call.params, key: Path(data_path).absolute()})
+            recipe = replace(recipe, data=replace(recipe.data, dataset=call))
+        if not trusted and not data_path:
+            _refuse_foreign_paths(recipe, registry)
+        chosen = backends.get(backend or recipe.train.backend)  # --backend, else the run's
+        chosen.select()  # before anything imports Keras (a dataset downloading through it)
+        recipe = recipe.with_backend(chosen.name)
+        data = load_data(recipe, registry)
+        model = load_model(snapshot, chosen)
+        summary = snapshot.summary
     classes = model.output_shape[-1]
     if classes != len(data.class_names):
         raise DataError(f"{data_path or recipe.path}: the data has {len(data.class_names)} classes "
@@ -180,13 +173,14 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     the run's)."""
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}")
-    summary = artifacts.read_summary(run_dir)
-    run_backend, class_names, tta = _summary_fields(summary, run_dir)
-    chosen = backends.get(backend or run_backend)  # --backend, else the run's
     for path in images:
         if not path.is_file():
             raise DataError(f"{path}: image not found")
-    model = _load_model(run_dir, chosen)
+    with open_run(run_dir, model=True) as snapshot:
+        summary = snapshot.summary
+        run_backend, class_names, tta = summary_fields(summary, run_dir)
+        chosen = backends.get(backend or run_backend)  # --backend, else the run's
+        model = load_model(snapshot, chosen)
     height, width, _ = model.input_shape[1:]
     if height != width:
         raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs are supported")

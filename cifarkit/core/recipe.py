@@ -78,9 +78,10 @@ def _resolved_path(path: Path, where: str) -> Path:
 
 
 def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] = (),
-                seen_real: tuple[Path, ...] = ()) -> dict:
-    """``path`` merged over its ``extends`` chain; ``seen`` are the recipes that extend
-    it (as written, for messages) and ``seen_real`` the same resolved."""
+                seen_real: tuple[Path, ...] = (), document: dict | None = None) -> dict:
+    """``path`` (or ``document``, its content already read) merged over its ``extends``
+    chain; ``seen`` are the recipes that extend it (as written, for messages) and
+    ``seen_real`` the same resolved."""
     path = path.absolute()
     where = str(seen[-1]) + ": extends" if seen else str(path)
     real = _resolved_path(path, where)
@@ -90,7 +91,7 @@ def _load_chain(path: Path, origins: dict[Key, Origin], seen: tuple[Path, ...] =
     if len(seen) >= MAX_EXTENDS:
         raise RecipeError(f"{seen[-1]}: extends: a chain of more than {MAX_EXTENDS} recipes "
                           f"(from {seen[0]}); real ones have a few")
-    doc = read_toml(path)
+    doc = read_toml(path) if document is None else document
     own: dict[Key, Origin] = {}
     _record(doc, Origin(str(path), path.parent), own)
     parent_ref = doc.pop("extends", None)
@@ -278,21 +279,26 @@ def validate(doc: dict, path: Path, origins: dict[Key, Origin], registry: Regist
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                registry: Registry | None = None, trusted: bool = True) -> Recipe:
+                registry: Registry | None = None, trusted: bool = True,
+                document: dict | None = None) -> Recipe:
     """Read, merge, override and validate a recipe. Raises only CifarkitError.
 
     ``trusted=False`` (a run directory someone else made, see
     :mod:`cifarkit.runs.trust`): the recipe may not ``extends`` another file, and
     its ``plugins`` files are not imported unless already loaded (``--plugin
     FILE``); either is one line saying what it would have read or run.
+    ``document``: ``path``'s content, already read and checked (a run folder's
+    snapshot): ``path`` itself is not read again, only named.
     """
     from cifarkit.core.registry import load_registry
 
     path = Path(path).expanduser().absolute()
+    if document is not None:
+        document = copy.deepcopy(document)
     if not trusted:
-        _check_foreign(path, registry)
+        _check_foreign(path, registry, document)
     origins: dict[Key, Origin] = {}
-    doc = _load_chain(path, origins)
+    doc = _load_chain(path, origins, document=document)
     for option in overrides:
         apply_set(doc, option, origins)
     if registry is None:
@@ -315,9 +321,9 @@ FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe
                 "edited since)")
 
 
-def _check_foreign(path: Path, registry: Registry | None) -> None:
+def _check_foreign(path: Path, registry: Registry | None, doc: dict | None = None) -> None:
     """Refuse what a foreign recipe would read or run: ``extends`` and unloaded plugin files."""
-    doc = read_toml(path)
+    doc = read_toml(path) if doc is None else doc
     if "extends" in doc:
         raise RecipeError(f"{path}: extends: {FOREIGN_HINT}, and it would read "
                           f"{printable(doc['extends'])!r}; pass --trust-run if you trust it")

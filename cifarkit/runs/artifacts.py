@@ -14,6 +14,7 @@ import math
 import os
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cifarkit.errors import CifarkitError, OutputError, PluginError
-from cifarkit.runs import folder
+from cifarkit.runs import folder, manifest
 from cifarkit.runs.lock import is_locked
 from cifarkit.core.params import plain
 
@@ -194,9 +195,29 @@ def guarded_write(path: Path, needed: int | None, write: Callable[[], None],
         sys.unraisablehook = hook
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+def refuse_linked(path: Path) -> None:
+    """Refuse (one line) to replace ``path`` when what is there is not a regular file of
+    its own: a symbolic link, a FIFO, a device, a folder, or a file with another hard
+    link (writing it would change a file elsewhere, or hang)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot check it before writing ({exc.strerror or exc})"
+                          ) from None
+    why = ("a symbolic link" if stat.S_ISLNK(info.st_mode)
+           else "not a regular file" if not stat.S_ISREG(info.st_mode)
+           else f"a file with {info.st_nlink} hard links" if info.st_nlink > 1 else None)
+    if why:
+        raise OutputError(f"{path}: {why}; cifarkit writes no file in place through a link: "
+                          "remove it and try again")
+
+
+def write_raw(path: Path, raw: bytes) -> None:
+    """Write a file so that readers see either the old or the complete new content: a new
+    file renamed into place (what stood there before is replaced, never written through)."""
+    refuse_linked(path)
     with writing(path, len(raw)):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -209,6 +230,20 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """:func:`write_raw`, recorded in the run folder's signed manifest when ``path`` lies in
+    a run folder this process is writing (:mod:`cifarkit.runs.manifest`)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    signed = manifest.signing(path)
+    if signed is None:
+        write_raw(path, raw)
+        return
+    refuse_linked(path)
+    name = signed[0].will_write(signed[1], signed[0].digest_of(signed[1], raw))
+    write_raw(path, raw)
+    signed[0].settled(name)
 
 
 def finite(value: Any) -> Any:
@@ -254,7 +289,9 @@ def _csv_value(value: Any) -> Any:
 
 
 def save_model(model: Any, path: Path) -> None:
-    """Save a Keras model atomically (temporary .keras file, then rename)."""
+    """Save a Keras model atomically (temporary .keras file, then rename), recorded in the
+    run folder's manifest before the rename."""
+    refuse_linked(path)
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
         os.close(fd)
@@ -262,7 +299,11 @@ def save_model(model: Any, path: Path) -> None:
     def save() -> None:
         model.save(tmp)
         os.chmod(tmp, _umask_mode())
+        signed = manifest.signing(path)
+        name = signed[0].will_write(signed[1], manifest.file_digest(Path(tmp))) if signed else None
         os.replace(tmp, path)
+        if signed:
+            signed[0].settled(name)
 
     guarded_write(path, weights_bytes(model, with_optimizer=True), save,
                   lambda: Path(tmp).unlink(missing_ok=True))
@@ -334,16 +375,6 @@ def remove_debris(run_dir: Path) -> None:
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / ".checkpoint-pending", ignore_errors=True)
-
-
-def read_resumable(run_dir: Path) -> dict[str, Any]:
-    """The summary of a run to resume; ``{}`` for one killed before its first
-    summary.json (it has its recipe.toml), else :func:`read_summary`'s error."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir() and not os.path.lexists(run_dir / "summary.json") \
-            and folder.is_regular(run_dir / "recipe.toml"):
-        return {}
-    return read_summary(run_dir)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

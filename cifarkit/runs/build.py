@@ -16,7 +16,7 @@ import numpy as np
 
 from cifarkit import backends
 from cifarkit.backends import Backend, Role, Stream, steps_per_pass
-from cifarkit.runs.checkpoint import WEIGHTS, restore_random_state
+from cifarkit.runs.checkpoint import WEIGHTS, Restore, restore_random_state
 from cifarkit.data import Prepared, prepare
 from cifarkit.errors import DataError, OutputError, PluginError, RecipeError, first_line
 from cifarkit.core.recipe import Recipe
@@ -59,9 +59,9 @@ class Built:
 
 
 def build(recipe: Recipe, registry: Registry, data: Prepared,
-          restore: tuple[Path, dict[str, Any]] | None = None, resume: Path | None = None) -> Built:
+          restore: Restore | None = None, resume: Path | None = None) -> Built:
     """Start the recipe's backend and build the strategy, model, optimizer, augmentation
-    and datasets. With ``restore`` (a checkpoint folder and its state), the model and
+    and datasets. With ``restore`` (a checked checkpoint: :class:`cifarkit.runs.checkpoint.Restore`), the model and
     optimizer continue from it and the datasets after its epochs, so a resumed run
     trains on the batches an uninterrupted one would."""
     backend = backends.get(recipe.train.backend)
@@ -94,14 +94,14 @@ def build(recipe: Recipe, registry: Registry, data: Prepared,
         with backend.initialising():  # the optimizer's slots (its own variables exist)
             model.optimizer.build(model.trainable_variables)
         if restore is not None:
-            _restore(model, *restore)
+            _restore(model, restore)
         check_model(model, recipe, data.input_shape, num_classes, backend)
     augment = [registry.call(a, backend=backend, seed=recipe.seed + i)
                for i, a in enumerate(recipe.augmentation)]
     check_augmentation(recipe, augment, data.input_shape, num_classes)
     stream = Stream(batch, num_classes, recipe.train.one_hot, recipe.seed, recipe.data.shuffle,
                     drop_remainder=drop,
-                    first_step=(len(restore[1]["rows"]) if restore else 0) * steps,
+                    first_step=(len(restore.state["rows"]) if restore else 0) * steps,
                     names=tuple(a.plugin for a in recipe.augmentation))
     train_ds, val_ds = backend.datasets(data, augment, stream)
     return Built(backend, strategy, model, loss, augment, train_ds, val_ds, steps, replicas,
@@ -133,15 +133,15 @@ def use_ema(optimizer, momentum: float | None, steps_per_epoch: int, backend: Ba
     optimizer.ema_overwrite_frequency = int(steps_per_epoch) if backend.ema_in_step else None
 
 
-def _restore(model, folder: Path, state: dict[str, Any]) -> None:
+def _restore(model, restore: Restore) -> None:
     """The checkpoint's weights, optimizer state and random state, into ``model``
-    (its optimizer built)."""
+    (its optimizer built), from the checked private copy."""
     try:
-        model.load_weights(folder / WEIGHTS)
+        model.load_weights(restore.folder / WEIGHTS)
     except Exception as exc:  # the model's code changed since the checkpoint
-        raise OutputError(f"{folder}: does not fit the model this recipe builds "
+        raise OutputError(f"{restore.where}: does not fit the model this recipe builds "
                           f"({first_line(exc)}); start the run again") from None
-    restore_random_state(model, state)
+    restore_random_state(model, restore.state)
 
 
 def _check_batch(recipe: Recipe, examples: int, replicas: int) -> None:

@@ -18,13 +18,15 @@ line naming the path and the space needed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from cifarkit.runs import artifacts
+from cifarkit.runs import artifacts, manifest
+from cifarkit.runs import folder as run_folder
 
 from cifarkit.core import schema
 from cifarkit.errors import CifarkitError, OutputError, RecipeError, first_line
@@ -80,13 +82,41 @@ def _load_state(folder: Path, saved: dict[str, Any]) -> Any:
     return state
 
 
+def _remove(path: Path) -> None:
+    """Remove what stands at ``path``: a folder of the run with its files, or a link or
+    file planted there (never followed)."""
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot remove it ({exc.strerror or exc})") from None
+
+
+def _sign(run_dir: Path, pending: Path) -> None:
+    """Record the pending checkpoint's files in the run's manifest before it is renamed into
+    place: each file name accepts this checkpoint's digest and the current one's."""
+    signed = manifest.signing(pending / WEIGHTS)
+    if signed is None:
+        return
+    book = signed[0]
+    for path in sorted(pending.iterdir()):
+        name = f"checkpoint/{path.name}"
+        current = book.files.get(name, [])[:1]
+        book.keep_only(name, [manifest.file_digest(path), *current])
+    book.flush()
+
+
 def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training: bool,
          recipe: dict[str, Any] | None = None) -> None:
     """Write a complete checkpoint for the epochs in ``rows``."""
     pending, current, previous = run_dir / PENDING, run_dir / CURRENT, run_dir / PREVIOUS
-    shutil.rmtree(pending, ignore_errors=True)
-    if current.exists():  # at most two checkpoints on disk, also while writing
-        shutil.rmtree(previous, ignore_errors=True)
+    _remove(pending)
+    if os.path.lexists(current):  # at most two checkpoints on disk, also while writing
+        _remove(previous)
 
     def write() -> None:
         pending.mkdir()
@@ -100,11 +130,13 @@ def save(run_dir: Path, model, rows: list[dict], callbacks: list, stop_training:
             "callbacks": [_callback_state(cb, pending, i) for i, cb in enumerate(callbacks)],
             "recipe": recipe,
         }
-        artifacts.atomic_write(pending / "state.json", artifacts.json_text(state, indent=None))
+        artifacts.write_raw(pending / "state.json", artifacts.json_text(state, indent=None)
+                            .encode("utf-8"))
+        _sign(run_dir, pending)
 
     artifacts.guarded_write(current, artifacts.weights_bytes(model, True), write,
                             lambda: shutil.rmtree(pending, ignore_errors=True))
-    if current.exists():
+    if os.path.lexists(current):
         current.rename(previous)
     pending.rename(current)
 
@@ -137,42 +169,70 @@ def _saved_file(folder: Path, name: Any) -> Path:
     return path
 
 
+class Restore(NamedTuple):
+    """A checkpoint to resume from: ``folder`` holds its files (a private, checked copy),
+    ``state`` its parsed state.json, ``where`` the run folder's checkpoint it came from."""
+
+    folder: Path
+    state: dict[str, Any]
+    where: Path
+
+
+def _number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _rows(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and all(isinstance(k, str) and (v is None or isinstance(
+            v, (int, float, str))) for k, v in r.items()) for r in value)
+
+
+#: Each key of state.json, and whether a value is of its kind.
+STATE_SCHEMA = {
+    "epochs_completed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "rows": _rows,
+    "model_random_state": lambda v: v is None or (
+        isinstance(v, list) and all(_number_list(a) for a in v)),
+    "stop_training": lambda v: isinstance(v, bool),
+    "callbacks": lambda v: isinstance(v, list) and all(
+        c is None or (isinstance(c, dict) and isinstance(c.get("custom", c), dict)) for c in v),
+    "recipe": lambda v: v is None or isinstance(v, dict),
+}
+
+
+def check_state(state: Any) -> dict[str, Any]:
+    """state.json's content, checked against :data:`STATE_SCHEMA` (``ValueError`` naming
+    the first key that is missing or of the wrong kind)."""
+    if not isinstance(state, dict):
+        raise ValueError("state.json is not a cifarkit checkpoint state")
+    for key, valid in STATE_SCHEMA.items():
+        if key not in state and key == "rows":
+            raise ValueError(f"state.json: {key}: missing")
+        if key in state and not valid(state[key]):
+            raise ValueError(f"state.json: {key}: not what a cifarkit checkpoint holds there")
+    return state
+
+
 def verify(folder: Path) -> dict[str, Any]:
     """Read a checkpoint through (state, weights, saved arrays); return its state.
 
     Raises whatever reading a damaged file raises (a truncated HDF5 or NumPy
-    file, JSON that ends early).
+    file, JSON that ends early); an HDF5 file that would read other files, or a
+    state of the wrong shape, is a ``ValueError`` saying so.
     """
     import h5py
 
-    state = load_state(folder)
-    if not isinstance(state, dict) or not isinstance(state.get("rows"), list):
-        raise ValueError("state.json is not a cifarkit checkpoint state")
+    state = check_state(load_state(folder))
     with h5py.File(_saved_file(folder, WEIGHTS), "r") as f:
+        run_folder.check_hdf5(f)
         f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     for saved in state.get("callbacks") or []:
         for name in _arrays_in(saved if isinstance(saved, dict) else None):
             with np.load(_saved_file(folder, name), allow_pickle=False) as arrays:
                 [arrays[k] for k in arrays.files]
     return state
-
-
-def usable(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that reads through, with its state; ``None`` if there is none.
-
-    A damaged newest checkpoint falls back to the previous one; when every
-    checkpoint is damaged, one line says so.
-    """
-    problems = []
-    for folder in candidates(run_dir):
-        try:
-            return folder, verify(folder)
-        except Exception as exc:
-            problems.append(f"{folder.name}: {first_line(exc)}")
-    if problems:
-        raise OutputError(f"{run_dir}: no readable checkpoint ({'; '.join(problems)}); "
-                          "start the run again")
-    return None
 
 
 def restore_random_state(model, state: dict[str, Any]) -> None:
@@ -182,7 +242,12 @@ def restore_random_state(model, state: dict[str, Any]) -> None:
     if saved is None or len(saved) != len(variables):
         return
     for v, value in zip(variables, saved):
-        v.assign(np.asarray(value, dtype=np.asarray(v.numpy()).dtype))
+        array = np.asarray(value, dtype=np.asarray(v.numpy()).dtype)
+        if array.shape != tuple(v.shape):
+            raise OutputError(f"checkpoint state.json: model_random_state: an array of shape "
+                              f"{array.shape} where the model's seed has {tuple(v.shape)}; "
+                              "start the run again")
+        v.assign(array)
 
 
 def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list,
@@ -191,9 +256,15 @@ def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list,
     ``fresh_patience``: a completed run trained on; callbacks that count epochs without
     improvement (early stopping, learning-rate reduction) start counting again, from
     the best value they had seen."""
-    for cb, saved in zip(callbacks, state.get("callbacks", [])):
+    for i, (cb, saved) in enumerate(zip(callbacks, state.get("callbacks", []))):
         if saved is not None and hasattr(cb, "set_state"):
-            cb.set_state(_load_state(folder, saved))
+            try:
+                cb.set_state(_load_state(folder, saved))
+            except Exception as exc:  # a state written elsewhere, or by other code
+                raise OutputError(f"checkpoint state.json: callbacks[{i}]: "
+                                  f"{type(cb).__name__} cannot take the saved state "
+                                  f"({type(exc).__name__}: {first_line(exc)}); start the "
+                                  "run again") from None
         if fresh_patience:
             for counter in ("wait", "stopped_epoch"):
                 if isinstance(getattr(cb, counter, None), int):
@@ -202,14 +273,21 @@ def restore_callbacks(folder: Path, state: dict[str, Any], callbacks: list,
 
 def remove(run_dir: Path) -> None:
     for name in (CURRENT, PREVIOUS, PENDING):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+        _remove(run_dir / name)
 
 
 def keep_final(run_dir: Path) -> None:
     """A completed run keeps its last checkpoint (weights, optimizer and callback state:
-    what ``run --resume --set train.epochs=N`` trains on from), nothing older."""
+    what ``run --resume --set train.epochs=N`` trains on from), nothing older; its
+    manifest then vouches for that checkpoint's files alone."""
     for name in (PREVIOUS, PENDING):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+        _remove(run_dir / name)
+    signed = manifest.signing(run_dir / CURRENT / WEIGHTS)
+    if signed is not None and run_folder.is_folder(run_dir / CURRENT):
+        book = signed[0]
+        for path in (run_dir / CURRENT).iterdir():
+            book.keep_only(f"checkpoint/{path.name}", [manifest.file_digest(path)])
+        book.flush()
 
 
 def resume_editable(recipe: Recipe, registry: Registry) -> list[str]:

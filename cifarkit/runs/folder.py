@@ -27,23 +27,19 @@ import io
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 from cifarkit.errors import OutputError, printable
 from cifarkit.files import FileTooLarge, NotRegularFile, read_regular
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 KB, MB = 1 << 10, 1 << 20
 #: The most bytes read of each file a run or sweep folder holds.
 LIMITS = {"summary.json": 4 * MB, "sweep.json": 16 * MB, "state.json": 64 * MB,
           "recipe.toml": 1 * MB, "metrics.csv": 16 * MB, "timing.csv": 16 * MB,
-          "evaluation.json": 16 * MB, ".signature": 200, ".lock": 200}
+          "evaluation.json": 16 * MB, ".signature": 1 * MB, ".lock": 200}
 DEFAULT_LIMIT = 16 * MB
 #: How deep JSON and TOML documents may nest.
 MAX_DEPTH = 32
@@ -105,7 +101,11 @@ def read_head(path: Path, n: int) -> bytes:
 
 
 def read_text(path: Path, limit: int | None = None) -> str:
-    data = read_bytes(path, limit)
+    return decode(path, read_bytes(path, limit))
+
+
+def decode(path: Path, data: bytes) -> str:
+    """``data`` (read from ``path``) as UTF-8 text, or one line naming the file."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -136,7 +136,12 @@ def _check_depth(path: Path, text: str, opening: str, closing: str) -> None:
 
 def read_json(path: Path, limit: int | None = None, kind: type | None = dict) -> Any:
     """A JSON document of a run folder (see :func:`read_bytes`), of type ``kind``."""
-    text = read_text(path, limit)
+    return parse_json(path, read_bytes(path, limit), kind)
+
+
+def parse_json(path: Path, data: bytes, kind: type | None = dict) -> Any:
+    """JSON bytes read from ``path`` (named in errors), of type ``kind``."""
+    text = decode(path, data)
     _check_depth(path, text, "[{", "]}")
     try:
         doc = json.loads(text)
@@ -149,7 +154,12 @@ def read_json(path: Path, limit: int | None = None, kind: type | None = dict) ->
 
 def read_toml(path: Path, limit: int | None = None) -> dict[str, Any]:
     """A TOML document of a run folder (see :func:`read_bytes`)."""
-    text = read_text(path, limit)
+    return parse_toml(path, read_bytes(path, limit))
+
+
+def parse_toml(path: Path, data: bytes) -> dict[str, Any]:
+    """TOML bytes read from ``path`` (named in errors)."""
+    text = decode(path, data)
     if "\x00" in text:
         raise _fail(path, "holds a NUL character")
     _check_depth(path, text, "[{", "]}")
@@ -197,9 +207,12 @@ def open_append(path: Path):
     """``path`` opened for appending text, never through a symlink, regular files only."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                  | os.O_NONBLOCK, 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
         os.close(fd)
-        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        raise OSError(errno.EINVAL, f"{path} is not a regular file" if info.st_nlink <= 1
+                      else f"{path} has {info.st_nlink} hard links; cifarkit appends to no "
+                      "file that is also elsewhere")
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
 

@@ -133,7 +133,8 @@ class RunMonitor(keras.callbacks.Callback):
         rows: the metrics history; one row is appended per epoch.
         plugin_callbacks: the recipe's callbacks (their state is checkpointed).
         signals: the run's signal handler.
-        restore: ``(checkpoint folder, state)`` when resuming, else ``None``.
+        restore: the checked checkpoint (:class:`cifarkit.runs.checkpoint.Restore`) when
+            resuming, else ``None``.
         stop_at_step: stop after the current step when a signal arrived
             (else the training loop checks at the epoch's end).
         recipe: the resolved recipe, kept in each checkpoint (what a resume checks edits against).
@@ -158,7 +159,7 @@ class RunMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.restore is not None:  # after the other callbacks have reset themselves
-            checkpoint.restore_callbacks(*self.restore, self.plugin_callbacks,
+            checkpoint.restore_callbacks(self.restore.folder, self.restore.state, self.plugin_callbacks,
                                          fresh_patience=self.fresh_patience)
 
     def on_epoch_begin(self, epoch, logs=None):

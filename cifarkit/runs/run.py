@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarkit.runs import artifacts, build, checkpoint, folder, plots, trust
+from cifarkit.runs import artifacts, build, checkpoint, manifest, plots, trust
 from cifarkit.backends import Backend
 from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
@@ -28,6 +28,7 @@ from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
 from cifarkit.runs.context import RunContext
 from cifarkit.runs.report import Report
+from cifarkit.runs.snapshot import RunSnapshot
 from cifarkit.runs.summary import facts, now, start_summary
 
 
@@ -70,18 +71,21 @@ class Run:
         self.context = RunContext(self)  # what its lifecycle hooks see of it
 
     # -- open: data, parts, run directory ------------------------------------------
-    def open(self, output: Path, resume: Path | None, previous: dict[str, Any]) -> None:
+    def open(self, output: Path, snapshot: RunSnapshot | None) -> None:
         """Load the data and build the parts (either may refuse: nothing written yet),
-        then create (or reopen) the run directory and write recipe and summary."""
-        recipe, self.resume = self.recipe, resume
+        then create (or reopen) the run directory and write recipe and summary. A resume
+        takes everything from ``snapshot``, the run directory as it was read once."""
+        recipe, self.snapshot = self.recipe, snapshot
+        self.resume = resume = snapshot.path if snapshot is not None else None
+        previous = snapshot.summary if snapshot is not None else {}
         self.continuing = previous.get("status") == "completed"  # trained on, to more epochs
         self.data = build.load_data(recipe, self.registry)  # a bad path fails before Keras starts
         if resume is not None:
             _check_same_data(self.data, previous, resume)
-        saved, state = (checkpoint.usable(resume) if resume is not None else None) or (None, None)
+        self.restore = snapshot.restore if snapshot is not None else None
+        state = self.restore.state if self.restore is not None else None
         if state is not None:
             checkpoint.check_edits(recipe, self.registry, state, resume)
-        self.restore = (saved, state) if saved is not None else None
         self.parts = build.build(recipe, self.registry, self.data, self.restore, resume)
         if not self.parts.role.chief:  # other workers print nothing, write only a temporary folder
             self.reporter = Report()
@@ -114,26 +118,35 @@ class Run:
         return run_dir, made if run_dir == planned else callbacks(run_dir)
 
     def _write_start(self) -> None:
-        """recipe.toml, its signature and the first summary.json; a failed write (a full
-        disk) leaves no half-made run directory."""
+        """recipe.toml, the signed manifest and the first summary.json; a failed write (a
+        full disk) leaves no half-made run directory."""
         try:
-            # The signature first: a run killed between the two files is still the user's.
             if self.resume is None:
                 self._held.enter_context(RunLock(self.run_dir))
-                text = self.recipe.dumps()
-            elif self.recipe.overrides:  # --set on a resume (checked): the recipe it now runs
-                text = self.recipe.dumps()
-            else:  # vouched for (own, or --trust-run): signed as it is now
-                text = folder.read_text(self.run_dir / "recipe.toml")
-            artifacts.atomic_write(self.run_dir / trust.SIGNATURE_NAME,
-                                   trust.signature(text) + "\n")
-            if self.resume is None or self.recipe.overrides:
-                artifacts.atomic_write(self.run_dir / "recipe.toml", text)
+            if self.parts.role.chief:
+                book = self._manifest()
+                manifest.start_signing(book)  # every later write is recorded in it
+                self._held.callback(manifest.stop_signing, self.run_dir)
+            if self.resume is None or self.recipe.overrides:  # (--set on a resume: checked)
+                artifacts.atomic_write(self.run_dir / "recipe.toml", self.recipe.dumps())
             artifacts.write_json(self.run_dir / "summary.json", self.summary)
         except CifarkitError:
             if self.resume is None:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
+
+    def _manifest(self) -> manifest.Manifest:
+        """The run folder's manifest: new for a new run; for a resume, the folder's own
+        (it was checked) or, for one the user vouched for (--trust-run), what was read."""
+        key = trust.run_key(create=True)
+        snapshot = self.snapshot
+        if snapshot is None:
+            return manifest.Manifest(self.run_dir, key)
+        files = snapshot.manifest_files if snapshot.own else {
+            name: [digest] for name, digest in snapshot.digests.items()}
+        if not snapshot.own and snapshot.recipe_text is not None:
+            files["recipe.toml"] = [trust.recipe_digest(key, snapshot.recipe_text)]
+        return manifest.Manifest(self.run_dir, key, files)
 
     @property
     def images_per_epoch(self) -> int:
@@ -167,7 +180,7 @@ class Run:
         from cifarkit.runs import loop as training
 
         state = self.restore[1] if self.restore else None
-        stopped = state and state["stop_training"] and not self.continuing
+        stopped = state and state.get("stop_training") and not self.continuing
         last = len(self.rows) if stopped else self.recipe.train.epochs
         training.fit(self.recipe, self.parts, self.data,
                      [training.EpochRate(), *self.callbacks, self.monitor],

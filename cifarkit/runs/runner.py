@@ -12,7 +12,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from cifarkit.runs import artifacts, checkpoint
+from cifarkit.runs import artifacts
+from cifarkit.runs.snapshot import RunSnapshot
 
 from cifarkit import backends
 from cifarkit.errors import OutputError, is_plugin_exit, plugin_exit
@@ -26,11 +27,13 @@ __all__ = ["Run", "RunResult", "run"]
 
 
 def run(recipe: Recipe, registry: Registry, output: Path,
-        reporter: Report | None = None, resume: Path | None = None) -> RunResult:
+        reporter: Report | None = None, resume: RunSnapshot | None = None,
+        lock: RunLock | None = None) -> RunResult:
     """Train, evaluate and write the run directory for a validated recipe.
 
-    With ``resume`` (an existing run directory whose ``recipe.toml`` is
-    ``recipe``), continue from its last completed epoch instead.
+    With ``resume`` (the checked snapshot of an existing run directory whose
+    ``recipe.toml`` is ``recipe``, read under ``lock``), continue from its last
+    completed epoch instead.
     """
     # The backend is chosen once, before anything imports Keras, and passed along;
     # the run directory's recipe.toml names it (a resume runs on the same one).
@@ -38,9 +41,9 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     recipe = recipe.with_backend(backend.name)
     backend.select(recipe.train.deterministic)
     with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
-        previous = _claim(resume, Path(output).absolute(), held, recipe.train.epochs)
+        _claim(resume, lock, Path(output).absolute(), held, recipe.train.epochs)
         current = Run(recipe, registry, backend, reporter or Report(), held)
-        current.open(Path(output).absolute(), resume, previous)
+        current.open(Path(output).absolute(), resume)
         from cifarkit.runs.loop import Interrupted, Signals  # Keras callbacks: after the backend started
 
         # Signals stay handled until the run directory is final: the first stops
@@ -67,25 +70,25 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     return current.result
 
 
-def _claim(resume: Path | None, output: Path, held: contextlib.ExitStack,
-           epochs: int) -> dict[str, Any]:
-    """Lock a resumed run directory and read its summary; check a new run's output folder.
-    A completed run resumes only to train on, to more than the epochs it ran."""
+def _claim(resume: RunSnapshot | None, lock: RunLock | None, output: Path,
+           held: contextlib.ExitStack, epochs: int) -> None:
+    """Hold a resumed run directory's lock (taken before its snapshot was read); check a
+    new run's output folder. A completed run resumes only to train on, to more than the
+    epochs it ran."""
     if resume is None:
         artifacts.check_output(output)
-        return {}
-    held.enter_context(RunLock(resume))  # before anything reads or writes it
-    previous = artifacts.read_resumable(resume)
-    artifacts.remove_debris(resume)
+        return
+    held.enter_context(lock if lock is not None else RunLock(resume.path))
+    artifacts.remove_debris(resume.path)
+    previous = resume.summary
     if previous.get("status") == "completed":
         done = previous.get("epochs_run") or 0
         if epochs <= done:
-            raise OutputError(f"{resume}: this run already completed ({done} epochs); to "
+            raise OutputError(f"{resume.path}: this run already completed ({done} epochs); to "
                               f"train it on, resume with --set train.epochs=N, N more than "
                               f"{done}")
-        if not checkpoint.candidates(resume):
-            raise OutputError(f"{resume}: this run completed without keeping its final "
+        if resume.restore is None:
+            raise OutputError(f"{resume.path}: this run completed without keeping its final "
                               "checkpoint (earlier cifarkit removed it, or it was deleted), so "
                               "it cannot train on; start a new run with train.init_from "
                               "pointing at it")
-    return previous

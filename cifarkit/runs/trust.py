@@ -7,18 +7,20 @@ made (downloaded, unpacked, shared) must not run its code, or read data from
 paths it chose, unless the user says so (``--trust-run``, or ``--plugin
 FILE`` for one file, ``--data PATH`` for the data).
 
-cifarkit recognises the user's own run directories by a signature: when a
-run writes its ``recipe.toml``, it stores in ``RUN_DIR/.signature`` an
-HMAC-SHA256, under a key only this user can read
-(``$XDG_CONFIG_HOME/cifarkit/run-key``, else ``~/.config/cifarkit/run-key``,
-mode 0600, in a folder only this user can write), of what in that recipe can
-read or run something: its ``plugins``, ``extends`` and ``[data]`` table, and
-every text value anywhere else (plugin names, paths, URIs). Without the key
-nobody can make a recipe that passes for the user's own. Editing a number
-(more epochs before a resume, say) keeps the directory the user's own;
-editing any text makes it foreign until the user vouches for it again
-(``--trust-run``), after which a resume signs it anew. Sweep folders are
-signed the same way, over their whole ``sweep.json``.
+cifarkit recognises the user's own run directories by a signed manifest
+(:mod:`cifarkit.runs.manifest`): ``RUN_DIR/.signature`` lists every file the
+run wrote with its SHA-256, signed with an HMAC under a key only this user can
+read (``$XDG_CONFIG_HOME/cifarkit/run-key``, else
+``~/.config/cifarkit/run-key``, mode 0600, in a folder only this user can
+write). A command reads each file it needs once and checks those bytes against
+the manifest: a file that differs makes the folder foreign, and the command
+names it. ``recipe.toml``'s entry covers what in the recipe can read or run
+something: its ``plugins``, ``extends`` and ``[data]`` table, and every text
+value anywhere else (plugin names, paths, URIs), so editing a number (more
+epochs before a resume) keeps the directory the user's own, while editing any
+text makes it foreign until the user vouches for it again (``--trust-run``),
+after which a resume signs it anew. Sweep folders are signed over their whole
+``sweep.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import hashlib
 import hmac
 import json
 import os
-import sys
 import secrets
 import stat
 from pathlib import Path
@@ -35,11 +36,7 @@ from pathlib import Path
 from cifarkit.errors import OutputError, printable
 from cifarkit.files import read_regular
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-from cifarkit.core.document import MAX_RECIPE_BYTES
+import tomllib
 
 SIGNATURE_NAME = ".signature"
 KEY_BYTES = 32
@@ -144,7 +141,7 @@ def _digest(key: bytes, recipe_text: str) -> str:
 
 
 def _stored(folder: Path) -> str | None:
-    """The signature a folder holds (``.signature``), or None."""
+    """The signature a sweep folder holds (``.signature``), or None."""
     try:
         return read_regular(folder / SIGNATURE_NAME, 200, follow=False).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
@@ -164,49 +161,34 @@ def is_own_sweep(folder: Path, sweep_text: str) -> bool:
     return hmac.compare_digest(stored, _mac(key, b"cifarkit-sweep", sweep_text.encode("utf-8")))
 
 
-def signature(recipe_text: str) -> str:
-    """The signature of a run's ``recipe.toml`` text under this user's key (created if needed)."""
-    return _digest(_key(create=True) or b"", recipe_text)
+def run_key(create: bool = False) -> bytes | None:
+    """This user's key (created when ``create``), or None when there is none yet."""
+    return _key(create=create)
 
 
-def is_own(run_dir: Path) -> bool:
-    """Whether ``run_dir``'s recipe.toml is one this user's cifarkit wrote (its plugins,
-    extends and data unedited)."""
-    key = _key(create=False)
-    if key is None:
-        return False
-    stored = _stored(run_dir)
-    if stored is None:
-        return False
+def recipe_digest(key: bytes, recipe_text: str) -> str:
+    """The manifest's entry for a run's ``recipe.toml``: what in it reads or runs
+    something (numbers may be edited; see the module's doc). Unparseable text has a
+    digest no written recipe has."""
     try:
-        recipe = read_regular(run_dir / "recipe.toml", MAX_RECIPE_BYTES,
-                              follow=False).decode("utf-8")
-        expected = _digest(key, recipe)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # TOML errors: ValueError
-        return False
-    return hmac.compare_digest(stored, expected)
+        return _digest(key, recipe_text)
+    except (ValueError, RecursionError):
+        return "unparseable"
 
 
-def check_resumable(run_dir: Path, trust_run: bool) -> None:
-    """Refuse (one line) to resume a run directory this user's cifarkit did not make,
-    unless the user vouches for it (``--trust-run``): a resume reads the data, runs the
-    plugin files and writes where its recipe says, and signs the directory as the
-    user's own afterwards."""
-    if trust_run or is_own(run_dir):
+def check_resumable(snapshot, trust_run: bool) -> None:
+    """Refuse (one line) to resume a run directory this user's cifarkit did not make, or
+    one whose files differ from its signed manifest, unless the user vouches for it
+    (``--trust-run``): a resume reads the data, runs the plugin files and writes where
+    its recipe says, and signs the directory as the user's own afterwards."""
+    if trust_run or snapshot.own:
         return
-    named = ""
-    try:
-        from cifarkit.runs.folder import read_toml
-
-        doc = read_toml(run_dir / "recipe.toml")
-        files = doc.get("plugins") if isinstance(doc.get("plugins"), list) else []
-        data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
-        shown = [*(f"plugin file {f}" for f in files[:3] if isinstance(f, str)),
-                 *([f"data.path {data['path']}"] if isinstance(data.get("path"), str) else [])]
-        named = f" ({', '.join(shown)})" if shown else ""
-    except (OSError, OutputError):
-        pass
-    raise OutputError(f"{run_dir / 'recipe.toml'}: this run directory was not made by your "
-                      "cifarkit (or a path, plugin or other text in its recipe.toml was "
-                      f"edited since), and resuming it would read, run and write what it "
-                      f"names{printable(named)}; pass --trust-run if you trust it")
+    doc = snapshot.recipe_doc or {}
+    files = doc.get("plugins") if isinstance(doc.get("plugins"), list) else []
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    shown = [*(f"plugin file {f}" for f in files[:3] if isinstance(f, str)),
+             *([f"data.path {data['path']}"] if isinstance(data.get("path"), str) else [])]
+    named = f" ({', '.join(shown)})" if shown else ""
+    raise OutputError(f"{snapshot.foreign_file}: {snapshot.why_foreign}, and resuming it "
+                      f"would read, run and write what its recipe names{printable(named)}; "
+                      "pass --trust-run if you trust it")
