@@ -23,10 +23,25 @@ class Seen(keras.callbacks.Callback):
         self.ended = True
 
 
+def reach_behind(run):
+    """What a hostile plugin tries: none of it may change the run's recipe or outcome."""
+    for attempt in (lambda: object.__setattr__(run.recipe.train, "epochs", 3),
+                    lambda: run.recipe.model.params.update(dense_units=7),
+                    lambda: object.__setattr__(run, "_summary", {"test_accuracy": 0.999}),
+                    lambda: object.__getattribute__(run, "_metrics").update(test_accuracy=2.0),
+                    lambda: object.__getattribute__(run, "_facts")["recipe"]):
+        try:
+            attempt()
+        except Exception:
+            pass
+    assert not hasattr(run, "_run")
+
+
 @cifarkit.hookimpl
 def run_start(run):
     if os.environ.get("REPLACE"):
         run.model = keras.Sequential([])
+    reach_behind(run)
     run.add_callback(Seen())
     run.add_metric("started_steps", run.steps)
 
@@ -37,6 +52,7 @@ def run_finish(run, status):
         assert any(isinstance(c, Seen) and c.ended for c in run.callbacks)
     run.artifact("notes/seen.txt").write_text(f"{run.backend} {run.class_names[0]} {status}")
     run.add_metric("epochs_seen", len(run.rows))
+    reach_behind(run)
 '''
 
 
@@ -53,7 +69,12 @@ def test_a_plugin_adds_a_callback_a_file_and_numbers(tmp_path, cifar10_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["plugin_metrics"] == {"started_steps": 6.0, "epochs_seen": 1.0}  # 90 / 16
+    assert summary["plugin_metrics"] == {"started_steps": 6.0, "epochs_seen": 1.0,  # 90 / 16
+                                         "test_accuracy": 2.0}  # a plugin's number, apart
+    # what reached behind the context changed nothing of the run: 1 epoch, as recipe.toml says
+    assert summary["epochs_run"] == 1 and "epochs = 1" in (run_dir / "recipe.toml").read_text()
+    assert summary["test_accuracy"] != 0.999 and "dense_units = 7" not in (
+        run_dir / "recipe.toml").read_text()
     assert (run_dir / "notes" / "seen.txt").read_text() == "tensorflow airplane completed"
 
 
@@ -69,9 +90,11 @@ def test_the_context_refuses_what_is_not_a_plugins_to_write():
     from types import SimpleNamespace
 
     from cifarkit.errors import PluginError
-    from cifarkit.runs.context import RunContext
+    from cifarkit.runs.context import ContextFeed
 
-    context = RunContext(SimpleNamespace(run_dir="/tmp/r", summary={}, callbacks=[]))
+    recipe = SimpleNamespace(data=SimpleNamespace(batch_size=4))
+    context = ContextFeed(recipe=recipe, run_dir="/tmp/r", backend="tensorflow", model=None,
+                          class_names=["a"], steps=1, replicas=1, callbacks=[]).context
     for bad in ("summary.json", ".signature", "../x", "/etc/x"):
         with pytest.raises(PluginError):
             context.artifact(bad)

@@ -229,15 +229,6 @@ def run_finish(run, status):
 LIFECYCLE = ("run_start", "run_fit", "run_finish")
 
 
-class CoreRun:
-    """cifarkit's own implementation of ``run_fit`` (the training everything wraps)."""
-
-    @hookimpl(trylast=True)
-    def run_fit(self, run):
-        run._training()
-        return True
-
-
 # -- the contract, in one place ---------------------------------------------
 
 def _keras(path: str):

@@ -17,6 +17,7 @@ not stop the others. Nothing here imports TensorFlow or Keras.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -81,7 +82,6 @@ class Registry:
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager("cifarkit")
         self.pm.add_hookspecs(hookspecs)
-        self.pm.register(hookspecs.CoreRun(), name="cifarkit:run")
         if os.environ.get(ENV_TRACE_PLUGINS):
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
@@ -275,6 +275,17 @@ class Registry:
         variants[backend] = info
         plugins[name] = info
 
+    @contextlib.contextmanager
+    def core_fit(self, fit: Callable[[], None]):
+        """cifarkit's own ``run_fit`` (``fit``, the run's training), registered for one hook
+        call and called last: every plugin's ``run_fit`` wraps or replaces it."""
+        core = _CoreFit(fit)
+        self.pm.register(core, name=CORE_FIT)
+        try:
+            yield
+        finally:
+            self.pm.unregister(core, name=CORE_FIT)
+
     def run_hook(self, name: str, **kwargs: Any) -> Any:
         """Call a lifecycle hook (``run_start``, ``run_fit``, ``run_finish``) through pluggy.
 
@@ -290,7 +301,7 @@ class Registry:
         except Exception as exc:
             impl = _raising_impl(exc, impls)
             source = self._source_of(impl) if impl is not None else None
-            if source is None or impl.plugin_name == "cifarkit:run":
+            if source is None or impl.plugin_name == CORE_FIT:
                 raise
             if name == "run_finish":  # the run's files are final: reported, and returned
                 message = f"plugin {source}: run_finish() failed: {_short_error(exc)}"
@@ -376,6 +387,22 @@ class Registry:
             raise PluginError(f"{where}: {call.kind} plugin {call.plugin!r} ({info.source}) "
                               f"returned {_describe(result)}, not {kind.returns}")
         return result
+
+
+#: The name cifarkit's own ``run_fit`` is registered under while a run trains.
+CORE_FIT = "cifarkit:run"
+
+
+class _CoreFit:
+    """cifarkit's own implementation of ``run_fit``: the run's training, called directly."""
+
+    def __init__(self, fit: Callable[[], None]):
+        self._fit = fit
+
+    @hookspecs.hookimpl(trylast=True)
+    def run_fit(self, run):
+        self._fit()
+        return True
 
 
 def load_registry(plugin_files: tuple[str | os.PathLike, ...] = (),

@@ -3,7 +3,9 @@
 The lock is ``fcntl.flock`` on ``RUN_DIR/.lock``, so the operating system
 releases it when the holder exits, however it exits (kill -9 and native
 crashes included): a stale lock never blocks a later ``--resume``. The file
-holds the holder's process id and host, for the error a second process gets.
+holds the holder's process id and host, for the error a second process gets,
+written over the previous note in a fixed length (never truncated); a lock
+file that is a link, or has a second hard link, is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from cifarkit.errors import OutputError
 
 LOCK_NAME = ".lock"
+#: The holder's note fills this many bytes of the lock file (padded with spaces).
+NOTE_BYTES = 160
 
 
 def holder() -> str:
@@ -43,9 +47,12 @@ class RunLock:
         try:  # never through a symlink, never blocking on a FIFO; only a regular file
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                          | os.O_CLOEXEC, 0o644)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
                 os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file")
+                raise OSError(errno.EINVAL, "not a regular file" if info.st_nlink <= 1 else
+                              f"a file with {info.st_nlink} hard links, which cifarkit does "
+                              "not write through")
         except OSError as exc:
             why = ("a symbolic link, which cifarkit does not write through"
                    if exc.errno == errno.ELOOP else exc.strerror or str(exc))
@@ -58,9 +65,8 @@ class RunLock:
             os.close(fd)
             raise OutputError(f"{self.run_dir}: in use by {other}; wait for it to finish "
                               "or stop it (Ctrl-C), then resume") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder().encode(), 0)
+        try:  # never truncated: the note is padded to a fixed length, over the last one
+            os.pwrite(fd, holder().encode()[:NOTE_BYTES].ljust(NOTE_BYTES), 0)
         except OSError:
             pass  # the lock holds without the note (a full disk must not stop a resume)
         self.fd = fd

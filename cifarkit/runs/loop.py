@@ -145,8 +145,10 @@ class RunMonitor(keras.callbacks.Callback):
     def __init__(self, reporter: Report, run_dir: Path, images_per_epoch: int, rows: list,
                  plugin_callbacks: list, signals: Signals, restore: tuple | None,
                  stop_at_step: bool = True, recipe: dict | None = None,
-                 compile_clock: Callable[[], float] | None = None, fresh_patience: bool = False):
+                 compile_clock: Callable[[], float] | None = None, fresh_patience: bool = False,
+                 on_row: Callable[[list], None] | None = None):
         super().__init__()
+        self.on_row = on_row  # told of each new row (the hooks' context shows them)
         self.fresh_patience = fresh_patience  # a completed run trained on
         # seconds compiled so far in this process, where the backend counts them
         self.compile_clock = compile_clock
@@ -208,6 +210,8 @@ class RunMonitor(keras.callbacks.Callback):
                         self.model.stop_training, self.recipe)
         self.rows.append(row)
         artifacts.write_epoch_files(self.run_dir, self.rows)
+        if self.on_row is not None:
+            self.on_row(self.rows)
         self.reporter.epoch_end(row)
 
 

@@ -26,7 +26,7 @@ from cifarkit.errors import CifarkitError, DataError, terminal_safe
 from cifarkit.runs.lock import LOCK_NAME, RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
-from cifarkit.runs.context import RunContext
+from cifarkit.runs.context import ContextFeed
 from cifarkit.runs.report import Report
 from cifarkit.runs.snapshot import RunSnapshot
 from cifarkit.runs.summary import facts, now, start_summary
@@ -68,7 +68,6 @@ class Run:
         self.restore: tuple[Path, dict[str, Any]] | None = None
         self.resume: Path | None = None
         self.continuing = False
-        self.context = RunContext(self)  # what its lifecycle hooks see of it
 
     # -- open: data, parts, run directory ------------------------------------------
     def open(self, output: Path, snapshot: RunSnapshot | None) -> None:
@@ -99,6 +98,11 @@ class Run:
         if self.rows:
             artifacts.write_epoch_files(self.run_dir, self.rows)  # the checkpoint's history
         self.reporter.start(facts(self, len(self.rows) if resume else None))
+        self.feed = ContextFeed(  # what its lifecycle hooks see of it: copies, no engine
+            recipe=self.recipe, run_dir=self.run_dir, backend=self.backend.name,
+            model=self.parts.model, class_names=self.data.class_names, steps=self.parts.steps,
+            replicas=self.parts.replicas, callbacks=self.callbacks)
+        self.feed.show(self.rows, self.summary)
 
     def _open_run_dir(self, output: Path) -> tuple[Path, list]:
         """The run directory (new, resumed, or a non-chief worker's temporary one) and
@@ -160,17 +164,20 @@ class Run:
         from cifarkit.runs import loop as training
 
         self.signals = signals
-        self.registry.run_hook("run_start", run=self.context)
-        self.context._started()
+        self.registry.run_hook("run_start", run=self.feed.context)
+        self.callbacks.extend(self.feed.callbacks_added())
         self.monitor = training.RunMonitor(
             self.reporter, self.run_dir, self.images_per_epoch, self.rows, self.callbacks,
             signals, self.restore, stop_at_step=not self.parts.role.multi_worker,
             recipe=self.recipe.resolved(),
             compile_clock=self.backend.compile_seconds if self.backend.compiles() else None,
-            fresh_patience=self.continuing)
+            fresh_patience=self.continuing,
+            on_row=lambda rows: self.feed.show(rows, self.summary))
         self.reporter.train_begin(self.recipe.train.epochs, self.parts.steps,
                                   self.recipe.data.batch_size)
-        self.registry.run_hook("run_fit", run=self.context)
+        self.feed.show(self.rows, self.summary)
+        with self.registry.core_fit(self.fit):  # cifarkit's own run_fit: this run's fit
+            self.registry.run_hook("run_fit", run=self.feed.context)
         self.reporter.stop_live()
 
     def fit(self) -> None:
@@ -246,7 +253,9 @@ class Run:
         from cifarkit.core.registry import FinishFailed
 
         written = dict(self.summary.get("plugin_metrics") or {})
-        results = self.registry.run_hook("run_finish", run=self.context, status=status) or []
+        self.feed.show(self.rows, self.summary)
+        results = self.registry.run_hook("run_finish", run=self.feed.context, status=status) or []
+        self._take_metrics()
         failures = [r.message for r in results if isinstance(r, FinishFailed)]
         if failures:  # a tracker that failed: the outcome says so
             self.summary["finish_errors"] = failures
@@ -277,8 +286,15 @@ class Run:
                   f"weights_checksum={s['weights_checksum']:.6f} "
                   "(the chief, worker 0, writes the run directory)", flush=True)
 
+    def _take_metrics(self) -> None:
+        metrics = self.feed.metrics()
+        if metrics:
+            self.summary["plugin_metrics"] = {**(self.summary.get("plugin_metrics") or {}),
+                                              **metrics}
+
     def end(self, status: str, **extra: Any) -> None:
         """summary.json with its final status."""
+        self._take_metrics()
         self.summary.update(status=status, finished_at=now(), epochs_run=len(self.rows),
                             wall_time_s=self.prior_time + time.perf_counter() - self.started,
                             **extra)
