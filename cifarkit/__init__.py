@@ -11,8 +11,9 @@ from cifarkit.version import __version__
 
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
-    "StrategyError", "Range", "RunInfo", "Splits", "hookimpl", "list_plugins", "list_runs",
-    "load_run", "run_file", "sync_weights", "train", "__version__",
+    "StrategyError", "Range", "RunInfo", "Splits", "create_model", "evaluate", "export",
+    "hookimpl", "list_plugins", "list_runs", "load_run", "predict", "run_file", "sync_weights",
+    "train", "__version__",
 ]
 
 
@@ -22,10 +23,11 @@ def __getattr__(name: str):
 
         return Splits
     if name == "run_file":  # where a callback plugin may write in the run directory
-        from cifarkit.runs.artifacts import run_file
+        from cifarkit.runs.folder import run_file
 
         return run_file
-    if name in ("train", "load_run", "list_plugins", "RunInfo"):  # the Python API
+    if name in ("train", "load_run", "list_plugins", "RunInfo", "evaluate", "predict", "export",
+                "create_model"):  # the Python API
         from cifarkit import api
 
         return getattr(api, name)

@@ -67,10 +67,13 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def terminal_safe(text: object) -> str:
+def terminal_safe(text: object, lines: bool = False) -> str:
     """``text`` on one line with no control characters: escape sequences (a class
-    folder named with ANSI codes, say) are shown escaped, never obeyed."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    folder named with ANSI codes, a plugin's docstring) are shown escaped, never
+    obeyed. ``lines``: newlines are kept (a docstring), every other control
+    character is escaped."""
+    return "".join(c if c.isprintable() or (lines and c == "\n") else repr(c)[1:-1]
+                   for c in str(text))
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

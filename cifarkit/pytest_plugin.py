@@ -18,7 +18,7 @@ Installing cifarkit makes these fixtures available in every test session:
     with ``overrides`` (a dict shaped like the TOML) merged on top by the
     same rules as ``extends``.
 ``run_recipe``
-    ``run_recipe(recipe, *sets, backend=None) -> RunResult``: validates and
+    ``run_recipe(recipe, *sets, backend=None) -> RunInfo``: validates and
     trains the recipe in-process against ``cifarkit_registry``, quietly,
     into a temporary output folder; returns ``.run_dir`` and ``.summary``.
     With a ``backend`` other than the one Keras runs on in this process, the
@@ -150,7 +150,7 @@ def _plugin_files(request) -> list[str]:
 
 def _run_in_subprocess(recipe, sets, backend: str, output: Path, plugin_files: list[str]):
     from cifarkit.errors import CifarkitError
-    from cifarkit.runs.runner import RunResult
+    from cifarkit.runs.info import RunInfo
 
     args = [sys.executable, "-m", "cifarkit", "run", str(recipe), "--backend", backend,
             "--output", str(output)]
@@ -165,13 +165,13 @@ def _run_in_subprocess(recipe, sets, backend: str, output: Path, plugin_files: l
     if done.returncode != 0:
         raise AssertionError(f"cifarkit run --backend {backend} failed:\n{done.stderr[-4000:]}")
     (run_dir,) = [d for d in output.iterdir() if d.is_dir()]
-    return RunResult(run_dir, json.loads((run_dir / "summary.json").read_text()))
+    return RunInfo(run_dir, json.loads((run_dir / "summary.json").read_text()))
 
 
 @pytest.fixture
 def run_recipe(request, tmp_path, cifarkit_registry):
     """Helper: train a recipe for a few steps (in-process, or on another backend in a
-    subprocess); returns a RunResult."""
+    subprocess); returns a RunInfo."""
     def run(recipe: str | Path, *sets: str, registry=None, backend: str | None = None):
         from rich.console import Console
 

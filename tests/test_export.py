@@ -109,7 +109,7 @@ def test_export_errors_are_one_line_and_leave_nothing(trained, tmp_path):
 
 def test_an_export_its_runtime_disagrees_with_is_one_line_and_leaves_nothing(
         trained, tmp_path, monkeypatch):
-    from cifarkit.cli import export
+    from cifarkit.runs import export
 
     monkeypatch.setattr(export, "CHECK_TOLERANCE", -1.0)  # any difference is too much
     out = tmp_path / "out"

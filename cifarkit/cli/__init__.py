@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None, registry=None) -> int:
                 raise plugin_exit(exc) from None
             raise
     except CifarkitError as exc:
+        if exc.__cause__ is not None and os.environ.get("CIFARKIT_TRACEBACK"):
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"cifarkit: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

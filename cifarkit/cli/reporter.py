@@ -320,14 +320,16 @@ def render_plugins(console, plugins, broken, clashes=None, slow=(), commands=())
             table.add_column("parameters (default)")
         else:
             console.print(f"{kind} plugins:", style="bold", highlight=False)
-        for p in group:
+        for p in group:  # a plugin's text is shown escaped, never obeyed by the terminal
             params = ", ".join(
                 f"{s.name}" + ("" if s.required else f"={_show(s.default)}") for s in p.params)
             name = p.name + (" (clash)" if (p.kind, p.name) in clashes else "")
+            name, source, summary, params = (terminal_safe(v) for v in
+                                             (name, p.source, p.summary, params))
             if tables:
-                table.add_row(*(escape(v) for v in (name, p.source, p.summary, params or "-")))
+                table.add_row(*(escape(v) for v in (name, source, summary, params or "-")))
             else:
-                console.print(f"  {name} [{p.source}]: {p.summary}", highlight=False,
+                console.print(f"  {name} [{source}]: {summary}", highlight=False,
                               markup=False, soft_wrap=True)
                 if params:
                     console.print(f"      {params}", highlight=False, markup=False, soft_wrap=True)
@@ -336,8 +338,8 @@ def render_plugins(console, plugins, broken, clashes=None, slow=(), commands=())
     if commands:
         console.print("commands:", style="bold", highlight=False)
     for c in commands:
-        console.print(f"  {c.name} [{c.source}]: {c.help}", highlight=False, markup=False,
-                      soft_wrap=True)
+        console.print(terminal_safe(f"  {c.name} [{c.source}]: {c.help}"), highlight=False,
+                      markup=False, soft_wrap=True)
     for (kind, name), infos in clashes.items():
         console.print(f"[bold red]clash[/] two {kind} plugins are named {escape(repr(name))}: "
                       + " and ".join(escape(terminal_safe(i.source)) for i in infos)
@@ -355,14 +357,18 @@ def render_plugins(console, plugins, broken, clashes=None, slow=(), commands=())
 
 def render_plugin(console, p) -> None:
     """``cifarkit list-plugins NAME``: one plugin in full."""
-    console.rule(f"{p.kind} {p.name}")
-    console.print(f"source: {p.source}", highlight=False)
+    def safe(value: object) -> str:  # a plugin's text: escaped, never obeyed or styled
+        return escape(terminal_safe(value))
+
+    console.rule(safe(f"{p.kind} {p.name}"))
+    console.print(f"source: {safe(p.source)}", highlight=False)
     if p.backends:
-        console.print(f"backends: {', '.join(p.backends)} (one form each; the "
-                      f"{p.backends[0]} form's documentation below)", highlight=False)
+        console.print(f"backends: {safe(', '.join(p.backends))} (one form each; the "
+                      f"{safe(p.backends[0])} form's documentation below)", highlight=False)
     if p.controls:
-        console.print(f"controls: {', '.join(p.controls)}", highlight=False)
-    console.print(p.doc or "(no docstring)", highlight=False, markup=False)
+        console.print(f"controls: {safe(', '.join(p.controls))}", highlight=False)
+    console.print(terminal_safe(p.doc or "(no docstring)", lines=True), highlight=False,
+                  markup=False)
     if not p.params:
         console.print("parameters: none")
         return
@@ -370,6 +376,7 @@ def render_plugin(console, p) -> None:
     for col in ("name", "type", "default", "description"):
         table.add_column(col)
     for s in p.params:
-        table.add_row(s.name, s.type_name, "(required)" if s.required else _show(s.default),
-                      s.description)
+        table.add_row(*(safe(v) for v in (s.name, s.type_name,
+                                          "(required)" if s.required else _show(s.default),
+                                          s.description)))
     print_table(console, table)

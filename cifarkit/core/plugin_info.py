@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+import pluggy
+
 from cifarkit.backends import BACKENDS
-from cifarkit.errors import first_line
+from cifarkit.core import hookspecs
+from cifarkit.core.hookspecs import hookimpl
+from cifarkit.errors import allowed, did_you_mean, first_line
 from cifarkit.core.params import ParamSpec, summary_line
 
 
@@ -74,7 +78,7 @@ class BrokenPlugin:
     def to_json(self) -> dict:
         return {"source": self.source, "error": self.error}
 
-def _short_error(exc: BaseException, path: Path | None = None) -> str:
+def short_error(exc: BaseException, path: Path | None = None) -> str:
     """``Type: message`` plus the innermost frame in ``path`` if any."""
     where = ""
     if path is not None:
@@ -86,22 +90,22 @@ def _short_error(exc: BaseException, path: Path | None = None) -> str:
             where = f" (line {exc.lineno})"
     return first_line(exc) + where
 
-def _describe(obj: Any) -> str:
+def describe(obj: Any) -> str:
     text = repr(obj)
     return f"{type(obj).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
-def _trace_before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+def trace_before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
     """``CIFARKIT_TRACE_PLUGINS=1``: each hook call on stderr, with the plugins it calls."""
     names = ", ".join(impl.plugin_name for impl in reversed(hook_impls))
     print(f"cifarkit: hook {hook_name}({', '.join(kwargs)}) -> {names}", file=sys.stderr)
 
-def _trace_after(outcome, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+def trace_after(outcome, hook_name: str, hook_impls: list, kwargs: dict) -> None:
     failed = outcome.exception
     print(f"cifarkit: hook {hook_name} "
           + (f"raised {type(failed).__name__}" if failed is not None else "returned"),
           file=sys.stderr)
 
-def _impls_by_code(caller) -> dict:
+def impls_by_code(caller) -> dict:
     """A hook's implementations by their code object (several plugin objects of one
     class share one), to find them on a stack or in a traceback."""
     out: dict = {}
@@ -109,7 +113,7 @@ def _impls_by_code(caller) -> dict:
         out.setdefault(impl.function.__code__, []).append(impl)
     return out
 
-def _impl_of(frame, impls: dict) -> Any:
+def impl_of(frame, impls: dict) -> Any:
     """The implementation ``frame`` is running, or None."""
     found = impls.get(frame.f_code)
     if not found:
@@ -119,15 +123,15 @@ def _impl_of(frame, impls: dict) -> Any:
     owner = frame.f_locals.get("self")  # methods of one class on several plugin objects
     return next((i for i in found if getattr(i.function, "__self__", None) is owner), found[-1])
 
-def _raising_impl(exc: BaseException, impls: dict) -> Any:
+def raising_impl(exc: BaseException, impls: dict) -> Any:
     """The innermost hook implementation in ``exc``'s traceback, or None."""
     found, tb = None, exc.__traceback__
     while tb is not None:
-        found = _impl_of(tb.tb_frame, impls) or found
+        found = impl_of(tb.tb_frame, impls) or found
         tb = tb.tb_next
     return found
 
-def _factory_call(factory, name=None, *, backend=None, controls=()) -> tuple:
+def factory_call(factory, name=None, *, backend=None, controls=()) -> tuple:
     """What a ``register_<kind>s`` hook's ``register()`` was given, checked."""
     if not callable(factory):
         raise TypeError(f"register() needs a callable, got {factory!r}")
@@ -135,7 +139,7 @@ def _factory_call(factory, name=None, *, backend=None, controls=()) -> tuple:
         raise TypeError(f"register(controls=...) needs a list of names, got {controls!r}")
     return factory, name or factory.__name__, backend, tuple(controls)
 
-def _command_call(name, handler, *, help, arguments=None, description=None) -> dict:
+def command_call(name, handler, *, help, arguments=None, description=None) -> dict:
     """What ``register_commands``'s ``register()`` was given, checked."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise TypeError(f"register() needs a command name of lowercase letters, digits and "
@@ -147,3 +151,31 @@ def _command_call(name, handler, *, help, arguments=None, description=None) -> d
         raise TypeError("register(help=...) needs the command's one-line description")
     return {"name": name, "handler": handler, "help": help.strip().splitlines()[0],
             "arguments": arguments, "description": description}
+
+
+def normalise_dist(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
+    """pluggy's refusal as one line, naming the hook."""
+    known = ([kind.hook for kind in hookspecs.KINDS.values()] + ["register_commands"]
+             + list(hookspecs.LIFECYCLE))
+    if unknown:
+        return f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} ({allowed(known)})"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
+    detail = "; ".join(lines[1:]) or (lines[0] if lines else "refused by pluggy")
+    return f"hook {hook.group(1) if hook else '?'} does not match its specification: {detail}"
+
+
+class CoreFit:
+    """cifarkit's own implementation of ``run_fit``: the run's training, called directly."""
+
+    def __init__(self, fit: Callable[[], None]):
+        self._fit = fit
+
+    @hookimpl(trylast=True)
+    def run_fit(self, run):
+        self._fit()
+        return True

@@ -317,6 +317,14 @@ def recipe_from_document(doc: dict, path: Path, registry: Registry,
     return validate(copy.deepcopy(doc), path, origins, registry, load_plugins=load_plugins)
 
 
+def plugin_call(kind: str, table: dict, registry: Registry, where: str) -> PluginCall:
+    """One plugin's table (``{"plugin": NAME, **params}``) validated as a recipe's would
+    be: unknown names and parameters, types and ranges are one line naming ``where``."""
+    path = Path(where)
+    return _Validator(path, {(): Origin(where, Path.cwd())}, registry).plugin_call(
+        kind, table, ())
+
+
 FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe.toml was "
                 "edited since)")
 

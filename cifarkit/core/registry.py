@@ -35,10 +35,10 @@ from cifarkit.core import hookspecs
 from cifarkit.backends import BACKENDS
 from cifarkit.errors import CifarkitError, PluginError, allowed, did_you_mean
 from cifarkit.core.params import params_from_signature
-from cifarkit.core.plugin_info import (BrokenPlugin, FinishFailed, PluginInfo, _command_call,
-                                       _describe, _factory_call, _impls_by_code,
-                                       _raising_impl, _short_error, _trace_after,
-                                       _trace_before)
+from cifarkit.core.plugin_info import (BrokenPlugin, CoreFit, FinishFailed, PluginInfo,
+                                       command_call, describe, factory_call, impls_by_code,
+                                       normalise_dist, raising_impl, short_error, trace_after,
+                                       trace_before, validation_message)
 
 if TYPE_CHECKING:
     from cifarkit.backends import Backend
@@ -49,22 +49,6 @@ ENV_LOAD_PLUGINS = "CIFARKIT_LOAD_PLUGINS"
 ENV_TRACE_PLUGINS = "CIFARKIT_TRACE_PLUGINS"
 SLOW_IMPORT_S = 1.0
 BUILTIN_DIST = "cifarkit"
-
-
-def _normalise(dist_name: str) -> str:
-    return re.sub(r"[-_.]+", "-", dist_name).lower()
-
-
-def _validation_message(exc: pluggy.PluginValidationError, unknown: list[str]) -> str:
-    """pluggy's refusal as one line, naming the hook."""
-    known = ([kind.hook for kind in hookspecs.KINDS.values()] + ["register_commands"]
-             + list(hookspecs.LIFECYCLE))
-    if unknown:
-        return f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} ({allowed(known)})"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
-    detail = "; ".join(lines[1:]) or (lines[0] if lines else "refused by pluggy")
-    return f"hook {hook.group(1) if hook else '?'} does not match its specification: {detail}"
 
 
 @dataclass
@@ -83,7 +67,7 @@ class Registry:
         self.pm = pluggy.PluginManager("cifarkit")
         self.pm.add_hookspecs(hookspecs)
         if os.environ.get(ENV_TRACE_PLUGINS):
-            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
+            self.pm.add_hookcall_monitoring(trace_before, trace_after)
 
     # -- loading -----------------------------------------------------------
     def register(self, plugin: object, source: str, name: str | None = None) -> None:
@@ -103,7 +87,7 @@ class Registry:
                        if not hc.has_spec()]
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self.broken.append(BrokenPlugin(source, _validation_message(exc, unknown)))
+            self.broken.append(BrokenPlugin(source, validation_message(exc, unknown)))
             return
         self._sources[name] = source
         self._plugins = None
@@ -117,26 +101,26 @@ class Registry:
         """
         wanted = None
         if only is not None:
-            wanted = {_normalise(n) for n in only.split(",") if n.strip()}
+            wanted = {normalise_dist(n) for n in only.split(",") if n.strip()}
         seen, installed = set(), set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else "unknown"
-            key = (_normalise(dist_name), ep.name, ep.value)
+            key = (normalise_dist(dist_name), ep.name, ep.value)
             if key in seen:
                 continue
             seen.add(key)
-            builtin = _normalise(dist_name) == BUILTIN_DIST
+            builtin = normalise_dist(dist_name) == BUILTIN_DIST
             if not builtin:
-                installed.add(_normalise(dist_name))
-            if not builtin and wanted is not None and _normalise(dist_name) not in wanted:
+                installed.add(normalise_dist(dist_name))
+            if not builtin and wanted is not None and normalise_dist(dist_name) not in wanted:
                 continue
             source = "built-in" if builtin else f"{dist_name} {dist.version if dist else ''}".strip()
             started = time.perf_counter()
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not stop the others
-                self.broken.append(BrokenPlugin(source, f"cannot import {ep.value}: {_short_error(exc)}"))
+                self.broken.append(BrokenPlugin(source, f"cannot import {ep.value}: {short_error(exc)}"))
                 continue
             self._note_import(source, ep.value, time.perf_counter() - started)
             self.register(plugin, source, name=f"{dist_name}:{ep.name}")
@@ -169,7 +153,7 @@ class Registry:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(modname, None)
-            raise PluginError(f"{path}: plugin file failed to import: {_short_error(exc, path)}") from None
+            raise PluginError(f"{path}: plugin file failed to import: {short_error(exc, path)}") from None
         self._note_import(str(path), path.name, time.perf_counter() - started)
         before = len(self.broken)
         self.register(module, str(path), name=f"file:{path}")
@@ -194,7 +178,7 @@ class Registry:
     def _call_register_hook(self, kind: hookspecs.Kind) -> list[tuple]:
         """``(source, factory, name, backend, controls)`` for each ``register()`` call of
         ``kind``'s hook."""
-        return [(source, *call) for source, call in self._each_impl(kind.hook, _factory_call)]
+        return [(source, *call) for source, call in self._each_impl(kind.hook, factory_call)]
 
     def _each_impl(self, hook: str, check: Callable[..., Any]) -> list[tuple[str, Any]]:
         """``(source, check(*args, **kwargs))`` for each ``register(*args, **kwargs)`` call
@@ -223,7 +207,7 @@ class Registry:
                 alone(register=register)
             except Exception as exc:
                 self.broken.append(BrokenPlugin(self._source_of(impl),
-                                                f"{hook}() failed: {_short_error(exc)}"))
+                                                f"{hook}() failed: {short_error(exc)}"))
                 continue
             found.extend((self._source_of(impl), call) for call in calls)
         return found
@@ -231,7 +215,7 @@ class Registry:
     def commands(self) -> list[tuple[str, dict]]:
         """``(source, the keywords of register())`` for each command a plugin's
         ``register_commands`` registered; one that raises is recorded as broken."""
-        return self._each_impl("register_commands", _command_call)
+        return self._each_impl("register_commands", command_call)
 
     def _source_of(self, impl) -> str:
         if impl is None:
@@ -279,7 +263,7 @@ class Registry:
     def core_fit(self, fit: Callable[[], None]):
         """cifarkit's own ``run_fit`` (``fit``, the run's training), registered for one hook
         call and called last: every plugin's ``run_fit`` wraps or replaces it."""
-        core = _CoreFit(fit)
+        core = CoreFit(fit)
         self.pm.register(core, name=CORE_FIT)
         try:
             yield
@@ -295,16 +279,16 @@ class Registry:
         does not change the run's outcome.
         """
         caller = getattr(self.pm.hook, name)
-        impls = _impls_by_code(caller)
+        impls = impls_by_code(caller)
         try:
             return caller(**kwargs)
         except Exception as exc:
-            impl = _raising_impl(exc, impls)
+            impl = raising_impl(exc, impls)
             source = self._source_of(impl) if impl is not None else None
             if source is None or impl.plugin_name == CORE_FIT:
                 raise
             if name == "run_finish":  # the run's files are final: reported, and returned
-                message = f"plugin {source}: run_finish() failed: {_short_error(exc)}"
+                message = f"plugin {source}: run_finish() failed: {short_error(exc)}"
                 print(f"cifarkit: warning: {message}", file=sys.stderr)
                 return [FinishFailed(message)]
             if isinstance(exc, CifarkitError):
@@ -371,8 +355,11 @@ class Registry:
         declared per backend is called in its form for ``backend``. A
         :class:`CifarkitError` raised by the factory, or a result that is not
         what the kind must return, becomes one line naming the recipe key,
-        the plugin and its source; any other exception is a bug in the plugin
-        and keeps its traceback.
+        the plugin and its source. Any other exception (a Keras layer refusing its
+        argument, a bug in the plugin) is one :class:`PluginError` line too, naming
+        the plugin and the error; the original is its ``__cause__``, whose
+        traceback goes to run.log once the run has one (and to the terminal with
+        ``CIFARKIT_TRACEBACK=1``).
         """
         info = self.variant(call.kind, call.plugin, backend, call)
         kind = hookspecs.KINDS[call.kind]
@@ -383,26 +370,17 @@ class Registry:
             result = info.factory(**call.params, **kwargs)
         except CifarkitError as exc:
             raise type(exc)(f"{where}: {exc}") from None
+        except Exception as exc:
+            raise PluginError(f"{where}: {call.kind} plugin {call.plugin!r} ({info.source}) "
+                              f"failed: {short_error(exc)}") from exc
         if not kind.check(result, backend):
             raise PluginError(f"{where}: {call.kind} plugin {call.plugin!r} ({info.source}) "
-                              f"returned {_describe(result)}, not {kind.returns}")
+                              f"returned {describe(result)}, not {kind.returns}")
         return result
 
 
 #: The name cifarkit's own ``run_fit`` is registered under while a run trains.
 CORE_FIT = "cifarkit:run"
-
-
-class _CoreFit:
-    """cifarkit's own implementation of ``run_fit``: the run's training, called directly."""
-
-    def __init__(self, fit: Callable[[], None]):
-        self._fit = fit
-
-    @hookspecs.hookimpl(trylast=True)
-    def run_fit(self, run):
-        self._fit()
-        return True
 
 
 def load_registry(plugin_files: tuple[str | os.PathLike, ...] = (),

@@ -21,55 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from cifarkit.errors import CifarkitError, OutputError, PluginError
+from cifarkit.errors import CifarkitError, OutputError
 from cifarkit.runs import folder, manifest
 from cifarkit.runs.lock import is_locked
 from cifarkit.core.params import plain
 
 
-#: What cifarkit itself writes in a run directory (temporary files start with "."):
-#: no plugin may write there.
-OWNED = ("recipe.toml", "summary.json", "metrics.csv", "timing.csv", "model.keras", "run.log",
-         "accuracy.png", "loss.png", "learning_rate.png", "confusion_matrix.png",
-         "confusion_matrix_normalized.png", "checkpoint", "evaluation")
-
-
-def run_file(run_dir: Path, name: str, what: str) -> Path:
-    """``run_dir / name`` for a plugin to write, refusing (one line naming ``what``) a name
-    that escapes the run directory or is one cifarkit owns (:data:`OWNED`, or hidden),
-    and a path that already leads out of it: a folder on the way that is a symbolic
-    link, or a file there that is a link, not a regular file, or has a second hard link
-    (a callback writing it, a CSV log appending on resume, would change a file elsewhere).
-    Checked when the plugin asks, before training starts."""
-    from pathlib import PurePath
-
-    rel = PurePath(name) if isinstance(name, str) else None
-    if not name or rel is None or rel.is_absolute() or ".." in rel.parts:
-        raise PluginError(f"{what}: {name!r} must be a relative path inside the run directory")
-    first = rel.parts[0]
-    if first in OWNED or first.startswith("."):
-        raise PluginError(f"{what}: {name!r} is cifarkit's own file in the run directory "
-                          f"(cifarkit writes {', '.join(OWNED)} and hidden files); "
-                          "choose another name")
-    path = Path(run_dir)
-    for part in rel.parts:
-        path = path / part
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            break
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot check it ({exc.strerror or exc})") from None
-        last = path == Path(run_dir) / rel
-        leads_out = (stat.S_ISLNK(info.st_mode)
-                     or (not last and not stat.S_ISDIR(info.st_mode))
-                     or (last and not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)))
-                     or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1))
-        if leads_out:
-            raise OutputError(f"{path}: {what} would write through a link or a file that is "
-                              "also elsewhere (a symbolic link, a second hard link, or not a "
-                              "regular file); remove it and try again")
-    return Path(run_dir) / rel
 
 
 def check_output(output: Path) -> None:

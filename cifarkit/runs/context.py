@@ -90,7 +90,7 @@ class RunContext:
     def artifact(self, name: str) -> Path:
         """A path inside the run directory for a plugin to write (``name`` relative; never
         one of cifarkit's own files, never through a link)."""
-        from cifarkit.runs.artifacts import run_file
+        from cifarkit.runs.folder import run_file
         from cifarkit.runs.folder import subfolder
 
         run_dir = self._facts["run_dir"]

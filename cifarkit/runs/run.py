@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,10 @@ from cifarkit.runs.lock import LOCK_NAME, RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
 from cifarkit.runs.context import ContextFeed
+from cifarkit.runs.info import RunInfo
 from cifarkit.runs.report import Report
 from cifarkit.runs.snapshot import RunSnapshot
 from cifarkit.runs.summary import facts, now, start_summary
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    summary: dict[str, Any]
 
 
 def _check_same_data(data, previous: dict[str, Any], run_dir: Path) -> None:
@@ -314,6 +308,6 @@ class Run:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property
-    def result(self) -> RunResult:
-        return RunResult(self.run_dir, self.summary)
+    def result(self) -> RunInfo:
+        return RunInfo(self.run_dir, self.summary)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 from cifarkit.runs import artifacts
 from cifarkit.runs.snapshot import RunSnapshot
@@ -21,14 +20,15 @@ from cifarkit.runs.lock import RunLock
 from cifarkit.core.recipe import Recipe
 from cifarkit.core.registry import Registry
 from cifarkit.runs.report import Report
-from cifarkit.runs.run import Run, RunResult
+from cifarkit.runs.info import RunInfo
+from cifarkit.runs.run import Run
 
-__all__ = ["Run", "RunResult", "run"]
+__all__ = ["Run", "RunInfo", "run"]
 
 
 def run(recipe: Recipe, registry: Registry, output: Path,
         reporter: Report | None = None, resume: RunSnapshot | None = None,
-        lock: RunLock | None = None) -> RunResult:
+        lock: RunLock | None = None) -> RunInfo:
     """Train, evaluate and write the run directory for a validated recipe.
 
     With ``resume`` (the checked snapshot of an existing run directory whose

@@ -19,15 +19,20 @@ def arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from cifarkit.cli.inference import evaluate_run
+    from cifarkit.api import evaluate
 
-    result = evaluate_run(Path(args.run_dir), args.data,
-                          Path(args.output) if args.output else None,
-                          console=None if args.json else options.make_console(),
-                          backend=args.backend, trust_run=args.trust_run,
-                          plugin_files=tuple(args.plugin_files))
+    result = evaluate(args.run_dir, data=args.data, output=args.output, backend=args.backend,
+                      trust_run=args.trust_run, plugins=args.plugin_files)
     if args.json:
-        print(options.json_text(result))
+        print(options.json_text({k: v for k, v in result.items() if k != "written"}))
+        return 0
+    from cifarkit.cli.reporter import render_evaluation
+
+    console = options.make_console()
+    render_evaluation(console, result, result["class_names"],
+                      f"{Path(result['run_dir']).name} on {result['data']}")
+    *files, last = result["written"]
+    console.print(f"wrote {', '.join(files)} and {last}", highlight=False, markup=False)
     return 0
 
 

@@ -20,10 +20,9 @@ def arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from cifarkit.cli.export import export_run
+    from cifarkit.api import export
 
-    description = export_run(Path(args.run_dir), args.format,
-                             Path(args.output) if args.output else None, args.backend)
+    description = export(args.run_dir, args.format, args.output, backend=args.backend)
     if args.json:
         print(options.json_text(description))
         return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cifarkit.cli import options
 from cifarkit.errors import terminal_safe
 
@@ -18,10 +16,9 @@ def arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from cifarkit.cli.inference import predict_images
+    from cifarkit.api import predict
 
-    results = predict_images(Path(args.run_dir), [Path(p) for p in args.images], args.top,
-                             backend=args.backend)
+    results = predict(args.run_dir, args.images, top=args.top, backend=args.backend)
     if args.json:
         print(options.json_text(results))
         return 0

@@ -1,8 +1,13 @@
-"""``cifarkit evaluate`` and ``cifarkit predict``: use a finished run's model.keras."""
+"""Using a finished run's model.keras: evaluate it on a test split, predict images.
+
+The engine behind ``cifarkit evaluate`` / ``predict`` and ``cifarkit.evaluate`` /
+``RunInfo.predict``: each reads the run folder once
+(:func:`cifarkit.runs.snapshot.open_run`) and loads the model from its checked
+private copy. Nothing here prints; the commands render what these return."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,6 @@ from cifarkit import backends
 from cifarkit.backends import Backend
 from cifarkit.core.recipe import FOREIGN_HINT, load_recipe
 from cifarkit.core.registry import load_registry
-from cifarkit.cli.reporter import render_evaluation
 
 
 def _path_keys(recipe, registry) -> list[str]:
@@ -93,7 +97,7 @@ def load_model(snapshot: RunSnapshot, backend: Backend):
 
 
 def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | None = None,
-                 console=None, backend: str | None = None, trust_run: bool = False,
+                 backend: str | None = None, trust_run: bool = False,
                  plugin_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """Evaluate RUN_DIR/model.keras on the recipe's test split (same limit) or ``data_path``'s,
     on ``backend`` (else the backend the run trained on).
@@ -101,7 +105,9 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
     The run directory is read once (:func:`cifarkit.runs.snapshot.open_run`). One this
     user's cifarkit did not make, or whose files differ from its signed manifest, runs
     none of its plugin files and reads no data path of its choosing, unless
-    ``trust_run``; ``plugin_files`` are files the user vouches for.
+    ``trust_run``; ``plugin_files`` are files the user vouches for. Returns
+    evaluation.json's content, with ``written``: the files written (in ``output``,
+    default RUN_DIR/evaluation).
     """
     run_dir = run_dir.absolute()
     registry = load_registry(tuple(plugin_files))
@@ -141,14 +147,14 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
                                                    or recipe.data.dataset.plugin),
               "class_names": data.class_names, **result,
               "run_test_accuracy": summary.get("test_accuracy")}
-    _write_evaluation(run_dir, output, result, data.class_names, console)
-    return result
+    written = _write_evaluation(run_dir, output, result, data.class_names)
+    return {**result, "written": [str(p) for p in written]}
 
 
 def _write_evaluation(run_dir: Path, output: Path | None, result: dict[str, Any],
-                      class_names: list[str], console) -> None:
+                      class_names: list[str]) -> list[Path]:
     """The confusion matrices and evaluation.json into ``output`` (default: the run
-    directory's evaluation/), and the table on ``console``."""
+    directory's evaluation/); the paths written."""
     if output is None:  # inside the run directory: a real folder, never a link out of it
         output = subfolder(run_dir, "evaluation")
     try:
@@ -161,10 +167,46 @@ def _write_evaluation(run_dir: Path, output: Path | None, result: dict[str, Any]
                                 f"{run_dir.name} on {Path(str(result['data'])).name}, "
                                 f"accuracy {accuracy}")
     artifacts.write_json(output / "evaluation.json", result)
-    if console is not None:
-        render_evaluation(console, result, class_names, f"{run_dir.name} on {result['data']}")
-        console.print(f"wrote {', '.join(map(str, pngs))} and {output / 'evaluation.json'}",
-                      highlight=False)
+    return [*pngs, output / "evaluation.json"]
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A run's model, loaded from its checked copy, with what predicting needs: its class
+    names, the run's test-time augmentation, a batch size and the backend it runs on."""
+
+    run_dir: Path
+    model: Any
+    class_names: list[str]
+    tta: str
+    batch_size: int
+    backend: Backend
+
+    def probabilities(self, x: np.ndarray, what: str = "these images") -> np.ndarray:
+        """Class probabilities (n, k) for images ``x`` (n, h, w, c; raw 0-255 values)."""
+        x = np.asarray(x, np.float32)
+        expected = tuple(self.model.input_shape[1:])
+        if x.ndim != 4 or tuple(x.shape[1:3]) != expected[:2]:
+            raise DataError(f"{self.run_dir}: the model takes images of shape (N, "
+                            f"{', '.join(map(str, expected))}), got an array of shape {x.shape}")
+        x = _channels(x, expected[-1], self.run_dir) if x.shape[-1] != expected[-1] else x
+        probs, _ = probabilities(self.backend, self.model, x,
+                                 max(1, min(self.batch_size, len(x))), self.tta)
+        return _finite(probs, self.run_dir, what)
+
+
+def load_run_model(run_dir: Path, backend: str | None = None) -> RunModel:
+    """``run_dir``'s model.keras, read once and checked, on ``backend`` (else the run's)."""
+    with open_run(run_dir, model=True) as snapshot:
+        summary = snapshot.summary
+        run_backend, class_names, tta = summary_fields(summary, snapshot.path)
+        chosen = backends.get(backend or run_backend)  # --backend, else the run's
+        model = load_model(snapshot, chosen)
+    classes = model.output_shape[-1]
+    if not class_names or len(class_names) != classes:
+        class_names = [str(i) for i in range(classes)]
+    batch = summary.get("batch_size") if isinstance(summary.get("batch_size"), int) else 64
+    return RunModel(snapshot.path, model, list(class_names), tta, max(1, batch), chosen)
 
 
 def predict_images(run_dir: Path, images: list[Path], top: int = 3,
@@ -176,23 +218,17 @@ def predict_images(run_dir: Path, images: list[Path], top: int = 3,
     for path in images:
         if not path.is_file():
             raise DataError(f"{path}: image not found")
-    with open_run(run_dir, model=True) as snapshot:
-        summary = snapshot.summary
-        run_backend, class_names, tta = summary_fields(summary, run_dir)
-        chosen = backends.get(backend or run_backend)  # --backend, else the run's
-        model = load_model(snapshot, chosen)
-    height, width, _ = model.input_shape[1:]
+    loaded = load_run_model(run_dir, backend)
+    height, width, _ = loaded.model.input_shape[1:]
     if height != width:
-        raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs are supported")
-    if not class_names or len(class_names) != model.output_shape[-1]:
-        class_names = [str(i) for i in range(model.output_shape[-1])]
-    x = _channels(read_images(images, height).astype(np.float32), model.input_shape[-1], run_dir)
-    batch = summary.get("batch_size") if isinstance(summary.get("batch_size"), int) else 64
-    probs, _ = probabilities(chosen, model, x, max(1, min(batch, len(x))), tta)
-    _finite(probs, run_dir, "these images")
+        raise DataError(f"{run_dir}: model takes {height}x{width} images; only square inputs "
+                        "are supported")
+    x = _channels(read_images(images, height).astype(np.float32),
+                  loaded.model.input_shape[-1], loaded.run_dir)
+    probs = loaded.probabilities(x)
     out = []
     for path, p in zip(images, probs):
         order = np.argsort(-p)[:top]
         out.append({"image": str(path), "predictions": [
-            {"class": class_names[i], "probability": float(p[i])} for i in order]})
+            {"class": loaded.class_names[i], "probability": float(p[i])} for i in order]})
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit import backends
-from cifarkit.cli.inference import load_model, summary_fields
+from cifarkit.runs.inference import load_model, summary_fields
 from cifarkit.runs.snapshot import RunSnapshot, open_run
 from cifarkit.errors import OutputError, first_line, printable
 from cifarkit.runs import artifacts
