@@ -32,7 +32,7 @@ PathLike = str | os.PathLike
 def train(recipe: PathLike | None = None, overrides: Sequence[str] = (),
           output: PathLike = "runs", *, plugins: Sequence[PathLike] = (),
           report: Report | None = None, resume: PathLike | None = None,
-          trust_run: bool = False) -> RunInfo:
+          trust_run: bool = False, run_dir: PathLike | None = None) -> RunInfo:
     """Train a recipe and evaluate it once on the test split, as ``cifarkit run`` does.
 
     Args:
@@ -45,6 +45,8 @@ def train(recipe: PathLike | None = None, overrides: Sequence[str] = (),
         resume: a run directory to continue instead (``recipe`` left out); with
             ``overrides=["train.epochs=N"]`` a completed run trains on.
         trust_run: resume a run directory another user's cifarkit made.
+        run_dir: the run directory itself (created; an existing one must be empty)
+            instead of a new, time-stamped one in ``output``.
 
     Returns the finished run (also when it was interrupted or failed: see ``status``).
     """
@@ -70,19 +72,19 @@ def train(recipe: PathLike | None = None, overrides: Sequence[str] = (),
     if recipe is None:
         raise CifarkitError("run: give a RECIPE, or --resume RUN_DIR")
     loaded = load_recipe(locate_recipe(str(_path("recipe", recipe))), overrides, registry)
+    if run_dir is not None:
+        exact = _path("run_dir", run_dir).absolute()
+        return run(loaded, registry, exact.parent, report, name=exact.name)
     return run(loaded, registry, output, report)
 
 
 def _resume(run_dir: Path, overrides: list[str], registry, report, trust_run: bool) -> RunInfo:
     """Lock the run directory, read it once (recipe, summary, checkpoint: a checked
     snapshot), refuse a foreign one unless ``trust_run``, and train on from the snapshot."""
-    from cifarkit.core.recipe import load_recipe
     from cifarkit.errors import OutputError
-    from cifarkit.runs.folder import is_folder, is_regular
+    from cifarkit.runs.folder import check_own_files, is_folder, is_regular
     from cifarkit.runs.lock import RunLock
-    from cifarkit.runs.runner import run
     from cifarkit.runs.snapshot import open_run
-    from cifarkit.runs.trust import check_resumable
 
     if not run_dir.is_dir():
         why = "a file, not a folder" if os.path.lexists(run_dir) else "not found"
@@ -91,14 +93,29 @@ def _resume(run_dir: Path, overrides: list[str], registry, report, trust_run: bo
         raise OutputError(f"{run_dir}: not a run directory (no summary.json)")
     if not is_folder(run_dir) and os.path.islink(run_dir):
         run_dir = run_dir.resolve()  # the folder itself; what lies in it is read without links
-    with RunLock(run_dir) as lock, \
-            open_run(run_dir, checkpoint=True, resumable=True) as snapshot:
-        check_resumable(snapshot, trust_run)
-        if snapshot.recipe_doc is None:
-            raise OutputError(f"{run_dir}: not a run directory (no recipe.toml)")
-        loaded = load_recipe(run_dir / "recipe.toml", overrides, registry,
-                             document=snapshot.recipe_doc)
-        return run(loaded, registry, run_dir.parent, report, resume=snapshot, lock=lock)
+    with RunLock(run_dir) as lock:
+        check_own_files(run_dir)  # before anything is read or written: no file leads out
+        with open_run(run_dir, checkpoint=True, resumable=True) as snapshot:
+            return _resume_from(snapshot, lock, overrides, registry, report, trust_run)
+
+
+def _resume_from(snapshot, lock, overrides: list[str], registry, report,
+                 trust_run: bool) -> RunInfo:
+    """Train on from a run folder read once: its recipe from the bytes read, its
+    checkpoint from the checked private copy."""
+    from cifarkit.core.recipe import load_recipe
+    from cifarkit.errors import OutputError
+    from cifarkit.runs.runner import run
+    from cifarkit.runs.trust import check_resumable
+
+    check_resumable(snapshot, trust_run)
+    if snapshot.checkpoint_problem is not None:
+        raise OutputError(snapshot.checkpoint_problem)
+    if snapshot.recipe_doc is None:
+        raise OutputError(f"{snapshot.path}: not a run directory (no recipe.toml)")
+    loaded = load_recipe(snapshot.path / "recipe.toml", overrides, registry,
+                         document=snapshot.recipe_doc)
+    return run(loaded, registry, snapshot.path.parent, report, resume=snapshot, lock=lock)
 
 
 # -- reading and using runs ----------------------------------------------------------

@@ -46,12 +46,26 @@ def run_dir_name(name: str, when: float | None = None) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
 
 
-def create_run_dir(output: Path, name: str) -> Path:
-    """Create a new, unique run directory (never reuses an existing one)."""
+def create_run_dir(output: Path, name: str, exact: str | None = None) -> Path:
+    """Create a new, unique run directory (never reuses an existing one); ``exact``: that
+    name in ``output`` (an empty folder there is taken: a trial a sweep named before its
+    process made anything)."""
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{output}: cannot create the output directory ({exc.strerror or exc})") from None
+    if exact is not None:
+        path = output / exact
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not folder.is_folder(path) or any(os.scandir(path)):
+                raise OutputError(f"{path}: already exists and is not an empty folder; "
+                                  "choose another --run-dir, or --resume it") from None
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create the run directory "
+                              f"({exc.strerror or exc})") from None
+        return path
     base = run_dir_name(name)
     for i in range(1, 1000):
         candidate = output / (base if i == 1 else f"{base}-{i}")

@@ -381,3 +381,36 @@ def run_file(run_dir: Path, name: str, what: str) -> Path:
                               "also elsewhere (a symbolic link, a second hard link, or not a "
                               "regular file); remove it and try again")
     return Path(run_dir) / rel
+
+
+#: The folders of a run that cifarkit writes files into.
+OWN_FOLDERS = ("checkpoint", ".checkpoint-previous", ".checkpoint-pending", "evaluation")
+
+
+def check_own_files(run_dir: Path, names: tuple[str, ...] | None = None) -> None:
+    """Refuse (one line, before anything is written) a run folder where a file cifarkit
+    writes (:data:`OWNED`, ``.signature``, the checkpoint's files, evaluation/'s) is a
+    symbolic link, not a regular file, or has a second hard link, or where one of its
+    folders is a link: a write there would change a file elsewhere, or hang."""
+    def refuse(path: Path, why: str) -> OutputError:
+        return OutputError(f"{printable(str(path))}: {why}; cifarkit writes no file of a run "
+                           "folder through a link or in place: remove it, or copy the run "
+                           "folder without links (cp -r)")
+
+    for name in names or (*OWNED, ".signature", *OWN_FOLDERS):
+        path = Path(run_dir) / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise refuse(path, "a symbolic link")
+        if stat.S_ISDIR(info.st_mode):
+            if name in OWN_FOLDERS:  # the files in it (a folder inside is no file of cifarkit's)
+                check_own_files(path, tuple(e.name for e in os.scandir(path)
+                                            if not e.is_dir(follow_symlinks=False)))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse(path, "not a regular file")
+        if info.st_nlink > 1:
+            raise refuse(path, f"a file with {info.st_nlink} hard links (it is also elsewhere)")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit.runs import artifacts, plots
-from cifarkit.runs.folder import subfolder
+from cifarkit.runs.folder import check_own_files, subfolder
 from cifarkit.runs.snapshot import RunSnapshot, open_run
 from cifarkit.runs.build import load_data
 from cifarkit.data import read_images
@@ -157,6 +157,7 @@ def _write_evaluation(run_dir: Path, output: Path | None, result: dict[str, Any]
     directory's evaluation/); the paths written."""
     if output is None:  # inside the run directory: a real folder, never a link out of it
         output = subfolder(run_dir, "evaluation")
+        check_own_files(run_dir, ("evaluation",))
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

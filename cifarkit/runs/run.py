@@ -64,7 +64,7 @@ class Run:
         self.continuing = False
 
     # -- open: data, parts, run directory ------------------------------------------
-    def open(self, output: Path, snapshot: RunSnapshot | None) -> None:
+    def open(self, output: Path, snapshot: RunSnapshot | None, name: str | None = None) -> None:
         """Load the data and build the parts (either may refuse: nothing written yet),
         then create (or reopen) the run directory and write recipe and summary. A resume
         takes everything from ``snapshot``, the run directory as it was read once."""
@@ -82,7 +82,7 @@ class Run:
         self.parts = build.build(recipe, self.registry, self.data, self.restore, resume)
         if not self.parts.role.chief:  # other workers print nothing, write only a temporary folder
             self.reporter = Report()
-        self.run_dir, self.callbacks = self._open_run_dir(output)
+        self.run_dir, self.callbacks = self._open_run_dir(output, name)
         self.rows = list(state["rows"]) if state else []
         self.prior_time = (previous.get("wall_time_s")
                            or sum(r.get("epoch_time_s", 0.0) for r in self.rows))
@@ -98,9 +98,10 @@ class Run:
             replicas=self.parts.replicas, callbacks=self.callbacks)
         self.feed.show(self.rows, self.summary)
 
-    def _open_run_dir(self, output: Path) -> tuple[Path, list]:
-        """The run directory (new, resumed, or a non-chief worker's temporary one) and
-        the recipe's callbacks writing into it (they may still refuse their parameters)."""
+    def _open_run_dir(self, output: Path, name: str | None) -> tuple[Path, list]:
+        """The run directory (new: ``name`` in ``output`` when given; resumed; or a
+        non-chief worker's temporary one) and the recipe's callbacks writing into it
+        (they may still refuse their parameters)."""
         def callbacks(run_dir: Path) -> list:
             return build.build_callbacks(self.registry, self.recipe, run_dir,
                                          self.parts.learning_rate, self.backend)
@@ -110,9 +111,9 @@ class Run:
             return run_dir, callbacks(run_dir)
         if self.resume is not None:
             return self.resume, callbacks(self.resume)
-        planned = output / artifacts.run_dir_name(self.recipe.name)
+        planned = output / (name or artifacts.run_dir_name(self.recipe.name))
         made = callbacks(planned)  # may fail: nothing written yet
-        run_dir = artifacts.create_run_dir(output, self.recipe.name)
+        run_dir = artifacts.create_run_dir(output, self.recipe.name, exact=name)
         return run_dir, made if run_dir == planned else callbacks(run_dir)
 
     def _write_start(self) -> None:

@@ -28,12 +28,13 @@ __all__ = ["Run", "RunInfo", "run"]
 
 def run(recipe: Recipe, registry: Registry, output: Path,
         reporter: Report | None = None, resume: RunSnapshot | None = None,
-        lock: RunLock | None = None) -> RunInfo:
+        lock: RunLock | None = None, name: str | None = None) -> RunInfo:
     """Train, evaluate and write the run directory for a validated recipe.
 
     With ``resume`` (the checked snapshot of an existing run directory whose
     ``recipe.toml`` is ``recipe``, read under ``lock``), continue from its last
-    completed epoch instead.
+    completed epoch instead. ``name``: the run directory's exact name in ``output``
+    (else the recipe's name and the time).
     """
     # The backend is chosen once, before anything imports Keras, and passed along;
     # the run directory's recipe.toml names it (a resume runs on the same one).
@@ -43,7 +44,7 @@ def run(recipe: Recipe, registry: Registry, output: Path,
     with contextlib.ExitStack() as held:  # the run directory's lock, once there is one
         _claim(resume, lock, Path(output).absolute(), held, recipe.train.epochs)
         current = Run(recipe, registry, backend, reporter or Report(), held)
-        current.open(Path(output).absolute(), resume)
+        current.open(Path(output).absolute(), resume, name)
         from cifarkit.runs.loop import Interrupted, Signals  # Keras callbacks: after the backend started
 
         # Signals stay handled until the run directory is final: the first stops

@@ -87,6 +87,8 @@ class RunSnapshot:
         model_path: the checked private copy of model.keras (when asked for).
         restore: the newest readable checkpoint (when asked for), its files
             copied privately: a :class:`cifarkit.runs.checkpoint.Restore`.
+        checkpoint_problem: why no checkpoint was readable (a foreign folder's is
+            raised once the folder is vouched for; an own folder's at once).
         digests: the SHA-256 of each file read, by its name in the manifest.
     """
 
@@ -102,6 +104,7 @@ class RunSnapshot:
     digests: dict[str, str] = field(default_factory=dict)
     manifest_files: dict[str, list[str]] | None = None
     private: Path | None = None
+    checkpoint_problem: str | None = None
 
     def close(self) -> None:
         if self.private is not None:
@@ -263,8 +266,10 @@ def _copy_checkpoint(snap: RunSnapshot, dir_fd: int) -> None:
         if snap.restore is None:
             snap.restore = checkpoint.Restore(copied, state, snap.path / slot)
     if snap.restore is None and problems:
-        raise OutputError(f"{snap.path}: no readable checkpoint ({'; '.join(problems)}); "
-                          "start the run again")
+        snap.checkpoint_problem = (f"{snap.path}: no readable checkpoint "
+                                   f"({'; '.join(problems)}); start the run again")
+        if snap.own:  # a foreign folder is refused as foreign first (trust.check_resumable)
+            raise OutputError(snap.checkpoint_problem)
 
 
 def open_run(run_dir: Path, *, model: bool = False, checkpoint: bool = False,

@@ -3,6 +3,7 @@ directories in it, and the trials as table rows."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def rows(folder: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for trial in state["trials"]:
         run_dir = trial_dir(folder, trial)
-        row = (describe(run_dir) if run_dir is not None
+        row = (describe(run_dir) if started(run_dir)
                else {"name": trial["name"], "status": "not started"})
         if trial.get("status") == "pruned":  # stopped by Optuna, not by a person
             row["status"] = "pruned"
@@ -96,11 +97,19 @@ def started_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def record_run_dir(folder: Path, record: dict[str, Any]) -> Path | None:
-    """A trial's run directory, recorded in ``record`` once the trial has made it."""
-    if record.get("run_dir") is None:
-        made = sorted(folder.glob(f"{record['name']}-*"))
-        if not made:
-            return None
-        record["run_dir"] = made[-1].name
-    return folder / record["run_dir"]
+def name_run_dir(folder: Path, state: dict[str, Any], trial: dict[str, Any]) -> Path:
+    """The trial's run directory, named in sweep.json before its process starts (a sweep
+    killed at any moment then resumes that trial's run instead of starting another)."""
+    if trial_dir(folder, trial) is None:
+        from cifarkit.runs.artifacts import run_dir_name
+
+        trial["run_dir"] = run_dir_name(trial["name"])
+        write_state(folder, state)
+    return folder / trial["run_dir"]
+
+
+def started(run_dir: Path | None) -> bool:
+    """Whether a trial's run got far enough to resume (its recipe.toml or summary.json
+    exists); a folder named but empty was never started."""
+    return run_dir is not None and any(os.path.lexists(run_dir / name)
+                                       for name in ("recipe.toml", "summary.json"))

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from cifarkit.errors import CifarkitError, RecipeError
-from cifarkit.sweeps.folder import trial_dir, write_state
+from cifarkit.sweeps.folder import name_run_dir, started, trial_dir
 
 
 def split_values(text: str) -> list[str]:
@@ -132,19 +131,6 @@ def start_trial(args: list[str]) -> subprocess.Popen:
                             preexec_fn=_die_with_parent, stdout=stdout)
 
 
-def await_run_dir(folder: Path, name: str, before: set[str],
-                  child: subprocess.Popen) -> Path | None:
-    """The run directory a just-started trial creates (``name``-timestamp, not one of
-    ``before``), once it exists; None if the trial ends first."""
-    while True:
-        made = sorted(p for p in folder.glob(f"{name}-*") if p.name not in before)
-        if made:
-            return made[-1]
-        if child.poll() is not None:
-            return None
-        time.sleep(0.1)
-
-
 def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: list[str],
                stop: StopAfterTrial) -> None:
     """Run (or resume) every trial not yet finished, one process each, in order."""
@@ -162,22 +148,13 @@ def run_trials(folder: Path, state: dict[str, Any], recipe_file: str, child: lis
                 status = None
         if status in ("completed", "failed"):
             continue
-        if run_dir is not None and run_dir.is_dir():  # started: continue it, never a second
+        if started(run_dir):  # continue it, never a second
             args = ["run", "--resume", str(run_dir), *child]
-        else:
+        else:  # named in sweep.json before its process starts
+            run_dir = name_run_dir(folder, state, trial)
             args = ["run", recipe_file, *(a for o in trial["overrides"] for a in ("--set", o)),
-                    "-o", str(folder), *child]
+                    "--run-dir", str(run_dir), *child]
         print(f"── trial {trial['trial']} of {len(state['trials'])}: "
               + ", ".join(f"{k}={v}" for k, v in trial["values"].items()), flush=True)
-        before = {p.name for p in folder.glob(f"{trial['name']}-*")}
         stop.child = start_trial(args)
-        if trial.get("run_dir") is None:  # recorded as soon as the trial makes it
-            made = await_run_dir(folder, trial["name"], before, stop.child)
-            if made is not None:
-                trial["run_dir"] = made.name
-                write_state(folder, state)
         stop.child.wait()
-        if trial.get("run_dir") is None:
-            made = sorted(folder.glob(f"{trial['name']}-*"), key=lambda p: p.stat().st_mtime)
-            trial["run_dir"] = made[-1].name if made else None
-            write_state(folder, state)

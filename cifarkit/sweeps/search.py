@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cifarkit.errors import CifarkitError, RecipeError, masked_url
-from cifarkit.sweeps.folder import record_run_dir, trial_dir, write_state
+from cifarkit.sweeps.folder import name_run_dir, started, trial_dir, write_state
 from cifarkit.sweeps.grid import StopAfterTrial, start_trial
 
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"},
@@ -120,12 +120,14 @@ def search(folder: Path, state: dict[str, Any], child: list[str],
         if frozen is None or frozen.state != States.RUNNING:
             continue
         run_dir = trial_dir(folder, trial)
-        if run_dir is not None and run_dir.is_dir() and not stop.requested:
-            # continue its run (the folder's lock says no other process has it), reporting
-            # to the same Optuna trial, instead of starting another beside it
+        if run_dir is not None and not stop.requested:
+            # continue its run (the folder's lock says no other process has it), or start
+            # the one it named but never began, reporting to the same Optuna trial,
+            # instead of starting another beside it
             asked = optuna.trial.Trial(study, frozen._trial_id)
+            resume = ["run", "--resume", str(run_dir), *child] if started(run_dir) else None
             trial["status"] = _run_reported(folder, trial, state, child, stop, study, asked,
-                                            ["run", "--resume", str(run_dir), *child])
+                                            resume)
         else:
             study.tell(trial["optuna"], state=States.FAIL)
             trial["status"] = "failed"
@@ -156,20 +158,17 @@ def _run_reported(folder, record, state, child_extra, stop, study, asked,
     optuna = import_optuna()
     States = optuna.trial.TrialState
     warnings.filterwarnings("ignore", message=".*already reported.*")  # a resumed trial's
+    run_dir = name_run_dir(folder, state, record)  # in sweep.json before the process starts
     args = args or ["run", state["recipe"],
                     *(a for o in record["overrides"] for a in ("--set", o)),
-                    "-o", str(folder), *child_extra]
+                    "--run-dir", str(run_dir), *child_extra]
     print(f"── trial {record['trial']}: "
           + ", ".join(f"{k}={v}" for k, v in record["values"].items()), flush=True)
     stop.child = child = start_trial(args)
     reported, pruned = 0, False
     while True:
         ended = child.poll() is not None
-        known = record.get("run_dir") is not None
-        run_dir = record_run_dir(folder, record)
-        if run_dir is not None and not known:  # recorded as soon as the trial makes it
-            write_state(folder, state)
-        rows = _metric_rows(run_dir, state["metric"]) if run_dir else []
+        rows = _metric_rows(run_dir, state["metric"]) if started(run_dir) else []
         for epoch, value in rows[reported:]:
             asked.report(value, epoch)
             reported += 1
@@ -182,8 +181,8 @@ def _run_reported(folder, record, state, child_extra, stop, study, asked,
     from cifarkit.runs.artifacts import read_summary
 
     values = [v for _, v in rows]
-    asked.set_user_attr("run_dir", str(run_dir) if run_dir else None)
-    status = read_summary(run_dir).get("status") if run_dir else "failed"
+    asked.set_user_attr("run_dir", str(run_dir))
+    status = read_summary(run_dir).get("status") if started(run_dir) else "failed"
     if pruned and status != "completed":  # (one that finished before the signal counts)
         study.tell(asked, state=States.PRUNED)
         return "pruned"

@@ -23,6 +23,10 @@ def arguments(parser) -> None:
     options.overrides(parser)
     parser.add_argument("--output", "-o", default="runs", metavar="DIR",
                         help="where run directories go (default: runs/)")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="the run directory itself instead of a new one in --output "
+                             "(created; an existing one must be empty): what a sweep names "
+                             "before its trial starts")
     options.plugin_files(parser)
     parser.add_argument("--trust-run", action="store_true",
                         help="with --resume: run the plugin files the run directory's recipe "
@@ -44,7 +48,7 @@ def main(args) -> int:
 
     result = train(args.recipe, overrides(args), args.output, plugins=args.plugin_files,
                    report=Reporter(options.make_console()), resume=args.resume,
-                   trust_run=args.trust_run)
+                   trust_run=args.trust_run, run_dir=args.run_dir)
     if result.summary.get("finish_errors"):  # trained, but a tracker's record failed
         return 1
     return {"completed": 0, "interrupted": 130}.get(result.status, 1)
