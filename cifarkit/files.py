@@ -96,3 +96,76 @@ def cache_folder(setting: str, backend: str) -> Path | None:
                             "replace the cache, and a compilation cache others can write to "
                             "lets them run code as you; use a folder of your own, or \"off\"")
     return folder
+
+
+#: The members a ``.keras`` archive may hold, and the most bytes each may inflate to.
+KERAS_MEMBERS = {"config.json": 16 << 20, "metadata.json": 1 << 20,
+                 "model.weights.h5": 8 << 30}
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse (``ValueError``) a ``.keras`` file that is not a regular file, or whose
+    members are unknown or would inflate past their bound (read from the archive's
+    headers before anything is inflated; zipfile never inflates past a member's
+    declared size). A weights member may be at most 50 times the archive's size:
+    weights barely compress."""
+    import zipfile
+
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path.name} is not a regular file")
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            name = member.filename
+            bound = KERAS_MEMBERS.get(name)
+            if bound is None:
+                if name.startswith("assets/") and member.file_size <= 64 << 20:
+                    continue
+                raise ValueError(f"holds {name!r}, which is no part of a Keras model file")
+            if name == "model.weights.h5":
+                bound = min(bound, max(64 << 20, 50 * info.st_size))
+            if member.file_size > bound:
+                raise ValueError(f"its member {name} would inflate to {member.file_size:,} "
+                                 f"bytes, more than the {bound:,} allowed")
+
+
+def check_hdf5(handle) -> None:
+    """Refuse (``ValueError``) an HDF5 file that would read other files: external links,
+    datasets with external storage, virtual datasets."""
+    import h5py
+
+    def visit(group) -> None:
+        for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise ValueError(f"{group.name}/{key} is an external link (to "
+                                 f"{link.filename}); cifarkit reads no other file")
+            if isinstance(link, h5py.SoftLink):
+                continue
+            item = group[key]
+            if isinstance(item, h5py.Group):
+                visit(item)
+            elif isinstance(item, h5py.Dataset):
+                if item.is_virtual:
+                    raise ValueError(f"{item.name} is a virtual dataset (it reads other files)")
+                if item.external:
+                    raise ValueError(f"{item.name} keeps its data in an external file")
+
+    visit(handle)
+
+
+def check_model_file(path: Path) -> None:
+    """A run's model.keras checked before Keras loads it: :func:`check_keras_archive`,
+    then :func:`check_hdf5` on its weights (``ValueError`` naming what is wrong)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    check_keras_archive(path)
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return  # Keras says what is missing
+        data = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(data, "r") as handle:
+        check_hdf5(handle)

@@ -152,7 +152,10 @@ def usable(run_dir):
     """The checkpoint a resume would use, read the way a resume reads it."""
     from cifarkit.runs.snapshot import open_run
 
-    return open_run(run_dir, checkpoint=True, resumable=True).restore
+    snapshot = open_run(run_dir, checkpoint=True, resumable=True)
+    if snapshot.checkpoint_problem is not None:  # (raised once a resume trusts the folder)
+        raise OutputError(snapshot.checkpoint_problem)
+    return snapshot.restore
 
 
 def tiny_model_and_early_stopping():

@@ -427,7 +427,7 @@ def test_only_the_layers_the_model_has_are_read(tmp_path):
 def test_a_keras_archive_whose_member_would_inflate_past_its_bound_is_refused(tmp_path):
     import zipfile
 
-    from cifarkit.runs.folder import check_keras_archive
+    from cifarkit.files import check_keras_archive
 
     path = tmp_path / "model.keras"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:

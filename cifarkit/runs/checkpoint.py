@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from cifarkit.files import check_hdf5
 from cifarkit.runs import artifacts, manifest
 from cifarkit.runs import folder as run_folder
 
@@ -226,7 +227,7 @@ def verify(folder: Path) -> dict[str, Any]:
 
     state = check_state(load_state(folder))
     with h5py.File(_saved_file(folder, WEIGHTS), "r") as f:
-        run_folder.check_hdf5(f)
+        check_hdf5(f)
         f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     for saved in state.get("callbacks") or []:
         for name in _arrays_in(saved if isinstance(saved, dict) else None):

@@ -55,7 +55,7 @@ def read_layers(path: Path, where: str,
     external storage, virtual datasets) are refused, as are variables that are not numbers."""
     import h5py
 
-    from cifarkit.runs.folder import check_hdf5, check_keras_archive
+    from cifarkit.files import check_hdf5, check_keras_archive
 
     try:
         if path.suffix == ".keras":

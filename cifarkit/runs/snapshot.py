@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.errors import OutputError, first_line, printable
+from cifarkit.files import check_model_file
 from cifarkit.runs import folder, manifest, trust
 from cifarkit.runs.lock import is_locked
 
@@ -218,7 +219,7 @@ def _copy_model(snap: RunSnapshot, dir_fd: int) -> None:
         raise OutputError(f"{where}: not a Keras model file (damaged or truncated: a .keras "
                           "file is a zip archive)")
     try:
-        folder.check_model_file(copy)
+        check_model_file(copy)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise OutputError(f"{where}: refused ({first_line(exc)})") from None
     snap.model_path = copy

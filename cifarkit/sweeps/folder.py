@@ -24,22 +24,34 @@ def write_state(folder: Path, state: dict[str, Any]) -> None:
     atomic_write(folder / SIGNATURE_NAME, sweep_signature(text) + "\n")
 
 
-def check_trusted(folder: Path, trust_run: bool) -> None:
-    """Refuse (one line) to resume a sweep folder this user's cifarkit did not write,
-    unless the user vouches for it: its sweep.json names a recipe, overrides (plugin
-    files among them) and a storage URL that a resume would read and run."""
-    from cifarkit.runs.folder import read_text
+def check_trusted(folder: Path, trust_run: bool) -> dict[str, Any]:
+    """The sweep folder's state, read once: sweep.json's bytes are checked against the
+    folder's signature and parsed from those same bytes. Refuses (one line) a sweep
+    folder this user's cifarkit did not write, unless the user vouches for it: its
+    sweep.json names a recipe, overrides (plugin files among them) and a storage URL
+    that a resume would read and run."""
+    from cifarkit.runs.folder import decode, read_bytes
     from cifarkit.runs.trust import is_own_sweep
 
     path = folder / SWEEP_FILE
     try:
-        text = read_text(path)
+        data = read_bytes(path)
     except FileNotFoundError:
         raise OutputError(f"{folder}: not a sweep folder (no {SWEEP_FILE})") from None
-    if not trust_run and not is_own_sweep(folder, text):
+    if not trust_run and not is_own_sweep(folder, decode(path, data)):
         raise OutputError(f"{path}: this sweep folder was not made by your cifarkit (or its "
                           "sweep.json was edited since), and resuming it would run the recipe, "
                           "overrides and plugin files it names; pass --trust-run if you trust it")
+    return _state(path, data)
+
+
+def _state(path: Path, data: bytes) -> dict[str, Any]:
+    from cifarkit.runs.folder import parse_json
+
+    state = parse_json(path, data)
+    if not isinstance(state.get("trials"), list):
+        raise OutputError(f"{path}: not a cifarkit sweep file")
+    return state
 
 
 def trial_dir(folder: Path, trial: dict[str, Any]) -> Path | None:
@@ -51,16 +63,14 @@ def trial_dir(folder: Path, trial: dict[str, Any]) -> Path | None:
 
 
 def read_state(folder: Path) -> dict[str, Any]:
-    from cifarkit.runs.folder import read_json
+    """sweep.json, read as data (nothing it names is run)."""
+    from cifarkit.runs.folder import read_bytes
 
     path = folder / SWEEP_FILE
     try:
-        state = read_json(path)
+        return _state(path, read_bytes(path))
     except FileNotFoundError:
         raise OutputError(f"{folder}: not a sweep folder (no {SWEEP_FILE})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("trials"), list):
-        raise OutputError(f"{path}: not a cifarkit sweep file")
-    return state
 
 
 def rows(folder: Path, state: dict[str, Any]) -> list[dict[str, Any]]:

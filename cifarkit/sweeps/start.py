@@ -10,7 +10,7 @@ from typing import Any
 
 from cifarkit.errors import CifarkitError, masked_url
 from cifarkit.sweeps import grid, search
-from cifarkit.sweeps.folder import check_trusted, new_folder, read_state, started_at, write_state
+from cifarkit.sweeps.folder import check_trusted, new_folder, started_at, write_state
 
 
 def new_sweep(recipe: str | None, overrides: list[str], grid_options: list[str],
@@ -58,8 +58,7 @@ def new_sweep(recipe: str | None, overrides: list[str], grid_options: list[str],
 def resumed_sweep(folder: Path, storage: str | None, trust_run: bool) -> dict[str, Any]:
     """The state of a sweep folder to resume, once it is trusted; a search whose storage
     has a password needs the whole URL again (sweep.json keeps it masked)."""
-    check_trusted(folder, trust_run)
-    state = read_state(folder)
+    state = check_trusted(folder, trust_run)  # read once: checked and parsed from one read
     stored = state.get("storage")
     if storage:
         if masked_url(storage) != stored:

@@ -35,15 +35,19 @@ def main(args) -> int:
                                  "model_summary": summary, "parameters": count,
                                  "trainable_parameters": trainable}))
         return 0
+    from cifarkit.errors import terminal_safe  # a plugin's text: shown escaped, never obeyed
+
     print(recipe.dumps())
     print("# plugins")
     for p in plugins:
-        print(f"{p['key']}: {p['kind']} {p['plugin']!r} from {p['from']} ({p['module']})")
+        print(terminal_safe(f"{p['key']}: {p['kind']} {p['plugin']!r} from {p['from']} "
+                            f"({p['module']})"))
         for param in p["parameters"]:
-            print(f"    {param['name']} = {options.dumps(param['value'])}  ({param['source']})")
+            print(terminal_safe(f"    {param['name']} = {options.dumps(param['value'])}  "
+                                f"({param['source']})"))
     if summary is not None:
         print("\n# model")
-        print(summary.rstrip())
+        print(terminal_safe(summary.rstrip(), lines=True))
         print(f"parameters: {count:,} ({trainable:,} trainable, {trainable / 1e6:.2f}M)")
     return 0
 
