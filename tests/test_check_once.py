@@ -323,3 +323,25 @@ def test_resume_of_a_file_says_it_is_a_file(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(cifarkit.CifarkitError, match="a file, not a folder"):
         cifarkit.train(resume=tmp_path / "f")
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hard_link", "folder_link"])
+def test_a_callbacks_file_that_leads_out_of_the_run_is_refused_before_training(tmp_path,
+                                                                                plant):
+    """What csv_logger, tensorboard and a plugin's run.artifact() write goes through
+    cifarkit.run_file, which refuses a path that already leads out of the run folder."""
+    import cifarkit
+
+    outside = _outside(tmp_path)
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    if plant == "symlink":
+        (run_dir / "logs" / "training_log.csv").symlink_to(outside)
+    elif plant == "hard_link":
+        os.link(outside, run_dir / "logs" / "training_log.csv")
+    else:
+        shutil.rmtree(run_dir / "logs")
+        (run_dir / "logs").symlink_to(outside.parent)
+    with pytest.raises(cifarkit.CifarkitError, match="link"):
+        cifarkit.run_file(run_dir, "logs/training_log.csv", "csv_logger: filename")
+    assert outside.read_text() == "my notes\n"

@@ -325,7 +325,7 @@ def plugin_call(kind: str, table: dict, registry: Registry, where: str) -> Plugi
         kind, table, ())
 
 
-FOREIGN_HINT = ("this run directory was not made by your cifarkit (or its recipe.toml was "
+FOREIGN_HINT = ("this run directory was not made by your cifarkit (or a file in it was "
                 "edited since)")
 
 

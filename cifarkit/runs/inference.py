@@ -33,14 +33,17 @@ def _path_keys(recipe, registry) -> list[str]:
             if p.is_path]
 
 
-def _refuse_foreign_paths(recipe, registry) -> None:
+def _refuse_foreign_paths(recipe, registry, snapshot: RunSnapshot) -> None:
     """A foreign recipe's dataset paths (its plugin's ``Path`` parameters) are not read."""
     call = recipe.data.dataset
     chosen = [(name, call.params.get(name)) for name in _path_keys(recipe, registry)
               if call.params.get(name) not in (None, [], ())]
     if chosen:
         name, value = chosen[0]
-        raise DataError(f"{recipe.path}: data.{name}: {FOREIGN_HINT}, and it would read "
+        why = (f"{snapshot.foreign_file.name} {snapshot.why_foreign}"
+               if snapshot.foreign_file is not None and snapshot.foreign_file.name
+               != ".signature" else FOREIGN_HINT)
+        raise DataError(f"{recipe.path}: data.{name}: {why}, and it would read "
                         f"{value}; pass --data PATH to choose the data, or --trust-run")
 
 
@@ -123,7 +126,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, output: Path | Non
             call = replace(call, params={**call.params, key: Path(data_path).absolute()})
             recipe = replace(recipe, data=replace(recipe.data, dataset=call))
         if not trusted and not data_path:
-            _refuse_foreign_paths(recipe, registry)
+            _refuse_foreign_paths(recipe, registry, snapshot)
         chosen = backends.get(backend or recipe.train.backend)  # --backend, else the run's
         chosen.select()  # before anything imports Keras (a dataset downloading through it)
         recipe = recipe.with_backend(chosen.name)
