@@ -193,8 +193,10 @@ def create_model(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classe
     """A plain Keras model from the model plugin ``name`` with ``params`` (checked as a
     recipe's ``[model]`` table is), built for ``input_shape`` images and ``num_classes``
     classes, on ``backend`` (default: TensorFlow, or Keras's if already running).
-    ``sample_images``: the training images a plugin may initialise from (airbench's
-    whitening layer). Example::
+    ``sample_images``: the training images a plugin initialises from (the zoo's
+    normalisation, airbench's whitening); by default 256 images of uniform noise in
+    0-255, so the model takes raw pixels at about zero mean and unit variance (pass
+    your training images for their real statistics). Example::
 
         model = cifarkit.create_model("resnet20")
         model.summary()
@@ -207,6 +209,10 @@ def create_model(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classe
     call = plugin_call("model", {"plugin": _choice("name", name, str, optional=False),
                                  **params}, registry, "create_model()")
     shape = tuple(_strings_of_ints("input_shape", input_shape))
+    if sample_images is None:
+        import numpy as np
+
+        sample_images = np.random.default_rng(0).uniform(0, 255, (256, *shape)).astype("float32")
     chosen = backends.get(_choice("backend", backend, str) or backends.active())
     chosen.start()
     model = registry.call(call, backend=chosen, input_shape=shape,

@@ -322,7 +322,7 @@ def plugin_call(kind: str, table: dict, registry: Registry, where: str) -> Plugi
     be: unknown names and parameters, types and ranges are one line naming ``where``."""
     path = Path(where)
     return _Validator(path, {(): Origin(where, Path.cwd())}, registry).plugin_call(
-        kind, table, ())
+        kind, table, (kind,))
 
 
 FOREIGN_HINT = ("this run directory was not made by your cifarkit (or a file in it was "
