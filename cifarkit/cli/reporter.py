@@ -78,6 +78,7 @@ class Reporter(Report):
         self.log: TextIO | None = None
         self._progress: Progress | None = None
         self._task = None
+        self._phase: str | None = None  # what the progress bar of a step after training shows
         self._epoch = 0
         self._epochs = 0
         self._steps = 0
@@ -212,21 +213,24 @@ class Reporter(Report):
                   f"{row['images_per_s']:,.0f} img/s  {format_duration(row['epoch_time_s'])}"
                   + (f"  run ETA {format_duration(eta)}" if eta is not None else ""))
 
-    def evaluating(self, done: int, total: int, passes: str = "") -> None:
-        """Progress of the test split's predictions (after the last epoch)."""
+    def phase(self, what: str, done: int, total: int, unit: str = "batches") -> None:
+        """Progress of a step after training (BatchNorm statistics, the test split's
+        predictions): a bar on a terminal, a line every few seconds elsewhere."""
         now = time.perf_counter()
         if self.live:
-            if self._progress is None:
+            if self._progress is None or self._phase != what:
+                self.stop_live()
+                self._phase = what
                 self._progress = Progress(
-                    TextColumn("[bold]evaluating the test split{task.fields[passes]}"),
-                    BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn("images"),
+                    TextColumn("[bold]{task.fields[what]}"),
+                    BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn(unit),
                     console=self.console, transient=True, refresh_per_second=8)
                 self._progress.start()
-                self._task = self._progress.add_task("test", total=total, passes=passes)
-            self._progress.update(self._task, completed=done, total=total, passes=passes)
+                self._task = self._progress.add_task("phase", total=total, what=escape(what))
+            self._progress.update(self._task, completed=done, total=total)
         elif done == 0 or done == total or now - self._last_plain >= self.plain_interval_s:
             self._last_plain = now
-            self.line(f"  evaluating the test split{passes}: {done:,}/{total:,} images")
+            self.line(f"  {what}: {done:,}/{total:,} {unit}")
 
     def note(self, text: str) -> None:
         self.line(text, style="yellow")

@@ -88,6 +88,10 @@ class TrainConfig:
     jit_compile: bool | Literal["auto"] = "auto"
     learning_rate_scaling: Literal["none", "linear"] = "none"
     tta: Literal["none", "flip", "flip_translate"] = "none"
+    # BatchNorm statistics recomputed over training batches after training, before the
+    # test split (cifarkit.runs.precise_bn): "auto" where the moving averages have not
+    # settled (a short run), "on", "off".
+    precise_bn: Literal["auto", "on", "off"] = "auto"
     # Unset: the KERAS_BACKEND environment variable, else tensorflow. A run
     # directory's recipe.toml names the backend the run used.
     backend: Literal[BACKENDS] | None = None

@@ -231,6 +231,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "resumed": bool, "stopped_early": bool, "class_names": list, "overrides": list,
     "finish_errors": list,
     "per_class_accuracy": dict, "versions": dict, "test_metrics": dict, "plugin_metrics": dict,
+    "precise_bn": dict,
 }
 
 

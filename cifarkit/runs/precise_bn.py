@@ -10,8 +10,8 @@ rises.
 
 When that share is above :data:`SETTLED` for any BatchNorm layer, the run
 recomputes every layer's statistics after training, before the test split is
-touched and model.keras is written: a forward pass in training mode over
-training batches, with each layer's momentum set so its moving average becomes
+touched and model.keras is written: a forward pass in training mode over up to
+4,096 training images (without augmentation), with each layer's momentum set so its moving average becomes
 the plain mean over the batches (momentum ``1 - 1/k`` at the ``k``-th batch),
 as pycls and fvcore's ``precise_bn`` do. Full-length runs have long settled and
 are left as they are. ``train.precise_bn`` chooses: "auto" (this rule), "on",
@@ -26,8 +26,11 @@ import numpy as np
 
 #: The share of a moving average still at its start above which it is recomputed.
 SETTLED = 0.01
-#: The most training batches the statistics are recomputed over (pycls uses 200).
-MAX_BATCHES = 100
+#: The most training images the statistics are recomputed over, and the smallest batch
+#: they are taken in (a forward pass per batch: larger batches cost less per image, and
+#: estimate the population's statistics at least as well as training's batches).
+MAX_IMAGES = 4096
+MIN_BATCH = 256
 
 
 def batch_norms(model) -> list:
@@ -65,22 +68,29 @@ def header(setting: str, model, steps: int, examples: int, batch_size: int) -> s
     why = ("train.precise_bn = \"on\"" if setting == "on" else
            f"after {steps} steps {100 * leftover(model, steps):.0f} % of a moving average is "
            "still its start")
-    return (f"BatchNorm statistics: recomputed over {batches} training batches before the "
+    return (f"statistics recomputed over {batches} training batches before the "
             f"test split ({why})")
 
 
+def batch_size_for(examples: int, batch_size: int) -> int:
+    return max(1, min(examples, max(batch_size, MIN_BATCH)))
+
+
 def planned_batches(examples: int, batch_size: int) -> int:
-    return max(1, min(MAX_BATCHES, examples // max(batch_size, 1)))
+    size = batch_size_for(examples, batch_size)
+    return max(1, min(MAX_IMAGES, examples) // size)
 
 
 def recompute(model, x: np.ndarray, batch_size: int, seed: int = 0,
               progress=None) -> dict[str, Any]:
     """Set every BatchNorm layer's moving mean and variance to their means over training
-    batches of ``x`` (raw images as the model takes them), in training mode. Returns what
-    was done: ``{"batches": N, "images": M, "layers": L}``. ``progress(done, total)``
-    after each batch."""
+    batches of ``x`` (raw images as the model takes them; up to :data:`MAX_IMAGES`, in
+    batches of the run's size or :data:`MIN_BATCH`, whichever is larger), in training
+    mode. Returns what was done: ``{"batches": N, "images": M, "layers": L}``.
+    ``progress(done, total)`` after each batch."""
     layers = batch_norms(model)
     batches = planned_batches(len(x), batch_size)
+    batch_size = batch_size_for(len(x), batch_size)
     order = np.random.default_rng(seed).permutation(len(x))[:batches * batch_size]
     saved = [bn.momentum for bn in layers]
     try:

@@ -47,6 +47,11 @@ class Report:
     def evaluating(self, done: int, total: int, passes: str = "") -> None:
         """Evaluation of the test split: ``done`` of ``total`` images (``passes``: what
         test-time augmentation adds)."""
+        self.phase(f"evaluating the test split{passes}", done, total, "images")
+
+    def phase(self, what: str, done: int, total: int, unit: str = "batches") -> None:
+        """Progress of a step of the run outside training (``what``: "recomputing
+        BatchNorm statistics", say): ``done`` of ``total`` ``unit``."""
 
     def stop_live(self) -> None:
         """Anything drawn live (a progress bar) should stop now."""

@@ -201,6 +201,7 @@ class Run:
             self.reporter.evaluating(done, total, f" ({views} views)" if views > 1 else "")
             signals.check()
 
+        self._precise_bn(signals)
         probs, plain = probabilities(self.backend, self.parts.model, data.x_test,
                                      recipe.data.batch_size, recipe.train.tta,
                                      outside_replicas=self.parts.split_batches,
@@ -219,6 +220,30 @@ class Run:
         signals.check()
         artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
         self.test = test
+
+    def _precise_bn(self, signals) -> None:
+        """BatchNorm statistics recomputed over training batches where the moving averages
+        have not settled (:mod:`cifarkit.runs.precise_bn`), before the test split."""
+        from cifarkit.backends import sync_weights
+        from cifarkit.runs import precise_bn
+
+        model, recipe = self.parts.model, self.recipe
+        steps = len(self.rows) * self.parts.steps
+        if not precise_bn.wanted(recipe.train.precise_bn, model, steps):
+            return
+        sync_weights(model)
+        started = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            self.reporter.phase("recomputing BatchNorm statistics", done, total)
+            signals.check()
+
+        done = precise_bn.recompute(model, self.data.x_train, recipe.data.batch_size,
+                                    seed=recipe.seed, progress=progress)
+        self.reporter.stop_live()
+        self.summary["precise_bn"] = {**done, "seconds": time.perf_counter() - started,
+                                      "moving_average_left_at_start":
+                                      precise_bn.leftover(model, steps)}
 
     # -- finish: plots, summary, status ------------------------------------------------
     def finish(self, status: str, error: BaseException | None = None) -> None:

@@ -84,6 +84,7 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                     f"{tr.optimizer.plugin} lr {parts.learning_rate:g}" + _schedule(run)
                     + (f", {tr.mixed_precision}" if tr.mixed_precision != "float32" else ""),
         **({"weights": parts.starting} if parts.starting else {}),
+        **({"batchnorm": line} if (line := _precise_bn_line(run)) else {}),
         **({"left out": left_out} if (left_out := _left_out(run)) else {}),
         **({"note": advice} if (advice := run.backend.advice()) else {}),
         **_callback_lines(run),
@@ -94,6 +95,15 @@ def facts(run: Any, resumed_after: int | None) -> dict[str, str]:
                            if run.continuing else "")}
            if resumed_after is not None else {}),
     }
+
+
+def _precise_bn_line(run: Any) -> str | None:
+    """What precise BatchNorm will do at the end of this run (its header line), or None."""
+    from cifarkit.runs import precise_bn
+
+    steps = run.recipe.train.epochs * run.parts.steps
+    return precise_bn.header(run.recipe.train.precise_bn, run.parts.model, steps,
+                             len(run.data.x_train), run.recipe.data.batch_size)
 
 
 def _callback_lines(run: Any) -> dict[str, str]:
