@@ -89,8 +89,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``: the one choice
+    that holds ``word`` whole (``resnet18`` -> ``preact_resnet18``), else the closest."""
+    choices = list(choices)
+    holding = [c for c in choices if len(str(word)) >= 3 and str(word) in c]
+    if len(holding) == 1:
+        return f"; did you mean {holding[0]!r}?"
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -19,6 +19,8 @@ def test_the_documented_example_runs(tmp_path, cifar10_dir, monkeypatch):
     exec(compile(code, "docs/api.md", "exec"), {})
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert cifarkit.load_run(run_dir).summary["epochs_run"] == 2
+    log = (run_dir / "run.log").read_text()  # a run from Python keeps its log too
+    assert "recipe: fast" in log and "completed: test accuracy" in log
 
 
 def test_bad_input_is_the_commands_one_line(tmp_path):

@@ -259,3 +259,36 @@ def test_key_value_after_the_recipe_is_a_set():
                             "--json").stdout)["recipe"]
     assert [c["plugin"] for c in arrays["callbacks"]] == ["warmup_decay", "csv_logger"]
     assert [a["plugin"] for a in arrays["augmentation"]] == ["random_translation"]
+
+
+def test_overrides_go_anywhere_after_the_command_and_apply_in_the_order_typed(tmp_path):
+    """KEY=VALUE words before, between and after options, mixed with --set, as Hydra
+    users type them; a later one wins."""
+    for args, epochs in ((["train.epochs=3", "--set", "train.epochs=5"], 5),
+                         (["--set", "train.epochs=5", "train.epochs=3"], 3),
+                         (["--no-model", "train.epochs=4", "~callbacks.early_stopping"], 4)):
+        result = cli("show", "default", *args, *([] if "--no-model" in args else ["--no-model"]))
+        assert result.returncode == 0, result.stderr
+        assert f"\nepochs = {epochs}\n" in result.stdout, args
+    shown = cli("show", "default", "--no-model", "--set", "train.epochs=4",
+                "~callbacks.early_stopping").stdout
+    assert 'plugin = "early_stopping"' not in shown and "\nepochs = 4\n" in shown
+    bad = cli("show", "default", "--no-model", "--bogus")
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_show_takes_a_run_directory_for_its_recipe(tmp_path):
+    run_dir = tmp_path / "r-20261208-000000"
+    run_dir.mkdir()
+    (run_dir / "recipe.toml").write_text('extends = "default"\nname = "mine"\n')
+    result = cli("show", str(run_dir), "--no-model")
+    assert result.returncode == 0, result.stderr
+    assert 'name = "mine"' in result.stdout
+
+
+def test_a_zoo_summary_keeps_its_citation_and_a_near_name_is_suggested(registry):
+    from cifarkit.errors import did_you_mean
+
+    assert registry.get("model", "resnet20").summary.endswith("16/32/64 filters.")
+    assert did_you_mean("resnet18", registry.names("model")) == \
+        "; did you mean 'preact_resnet18'?"

@@ -87,6 +87,26 @@ def _unknown_command(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     return f"unknown command {word!r}{did_you_mean(words[0], names)} ({allowed(names)})"
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with recipe overrides anywhere after the command: KEY=VALUE,
+    KEY+=VALUE and ~KEY words before, between and after options, and ``--set`` values,
+    applied in the order they were typed (as Hydra users type them)."""
+    from cifarkit.cli.options import ordered_overrides
+
+    words = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(words)
+    stray = [w for w in extra if not _looks_like_override(w)]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if hasattr(args, "overrides"):
+        args.ordered = ordered_overrides(words, args, extra)
+    return args
+
+
+def _looks_like_override(word: str) -> bool:
+    return not word.startswith("-") and ("=" in word or word.startswith("~"))
+
+
 def main(argv: list[str] | None = None, registry=None) -> int:
     """Run ``cifarkit ARGV``; its exit status. ``registry``: the plugins whose commands
     the command line has (default: the installed plugins)."""
@@ -99,7 +119,7 @@ def main(argv: list[str] | None = None, registry=None) -> int:
     if unknown is not None:
         print(f"cifarkit: error: {unknown}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2

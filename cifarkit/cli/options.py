@@ -77,8 +77,8 @@ def _override(word: str) -> bool:
 
 def assignments(args) -> list[str]:
     """The command line's recipe overrides: KEY=VALUE, KEY+=VALUE and ~KEY words after
-    the recipe (or in its place, where the recipe is optional), then ``--set`` values,
-    in that order."""
+    the recipe (or in its place, where the recipe is optional) and ``--set`` values, in
+    the order they were typed (:func:`ordered_overrides`)."""
     from cifarkit.errors import CifarkitError
 
     words = list(getattr(args, "assignments", None) or [])
@@ -90,7 +90,31 @@ def assignments(args) -> list[str]:
             raise CifarkitError(f"unexpected argument {word!r}: after the recipe, KEY=VALUE "
                                 "sets a recipe key, KEY+=VALUE appends to an array and ~KEY "
                                 "removes one (as --set does)")
-    return [*words, *args.overrides]
+    ordered = getattr(args, "ordered", None)
+    return list(ordered) if ordered is not None else [*words, *args.overrides]
+
+
+def ordered_overrides(argv: list[str], args, extra: list[str]) -> list[str]:
+    """Every override of a command line in the order typed: the values of ``--set`` (and
+    ``--set=``) and the KEY=VALUE, KEY+=VALUE and ~KEY words (those argparse took as
+    positionals, the recipe's place included, or left over after options)."""
+    from collections import Counter
+
+    bare = Counter([*(getattr(args, "assignments", None) or []), *extra])
+    if args.recipe is not None and _override(args.recipe) and not os.path.exists(args.recipe):
+        bare[args.recipe] += 1
+    out, words = [], iter(argv)
+    for word in words:
+        if word == "--set":
+            value = next(words, None)
+            if value is not None:
+                out.append(value)
+        elif word.startswith("--set="):
+            out.append(word[len("--set="):])
+        elif bare[word] > 0 and _override(word):
+            bare[word] -= 1
+            out.append(word)
+    return out
 
 
 def overrides(parser, every_trial: bool = False) -> None:

@@ -7,10 +7,8 @@ reporter prints is also appended to the run directory's ``run.log``.
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 from rich import box
@@ -90,36 +88,11 @@ class Reporter(Report):
         self._steady: list[float] = []  # seconds of epochs that compiled nothing
 
     # -- plumbing ------------------------------------------------------------
-    def attach_log(self, path: Path) -> None:
-        """Append to ``path`` from now on; a native crash writes its Python stack there too."""
-        from cifarkit.runs.folder import open_append
-
-        try:
-            self.log = open_append(path)
-        except OSError as exc:
-            from cifarkit.errors import OutputError
-
-            raise OutputError(f"{path}: cannot append to the run log ({exc.strerror or exc}; "
-                              "a symbolic link or other non-file there is not written "
-                              "through)") from None
-        faulthandler.enable(self.log, all_threads=True)
-
     def line(self, text: str, style: str | None = None) -> None:
         """Print one line (above the live bar, if any) and log it."""
         target = self._progress.console if self._progress is not None else self.console
         target.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
         self.write_log(text)
-
-    def write_log(self, text: str) -> None:
-        if self.log is not None:
-            self.log.write(time.strftime("%H:%M:%S ") + text + "\n")
-
-    def close(self) -> None:
-        self.stop_live()
-        if self.log is not None:
-            faulthandler.disable()
-            self.log.close()
-            self.log = None
 
     # -- events --------------------------------------------------------------
     def start(self, facts: dict[str, Any]) -> None:

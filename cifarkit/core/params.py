@@ -319,8 +319,10 @@ def docstring_args(doc: str) -> dict[str, str]:
 
 
 #: Where a sentence ends: after . ! or ? and before whitespace and a capital (or a quote,
-#: a bracket or a backtick), so "e.g. a" and "et al. 2016" do not end one.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[`\"'])")
+#: a bracket or a backtick), so "e.g. a" and "et al. 2016" do not end one; nor does
+#: "He et al. (2016)" or "e.g. (...)": an abbreviation's full stop ends no sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\bal\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bcf\.)"
+                           r"\s+(?=[A-Z(\[`\"'])")
 
 
 def summary_line(doc: str | None) -> str:

@@ -51,9 +51,13 @@ def locate_recipe(ref: str, base_dir: Path | None = None) -> Path:
 
     ``ref`` is a path (relative to ``base_dir``, default the current
     directory); when no such file exists and ``ref`` is a bare name of a
-    recipe shipped with cifarkit (``default`` or ``default.toml``), that one.
+    recipe shipped with cifarkit (``default`` or ``default.toml``), that one. On the
+    command line, a run directory stands for its ``recipe.toml`` (the resolved recipe
+    that repeats the run).
     """
     path = (base_dir / ref if base_dir is not None else Path(ref)).expanduser()
+    if base_dir is None and path.is_dir() and (path / "recipe.toml").is_file():
+        return path / "recipe.toml"
     if os.path.lexists(path) or "/" in ref or "\\" in ref:
         return path
     shipped = builtin_recipes()
