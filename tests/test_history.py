@@ -71,9 +71,11 @@ def test_runs_adds_a_column_per_differing_recipe_key_and_filters_with_where(tmp_
     fake_run(tmp_path, "c", lr=1e-2, epochs=3, val=(0.1, 0.2, 0.3), status="interrupted")
     (tmp_path / "junk").mkdir()
     table = cli("runs", str(tmp_path), "--sort", "train.learning_rate").stdout.splitlines()
-    assert table[0].split()[:5] == ["run", "recipe", "backend", "train.epochs",
-                                    "train.learning_rate"]
-    assert table[1].split()[3:5] == ["2", "0.001"] and table[3].split()[3:5] == ["3", "0.01"]
+    # the keys that matter first (the learning rate before the epochs); no backend column
+    # where every run has the same backend
+    assert table[0].split()[:5] == ["run", "recipe", "train.learning_rate", "train.epochs",
+                                    "status"]
+    assert table[1].split()[2:4] == ["0.001", "2"] and table[3].split()[2:4] == ["0.01", "3"]
     assert table[4].split()[:2] == ["junk", "unreadable"]
     rows = json.loads(cli("runs", str(tmp_path), "--where", "train.learning_rate=1e-2",
                           "--json").stdout)
@@ -102,8 +104,9 @@ def test_compare_prints_the_keys_that_differ_the_figures_and_writes_the_curves(t
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(cli("compare", str(a), str(b), "--plot", str(plot), "--json").stdout)
     assert data["differences"] == {"train.epochs": [2, 3], "train.learning_rate": [1e-3, 1e-2]}
-    assert data["labels"] == ["train.epochs=2, train.learning_rate=0.001",
-                              "train.epochs=3, train.learning_rate=0.01"]  # compare.png's legend
+    # compare.png's legend: each run by name, with the keys that differ, those that matter first
+    assert data["labels"] == ["a\n  train.learning_rate=0.001\n  train.epochs=2",
+                              "b\n  train.learning_rate=0.01\n  train.epochs=3"]
     assert [r["test_accuracy"] for r in data["runs"]] == [0.48, 0.55]
 
 
@@ -335,3 +338,21 @@ def test_ctrl_c_stops_a_search_after_the_current_trial_and_it_resumes(tmp_path, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     study = optuna.load_study(study_name=state["study"], storage=state["storage"])
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_runs_fits_the_terminal_keeping_what_matters(tmp_path):
+    """A narrow terminal: the run, its outcome and the most telling differing key stay;
+    what is left out is named."""
+    fake_run(tmp_path, "a-20261208-101010", lr=1e-3)
+    fake_run(tmp_path, "b-20261208-101011", lr=1e-2, epochs=3, val=(0.1, 0.2, 0.3))
+    for width in (60, 80, 100, 200):
+        result = cli("runs", str(tmp_path), env={"COLUMNS": str(width)})
+        assert result.returncode == 0, result.stderr
+        table = [line for line in result.stdout.splitlines() if "more recipe" not in line
+                 and "left out" not in line]
+        assert max(len(line) for line in table) <= width, (width, result.stdout)
+        assert table[0].startswith("run") and "test acc" in table[0]
+        if width >= 80:
+            assert "train.learning_rate" in table[0]
+    assert "left out to fit 60 columns" in cli("runs", str(tmp_path),
+                                               env={"COLUMNS": "60"}).stdout

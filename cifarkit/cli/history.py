@@ -49,7 +49,7 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 FORMATS = {"best_val_accuracy": lambda v: f"{100 * v:.2f} %",
            "test_accuracy": lambda v: f"{100 * v:.2f} %",
            "train_time_s": lambda v: f"{v:.1f}", "test_loss": lambda v: f"{v:.4f}",
-           "started": lambda v: str(v)[:16].replace("T", " ")}
+           "started": lambda v: str(v)[5:16].replace("T", " ")}
 
 
 def shown(key: str, value: Any) -> str:
@@ -178,22 +178,74 @@ def _matches(have: Any, want: Any) -> bool:
     return have == want or str(have) == str(want)
 
 
-def key_columns(keys: list[str]) -> tuple[tuple, str]:
-    """The table's columns for differing recipe keys (at most :data:`MAX_KEY_COLUMNS`),
-    and a note naming the rest."""
-    shown_keys, rest = keys[:MAX_KEY_COLUMNS], keys[MAX_KEY_COLUMNS:]
-    note = (f"{len(rest)} more recipe keys differ: {', '.join(rest)} (--json lists them)"
-            if rest else "")
-    return tuple((f"recipe_keys.{k}", k) for k in shown_keys), note
+#: The recipe keys a practitioner looks at first when runs differ, in this order (a
+#: pattern's ``*`` stands for an index); every other differing key follows, the model's
+#: and training's parameters before the rest.
+FIRST_KEYS = ("model.plugin", "train.learning_rate", "train.epochs", "data.batch_size",
+              "train.optimizer.plugin", "train.optimizer", "augmentation[*].plugin",
+              "train.schedule.plugin", "seed", "data.limit")
+
+
+def rank(keys: list[str]) -> list[str]:
+    """``keys`` (recipe keys that differ), those that matter first (:data:`FIRST_KEYS`),
+    then ``model.*`` and ``train.*``, then the rest, each group in alphabetical order."""
+    import fnmatch
+
+    def order(key: str) -> tuple:
+        for i, pattern in enumerate(FIRST_KEYS):
+            if fnmatch.fnmatchcase(key, pattern.replace("[*]", "[[]*[]]")):
+                return (0, i, key)
+        group = 1 if key.startswith(("model.", "train.")) else 2
+        return (group, 0, key)
+
+    return sorted(keys, key=order)
+
+
+def fit_columns(rows: list[dict[str, Any]], keys: list[str],
+                width: int) -> tuple[tuple, str]:
+    """The columns of ``cifarkit runs`` that fit ``width`` characters, in table order: the
+    run, its outcome and the recipe keys that differ, those that matter most first
+    (:func:`rank`; at most :data:`MAX_KEY_COLUMNS`), then the rest as room allows
+    (a backend column only where backends differ). Returns (columns, a note naming
+    what was left out)."""
+    ranked = rank(keys)
+    keyed = [(f"recipe_keys.{k}", k) for k in ranked[:MAX_KEY_COLUMNS]]
+    base = dict(COLUMNS)
+    if len({r.get("backend") for r in rows}) <= 1:
+        base.pop("backend")
+    by_priority = ["name", "test_accuracy", *keyed[:1], "status", "best_val_accuracy",
+                   *keyed[1:2], "epochs", "recipe", *keyed[2:4], "train_time_s", "started",
+                   "backend", *keyed[4:]]
+    chosen: list = []
+    for col in by_priority:
+        column = col if isinstance(col, tuple) else (col, base.get(col))
+        if column[1] is not None and table_width(rows, [*chosen, column]) <= width:
+            chosen.append(column)
+    order = [c for c in COLUMNS if c in chosen]
+    at = next((i for i, (k, _) in enumerate(order) if k == "status"), len(order))
+    columns = (*order[:at], *(c for c in keyed if c in chosen), *order[at:])
+    rest = [k for k in ranked if (f"recipe_keys.{k}", k) not in chosen]
+    dropped = [h for k, h in COLUMNS if k in base and (k, h) not in chosen]
+    note = "; ".join(filter(None, [
+        f"{len(rest)} more recipe key{'s' if len(rest) != 1 else ''} differ: "
+        f"{', '.join(rest[:8])}{', ...' if len(rest) > 8 else ''} (--json lists them; --sort "
+        "and --where take them)" if rest else "",
+        f"left out to fit {width} columns: {', '.join(dropped)}" if dropped else ""]))
+    return columns, note
+
+
+def table_width(rows: list[dict[str, Any]], columns) -> int:
+    """The characters a table of ``rows`` in ``columns`` takes (cells, padding, rules)."""
+    return sum(max([len(h), *(len(shown(k, _value(r, k))) for r in rows)]) + 3
+               for k, h in columns) + 1
 
 
 def labels(run_dirs: list[Path], diffs: dict[str, list[Any]]) -> list[str]:
-    """Each run's label in compare.png: the values of the keys that differ (at most
-    three), else its folder name; folder names where the labels would not be unique."""
-    keys = list(diffs)[:3]
-    out = [", ".join(f"{k}={shown(k, diffs[k][i])}" for k in keys) or d.name
-           for i, d in enumerate(run_dirs)]
-    return out if len(set(out)) == len(out) else [d.name for d in run_dirs]
+    """Each run's label in compare.png: its folder name and the values of the keys that
+    differ (those that matter first, at most three)."""
+    keys = rank(list(diffs))[:3]
+    return [d.name + "".join(f"\n  {k}={shown(k, diffs[k][i])}" for k in keys)
+            for i, d in enumerate(run_dirs)]
 
 
 def compare(run_dirs: list[Path], plot: Path) -> dict[str, Any]:
@@ -228,13 +280,15 @@ def _is_png(path: Path) -> bool:
 
 def plot_curves(run_dirs: list[Path], path: Path, names: list[str]) -> None:
     """Accuracy and loss by epoch, training solid and validation dashed, one colour a run
-    labelled by ``names``."""
+    labelled by ``names`` in a legend below the plots; a run of one epoch as points; the
+    loss on a log scale where one run's loss dwarfs another's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.35 * len(run_dirs)))
+    losses = []
     for i, (d, name) in enumerate(zip(run_dirs, names)):
         rows, colour = read_metrics(d), f"C{i % 10}"
         epochs = [r.get("epoch") for r in rows]
@@ -242,17 +296,29 @@ def plot_curves(run_dirs: list[Path], path: Path, names: list[str]) -> None:
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = [r.get(prefix + metric) for r in rows]
                 if any(v is not None for v in values):
-                    ax.plot(epochs, values, style, color=colour,
-                            label=f"{name} {'validation' if prefix else 'training'}")
+                    ax.plot(epochs, values, style, color=colour,  # one epoch: a point
+                            marker=("x" if prefix else "o") if len(rows) == 1 else None)
+                    if metric == "loss":
+                        losses += [v for v in values if isinstance(v, (int, float)) and v > 0]
+        axes[0].plot([], [], "-", color=colour, label=name)  # one legend entry a run
+    if losses and max(losses) / min(losses) > 20:
+        axes[1].set_yscale("log")
+    axes[0].plot([], [], "-", marker="o", color="grey", label="training")
+    axes[0].plot([], [], "--", marker="x", color="grey", label="validation")
+    last = max((len(read_metrics(d)) for d in run_dirs), default=0)
     from matplotlib.ticker import MaxNLocator
 
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if last <= 1:
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", fontsize=7,
+               ncol=min(3, len(run_dirs) + 2), frameon=False)
+    fig.tight_layout(rect=(0, min(0.45, 0.09 * (len(run_dirs) + 2) / 2), 1, 1))
     import io
 
     from cifarkit.runs.artifacts import atomic_write

@@ -35,10 +35,9 @@ def main(args) -> int:
         print(f"no run directories in {terminal_safe(args.folder)}" + (
             " match " + " and ".join(terminal_safe(w) for w in args.where) if args.where else ""))
         return 0
-    columns, note = history.key_columns(keys)
-    at = [k for k, _ in history.COLUMNS].index("status")  # after recipe and backend
-    columns = (*history.COLUMNS[:at], *columns, *history.COLUMNS[at:])
-    history.print_rows(options.make_console(), rows, columns, title=f"runs in {args.folder}")
+    console = options.make_console()
+    columns, note = history.fit_columns(rows, keys, console.width)  # fits the terminal
+    history.print_rows(console, rows, columns, title=f"runs in {args.folder}")
     if note:
         print(terminal_safe(note))
     return 0
