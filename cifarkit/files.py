@@ -103,18 +103,24 @@ KERAS_MEMBERS = {"config.json": 16 << 20, "metadata.json": 1 << 20,
                  "model.weights.h5": 8 << 30}
 
 
-def check_keras_archive(path: Path) -> None:
+def check_keras_archive(path: Path, data: bytes | None = None) -> None:
     """Refuse (``ValueError``) a ``.keras`` file that is not a regular file, or whose
     members are unknown or would inflate past their bound (read from the archive's
     headers before anything is inflated; zipfile never inflates past a member's
     declared size). A weights member may be at most 50 times the archive's size:
-    weights barely compress."""
+    weights barely compress. ``data``: the file's bytes, already read (then checked,
+    and ``path`` only named)."""
+    import io
     import zipfile
 
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path.name} is not a regular file")
-    with zipfile.ZipFile(path) as archive:
+    if data is None:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        size, source = info.st_size, path
+    else:
+        size, source = len(data), io.BytesIO(data)
+    with zipfile.ZipFile(source) as archive:
         for member in archive.infolist():
             name = member.filename
             bound = KERAS_MEMBERS.get(name)
@@ -123,7 +129,7 @@ def check_keras_archive(path: Path) -> None:
                     continue
                 raise ValueError(f"holds {name!r}, which is no part of a Keras model file")
             if name == "model.weights.h5":
-                bound = min(bound, max(64 << 20, 50 * info.st_size))
+                bound = min(bound, max(64 << 20, 50 * size))
             if member.file_size > bound:
                 raise ValueError(f"its member {name} would inflate to {member.file_size:,} "
                                  f"bytes, more than the {bound:,} allowed")

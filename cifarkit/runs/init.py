@@ -55,12 +55,13 @@ def read_layers(path: Path, where: str,
     external storage, virtual datasets) are refused, as are variables that are not numbers."""
     import h5py
 
-    from cifarkit.files import check_hdf5, check_keras_archive
+    from cifarkit.files import check_hdf5, check_keras_archive, read_regular
 
     try:
-        if path.suffix == ".keras":
-            check_keras_archive(path)
-            with zipfile.ZipFile(path) as archive:
+        if path.suffix == ".keras":  # read once: checked and unpacked from the same bytes
+            raw = read_regular(path, 8 << 30)
+            check_keras_archive(path, raw)
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
                 data = io.BytesIO(archive.read("model.weights.h5"))
             handle = h5py.File(data, "r")
         else:
