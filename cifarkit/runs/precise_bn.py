@@ -68,7 +68,8 @@ def header(setting: str, model, steps: int, examples: int, batch_size: int) -> s
     why = ("train.precise_bn = \"on\"" if setting == "on" else
            f"after {steps} steps {100 * leftover(model, steps):.0f} % of a moving average is "
            "still its start")
-    return (f"statistics recomputed over {batches} training batches before the "
+    batch_word = "batch" if batches == 1 else "batches"
+    return (f"statistics recomputed over {batches} training {batch_word} before the "
             f"test split ({why})")
 
 

@@ -31,6 +31,14 @@ def main(args) -> int:
           f"(input {description['input']['name']!r}: float32 NHWC "
           f"{description['input']['shape'][1:]} 0-255; {len(description['class_names'])} "
           "class probabilities out)")
+    checked = description["checked"]
+    same = checked["same_class_as_trained"]
+    print(f"checked with {checked['runtime']} on {checked['on']}: largest difference from "
+          f"Keras {checked['max_abs_difference']:.2g} in float32, "
+          f"{checked['max_abs_difference_vs_trained_precision']:.2g} from the model as it "
+          f"trained; the same class for {100 * same:.1f} % of them"
+          + ("" if same == 1 else " (the export runs in float32; the run trained in lower "
+                                   "precision)"))
     return 0
 
 
