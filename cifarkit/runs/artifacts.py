@@ -14,7 +14,6 @@ import math
 import os
 import shlex
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -190,18 +189,9 @@ def guarded_write(path: Path, needed: int | None, write: Callable[[], None],
 
 def refuse_linked(path: Path) -> None:
     """Refuse (one line) to replace ``path`` when what is there is not a regular file of
-    its own: a symbolic link, a FIFO, a device, a folder, or a file with another hard
-    link (writing it would change a file elsewhere, or hang)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot check it before writing ({exc.strerror or exc})"
-                          ) from None
-    why = ("a symbolic link" if stat.S_ISLNK(info.st_mode)
-           else "not a regular file" if not stat.S_ISREG(info.st_mode)
-           else f"a file with {info.st_nlink} hard links" if info.st_nlink > 1 else None)
+    its own (:func:`cifarkit.runs.folder.link_problem`): writing it would change a file
+    elsewhere, or hang."""
+    why = folder.link_problem(path)
     if why:
         raise OutputError(f"{path}: {why}; cifarkit writes no file in place through a link: "
                           "remove it and try again")

@@ -291,24 +291,37 @@ def run_file(run_dir: Path, name: str, what: str) -> Path:
                           f"(cifarkit writes {', '.join(OWNED)} and hidden files); "
                           "choose another name")
     path = Path(run_dir)
-    for part in rel.parts:
+    for i, part in enumerate(rel.parts):
         path = path / part
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            break
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot check it ({exc.strerror or exc})") from None
-        last = path == Path(run_dir) / rel
-        leads_out = (stat.S_ISLNK(info.st_mode)
-                     or (not last and not stat.S_ISDIR(info.st_mode))
-                     or (last and not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)))
-                     or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1))
-        if leads_out:
-            raise OutputError(f"{path}: {what} would write through a link or a file that is "
-                              "also elsewhere (a symbolic link, a second hard link, or not a "
-                              "regular file); remove it and try again")
+        last = i == len(rel.parts) - 1
+        why = link_problem(path, folder=True)  # a folder on the way, or a folder or file last
+        if why is None and not last and os.path.lexists(path) and not is_folder(path):
+            why = "not a folder"
+        if why is not None:
+            raise OutputError(f"{path}: {what} would write through it: {why}; cifarkit writes "
+                              "no file of a run folder through a link: remove it and try again")
     return Path(run_dir) / rel
+
+
+def link_problem(path: Path, folder: bool = False) -> str | None:
+    """Why writing at ``path`` would reach beyond it, or None (also when nothing is
+    there): a symbolic link, not a regular file (a folder where ``folder``), or a file
+    with a second hard link. The one check behind every refusal to write in place."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link"
+    if folder and stat.S_ISDIR(info.st_mode):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_nlink > 1:
+        return f"a file with {info.st_nlink} hard links (it is also elsewhere)"
+    return None
 
 
 #: The folders of a run that cifarkit writes files into.
@@ -327,18 +340,9 @@ def check_own_files(run_dir: Path, names: tuple[str, ...] | None = None) -> None
 
     for name in names or (*OWNED, ".signature", *OWN_FOLDERS):
         path = Path(run_dir) / name
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(info.st_mode):
-            raise refuse(path, "a symbolic link")
-        if stat.S_ISDIR(info.st_mode):
-            if name in OWN_FOLDERS:  # the files in it (a folder inside is no file of cifarkit's)
-                check_own_files(path, tuple(e.name for e in os.scandir(path)
-                                            if not e.is_dir(follow_symlinks=False)))
-            continue
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse(path, "not a regular file")
-        if info.st_nlink > 1:
-            raise refuse(path, f"a file with {info.st_nlink} hard links (it is also elsewhere)")
+        why = link_problem(path, folder=True)
+        if why is not None:
+            raise refuse(path, why)
+        if name in OWN_FOLDERS and is_folder(path):  # its files (a folder in it is not one)
+            check_own_files(path, tuple(e.name for e in os.scandir(path)
+                                        if not e.is_dir(follow_symlinks=False)))
