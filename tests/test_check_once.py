@@ -138,7 +138,9 @@ def test_a_changed_file_makes_the_folder_foreign_and_trust_run_signs_it_anew(run
     assert done.returncode == 0, done.stderr[-3000:]
     with open_run(run_copy, model=True, checkpoint=True) as snapshot:
         assert snapshot.own, snapshot.why_foreign  # every file it wrote is in its manifest
-    assert json.loads(summary.read_text())["epochs_run"] == 2
+    resumed = json.loads(summary.read_text())
+    assert resumed["epochs_run"] == 2
+    assert 0 < resumed["wall_time_this_invocation_s"] < resumed["wall_time_s"]
 
 
 def _swapping(path: Path, versions: list[bytes], stop: threading.Event) -> threading.Thread:

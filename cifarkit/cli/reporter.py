@@ -234,7 +234,10 @@ class Reporter(Report):
                            f"{num(summary.get('best_value'), '.4f')})"),
             ("epochs run", f"{summary.get('epochs_run')} of {summary.get('epochs_planned')}"
                            + (" (stopped early)" if summary.get("stopped_early") else "")),
-            ("wall time", format_duration(summary.get("wall_time_s") or 0.0)),
+            ("wall time", format_duration(summary.get("wall_time_s") or 0.0)
+             + ("" if summary.get("wall_time_this_invocation_s") is None else
+                f" ({format_duration(summary['wall_time_this_invocation_s'])} of it this "
+                "invocation; the rest before the resume)")),
             ("training time", format_duration(summary.get("train_time_s") or 0.0)
              + ("" if summary.get("compile_time_s") is None else
                 f" ({format_duration(summary['compile_time_s'])} of it compiling)")),

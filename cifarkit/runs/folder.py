@@ -227,6 +227,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "workers": int, "batch_size": int, "pid": int, "resume_count": int,
     "resumed_from_epoch": int, "best_epoch": int, "test_accuracy": _NUMBER,
     "test_loss": _NUMBER, "train_time_s": _NUMBER, "wall_time_s": _NUMBER,
+    "wall_time_this_invocation_s": _NUMBER,
     "learning_rate": _NUMBER, "best_value": _NUMBER, "deterministic": bool,
     "resumed": bool, "stopped_early": bool, "class_names": list, "overrides": list,
     "finish_errors": list,

@@ -315,8 +315,10 @@ class Run:
     def end(self, status: str, **extra: Any) -> None:
         """summary.json with its final status."""
         self._take_metrics()
+        this = time.perf_counter() - self.started
         self.summary.update(status=status, finished_at=now(), epochs_run=len(self.rows),
-                            wall_time_s=self.prior_time + time.perf_counter() - self.started,
+                            wall_time_s=self.prior_time + this,
+                            **({"wall_time_this_invocation_s": this} if self.resume else {}),
                             **extra)
         artifacts.write_json(self.run_dir / "summary.json", self.summary)
 
