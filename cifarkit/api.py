@@ -22,7 +22,7 @@ from cifarkit.runs.info import RunInfo
 from cifarkit.runs.report import Report
 
 __all__ = ["RunInfo", "create_model", "evaluate", "export", "list_plugins", "load_run",
-           "predict", "train"]
+           "overfit", "predict", "smoke", "train"]
 
 PathLike = str | os.PathLike
 
@@ -116,6 +116,65 @@ def _resume_from(snapshot, lock, overrides: list[str], registry, report,
     loaded = load_recipe(snapshot.path / "recipe.toml", overrides, registry,
                          document=snapshot.recipe_doc)
     return run(loaded, registry, snapshot.path.parent, report, resume=snapshot, lock=lock)
+
+
+#: What a smoke run overrides: a few steps on a few images, no test-time augmentation.
+SMOKE = ("data.limit=256", "train.steps_per_epoch=2", "train.tta=none")
+
+
+def smoke(recipe: PathLike, overrides: Sequence[str] = (), output: PathLike = "runs", *,
+          plugins: Sequence[PathLike] = (), report: Report | None = None) -> RunInfo:
+    """The whole chain of a recipe in seconds, as ``cifarkit run RECIPE --smoke`` runs it:
+    one epoch of 2 steps on the first 256 examples (validation included), its
+    checkpoint, a resume that trains a second epoch from it, the test split, and
+    model.keras loaded back and predicting. The run directory is named
+    ``<recipe>-smoke-<time>``; its accuracy means nothing. Returns the finished run
+    (see ``status``: a step that failed stops there)."""
+    import numpy as np
+
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+
+    overrides = _strings("overrides", overrides)
+    files = tuple(str(p) for p in _paths("plugins", plugins))
+    name = load_recipe(locate_recipe(str(_path("recipe", recipe))), overrides,
+                       load_registry(files)).name
+    first = train(recipe, [*overrides, *SMOKE, "train.epochs=1", f"name={name}-smoke"],
+                  output, plugins=files, report=report)
+    if first.status != "completed":
+        return first
+    second = train(resume=first.run_dir, overrides=["train.epochs=2"], plugins=files,
+                   report=report)
+    if second.status == "completed":
+        model = second.model()
+        second.predict(np.zeros((2, *model.input_shape[1:]), np.uint8))
+    return second
+
+
+def overfit(recipe: PathLike, batches: int, overrides: Sequence[str] = (),
+            output: PathLike = "runs", *, epochs: int = 30, plugins: Sequence[PathLike] = (),
+            report: Report | None = None) -> tuple[RunInfo, float | None, float | None]:
+    """Whether a recipe's model can drive its training loss down: ``epochs`` epochs on
+    the same ``batches`` batches (Lightning's ``overfit_batches``), without augmentation,
+    validation or callbacks, as ``cifarkit run RECIPE --overfit-batches N`` runs it.
+    Returns the run and its first and last epochs' training loss."""
+    from cifarkit.core.recipe import load_recipe, locate_recipe
+    from cifarkit.core.registry import load_registry
+
+    batches = _choice("batches", batches, int, optional=False)
+    if batches < 1:
+        raise CifarkitError(f"--overfit-batches: at least 1 batch, got {batches}")
+    overrides = _strings("overrides", overrides)
+    files = tuple(str(p) for p in _paths("plugins", plugins))
+    loaded = load_recipe(locate_recipe(str(_path("recipe", recipe))), overrides,
+                         load_registry(files))
+    sets = [*overrides, f"data.limit={batches * loaded.data.batch_size}",
+            "data.validation_split=0", "augmentation=[]", "callbacks=[]", "train.tta=none",
+            f"train.steps_per_epoch={batches}", f"train.epochs={epochs}",
+            f"name={loaded.name}-overfit"]
+    run = train(recipe, sets, output, plugins=files, report=report)
+    losses = [r.get("loss") for r in run.metrics()] if run.status == "completed" else []
+    return run, (losses[0] if losses else None), (losses[-1] if losses else None)
 
 
 # -- reading and using runs ----------------------------------------------------------

@@ -292,3 +292,26 @@ def test_a_zoo_summary_keeps_its_citation_and_a_near_name_is_suggested(registry)
     assert registry.get("model", "resnet20").summary.endswith("16/32/64 filters.")
     assert did_you_mean("resnet18", registry.names("model")) == \
         "; did you mean 'preact_resnet18'?"
+
+
+@pytest.mark.slow
+def test_smoke_runs_the_whole_chain_and_overfit_batches_shows_the_loss_fall(tmp_path,
+                                                                             cifar10_dir):
+    from conftest import tiny_overrides
+
+    sets = [a for o in tiny_overrides(cifar10_dir) for a in ("--set", o)]
+    smoke = cli("run", "default", "--smoke", *sets, "-o", str(tmp_path / "smoke"))
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert "smoke run passed" in smoke.stdout
+    (run_dir,) = (tmp_path / "smoke").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "-smoke-" in run_dir.name and summary["epochs_run"] == 2
+    assert summary["resumed"] and (run_dir / "model.keras").is_file()
+    overfit = cli("run", "default", "--overfit-batches", "1", *sets, "-o",
+                  str(tmp_path / "overfit"))
+    assert "training loss on 1 batch(es)" in overfit.stdout, overfit.stderr[-3000:]
+    (run_dir,) = (tmp_path / "overfit").iterdir()
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 31 and "val_loss" not in rows[0]  # 30 epochs, no validation
+    both = cli("run", "default", "--smoke", "--overfit-batches", "1", *sets)
+    assert both.returncode == 2 and both.stderr.count("\n") == 1

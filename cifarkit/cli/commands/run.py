@@ -23,6 +23,13 @@ def arguments(parser) -> None:
     options.overrides(parser)
     parser.add_argument("--output", "-o", default="runs", metavar="DIR",
                         help="where run directories go (default: runs/)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the whole chain in seconds: 2 steps of training on 256 examples, "
+                             "validation, a checkpoint, a resume, the test split, model.keras "
+                             "reloaded (its accuracy means nothing)")
+    parser.add_argument("--overfit-batches", type=int, metavar="N",
+                        help="train 30 epochs on the same N batches (no augmentation, "
+                             "validation or callbacks): does the training loss go down?")
     parser.add_argument("--run-dir", metavar="DIR",
                         help="the run directory itself instead of a new one in --output "
                              "(created; an existing one must be empty): what a sweep names "
@@ -46,12 +53,53 @@ def main(args) -> int:
     from cifarkit.api import train
     from cifarkit.cli.reporter import Reporter
 
+    if args.smoke or args.overfit_batches is not None:
+        return _check_run(args)
+
     result = train(args.recipe, overrides(args), args.output, plugins=args.plugin_files,
                    report=Reporter(options.make_console()), resume=args.resume,
                    trust_run=args.trust_run, run_dir=args.run_dir)
     if result.summary.get("finish_errors"):  # trained, but a tracker's record failed
         return 1
     return {"completed": 0, "interrupted": 130}.get(result.status, 1)
+
+
+def _check_run(args) -> int:
+    """``--smoke`` and ``--overfit-batches N``: a run that checks the chain or the model,
+    and one line saying what it showed."""
+    import time
+
+    from cifarkit.api import overfit, smoke
+    from cifarkit.cli.reporter import Reporter
+    from cifarkit.errors import CifarkitError
+
+    if args.resume or args.run_dir or (args.smoke and args.overfit_batches is not None):
+        raise CifarkitError("run: --smoke and --overfit-batches start a run of their own: give "
+                            "a RECIPE, not --resume or --run-dir, and one of the two")
+    if args.recipe is None:
+        raise CifarkitError("run: give a RECIPE to --smoke or --overfit-batches")
+    console = options.make_console()
+    started = time.perf_counter()
+    if args.smoke:
+        run = smoke(args.recipe, overrides(args), args.output, plugins=args.plugin_files,
+                    report=Reporter(console))
+        if run.status == "completed":
+            console.print(f"smoke run passed in {time.perf_counter() - started:.1f} s: trained, "
+                          "validated, checkpointed, resumed, evaluated, saved and reloaded "
+                          f"({run.run_dir}); its accuracy means nothing", style="green",
+                          highlight=False, markup=False)
+        return 0 if run.status == "completed" else 1
+    run, first, last = overfit(args.recipe, args.overfit_batches, overrides(args), args.output,
+                               plugins=args.plugin_files, report=Reporter(console))
+    if first is None or last is None:
+        return 1
+    drop = last < first / 2
+    console.print(f"training loss on {args.overfit_batches} batch(es): {first:.4g} in epoch 1, "
+                  f"{last:.4g} in epoch {len(run.metrics())}: "
+                  + ("the model learns them" if drop else "it did not halve: check the model, "
+                     "the learning rate and the labels"),
+                  style="green" if drop else "yellow", highlight=False, markup=False)
+    return 0 if drop else 1
 
 
 COMMAND = options.Command(
