@@ -12,8 +12,8 @@ from cifarkit.version import __version__
 __all__ = [
     "CifarkitError", "DataError", "OutputError", "PluginError", "RecipeError",
     "StrategyError", "Range", "RunInfo", "Splits", "create_model", "evaluate", "export",
-    "hookimpl", "list_plugins", "list_runs", "load_run", "predict", "run_file", "sync_weights",
-    "train", "__version__",
+    "hookimpl", "list_plugins", "list_runs", "load_run", "overfit", "predict", "run_file",
+    "smoke", "sync_weights", "train", "__version__",
 ]
 
 
@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return run_file
     if name in ("train", "load_run", "list_plugins", "RunInfo", "evaluate", "predict", "export",
-                "create_model"):  # the Python API
+                "create_model", "smoke", "overfit"):  # the Python API
         from cifarkit import api
 
         return getattr(api, name)
