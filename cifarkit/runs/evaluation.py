@@ -23,7 +23,8 @@ def probabilities(backend, model, x: np.ndarray, batch_size: int, tta: str = "no
     replicas); ``progress(done, total)`` after each chunk (and once before)."""
     predict_on = backend.predict if outside_replicas else backend.predict_keras
     total, done = TTA_VIEWS[tta] * len(x), [0]
-    chunk = batch_size * max(1, 2048 // batch_size)  # progress a few times a pass
+    # progress about 8 times a pass, in whole batches of at most 2,048 images
+    chunk = batch_size * max(1, min(2048, -(-len(x) // 8)) // batch_size)
 
     def predict(images):
         out = []

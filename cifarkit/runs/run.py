@@ -218,7 +218,10 @@ class Run:
         if recipe.train.tta != "none":
             test["accuracy_without_tta"] = float((plain.argmax(axis=1) == data.y_test).mean())
         signals.check()
+        self.reporter.phase("saving model.keras", 0, 1, "file")
         artifacts.save_model(self.parts.model, self.run_dir / "model.keras")
+        self.reporter.phase("saving model.keras", 1, 1, "file")
+        self.reporter.stop_live()
         self.test = test
 
     def _precise_bn(self, signals) -> None:
@@ -289,9 +292,13 @@ class Run:
 
         monitor, best, value = best_epoch(self.rows, self.callbacks)
         title = f"{self.run_dir.name}, test accuracy {100 * self.test['accuracy']:.2f} %"
+        self.reporter.phase("writing the plots", 0, 2, "figures")
         plots.plot_curves(self.rows, self.run_dir, best, best_by=monitor, title=title)
+        self.reporter.phase("writing the plots", 1, 2, "figures")
         plots.plot_confusion(self.test["confusion_matrix"], self.data.class_names,
                              self.run_dir / "confusion_matrix.png", title)
+        self.reporter.phase("writing the plots", 2, 2, "figures")
+        self.reporter.stop_live()
         self.summary.pop("resume_command", None)
         self.summary.pop("error", None)
         self.end("completed", **results(self, monitor, best, value))
