@@ -22,12 +22,16 @@ class FileTooLarge(OSError):
         self.size = size
 
 
-def read_regular(path: Path, limit: int, follow: bool = True) -> bytes:
+def read_regular(path: Path, limit: int, follow: bool = True,
+                 dir_fd: int | None = None) -> bytes:
     """``path``'s bytes: a regular file of at most ``limit`` bytes, else
     :class:`NotRegularFile` or :class:`FileTooLarge` (or the OSError of the open).
     The open does not block on a FIFO, and at most ``limit + 1`` bytes are read
-    whatever the file claims. ``follow=False``: a symbolic link is refused (ELOOP)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    whatever the file claims. ``follow=False``: a symbolic link is refused (ELOOP).
+    ``dir_fd``: ``path``'s name is opened in that open folder (not its path again)."""
+    fd = os.open(Path(path).name if dir_fd is not None else path,
+                 os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                 dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):

@@ -71,14 +71,15 @@ def is_folder(path: Path) -> bool:
         return False
 
 
-def read_bytes(path: Path, limit: int | None = None) -> bytes:
+def read_bytes(path: Path, limit: int | None = None, dir_fd: int | None = None) -> bytes:
     """``path``'s bytes: a regular file, not through a symlink, at most ``limit`` bytes
-    (default: :data:`LIMITS` by file name). ``FileNotFoundError`` passes through
-    (callers word a missing file); everything else is :class:`UnreadableFile`."""
+    (default: :data:`LIMITS` by file name); ``dir_fd``: opened by name in that open
+    folder. ``FileNotFoundError`` passes through (callers word a missing file);
+    everything else is :class:`UnreadableFile`."""
     path = Path(path)
     limit = limit if limit is not None else LIMITS.get(path.name, DEFAULT_LIMIT)
     try:
-        return read_regular(path, limit, follow=False)
+        return read_regular(path, limit, follow=False, dir_fd=dir_fd)
     except FileNotFoundError:
         raise
     except NotRegularFile:

@@ -46,8 +46,7 @@ def _open_at(dir_fd: int, name: str, directory: bool = False) -> int:
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR) or (
-                exc.errno == errno.ENOTDIR and directory):
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _Refused("a symbolic link or not a " + ("folder" if directory else "file")
                            + "; cifarkit reads no link in a run folder") from None
         if exc.errno == errno.ENOENT:
@@ -139,20 +138,12 @@ def _check(snap: RunSnapshot, name: str, digest: str) -> None:
 
 
 def _read(snap: RunSnapshot, dir_fd: int, name: str) -> bytes | None:
-    """A small file of the folder, read once and bounded; None when absent."""
+    """A small file of the folder, read once and bounded (:func:`folder.read_bytes`, by
+    name in the open folder); None when absent."""
     try:
-        fd = _open_at(dir_fd, name)
+        return folder.read_bytes(snap.path / name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
-    except _Refused as exc:
-        raise OutputError(f"{printable(str(snap.path / name))}: unreadable ({exc})") from None
-    limit = folder.LIMITS.get(name, folder.DEFAULT_LIMIT)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OutputError(f"{printable(str(snap.path / name))}: unreadable ({len(data):,} "
-                          f"bytes or more, above the {limit:,} allowed)")
-    return data
 
 
 def _read_signature(snap: RunSnapshot, dir_fd: int) -> None:
